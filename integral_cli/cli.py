@@ -1,0 +1,409 @@
+"""The command line: parse options, call the library, render the results.
+
+Tables and data go to stdout; progress and messages go to stderr. Library errors become
+one line on stderr: a bad setting exits with 2 (like Click's own usage errors), anything
+else with 1; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from integral_cli import __version__
+from integral_cli.decoders import DECODERS
+from integral_cli.devices import DEVICE_HELP, device_name, resolve_device
+from integral_cli.errors import ConfigError, IntegralError
+from integral_cli.experiment import (
+    DEFAULT_MAX_MEMORY_MIB,
+    DTYPES,
+    SIGMA_UNITS,
+    ExperimentConfig,
+    run_experiment,
+)
+from integral_cli.report import (
+    CSV_COLUMNS,
+    check_output_path,
+    rows_as_records,
+    sidecar_path,
+    write_csv,
+)
+from integral_cli.seed_note import SEED_DECODERS, SEED_SIZE, run_seed
+from integral_cli.sweep import SweepConfig, run_sweep
+from integral_cli.synth import ENCODERS
+
+app = typer.Typer(
+    name="integral-cli",
+    help="Measure the quantization error of keypoint heatmap decoders on synthetic maps.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- parsing
+def _parse_list(text: str, convert: Callable[[str], T], what: str) -> tuple[T, ...]:
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}")
+    try:
+        return tuple(convert(item) for item in items)
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}") from None
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    values = _parse_list(text, int, "integers")
+    if any(v < 1 for v in values):
+        raise typer.BadParameter(f"every value must be a positive integer, got {text!r}")
+    return values
+
+
+def _positive_floats(text: str) -> tuple[float, ...]:
+    values = _parse_list(text, float, "numbers")
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        raise typer.BadParameter(f"every value must be a finite number > 0, got {text!r}")
+    return values
+
+
+def _decoder_names(text: str | None) -> tuple[str, ...]:
+    if text is None or text.strip().lower() == "all":
+        return tuple(DECODERS)
+    names = _parse_list(text, str, "decoder names")
+    unknown = [name for name in names if name not in DECODERS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown decoder {unknown[0]!r}; choose from {', '.join(DECODERS)}"
+        )
+    if len(set(names)) != len(names):
+        raise typer.BadParameter("a decoder is listed twice")
+    return names
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise typer.BadParameter(f"expected HxW such as 256x192, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise typer.BadParameter(f"height and width must be positive, got {text!r}")
+    return height, width
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------- shared options
+Sigma = Annotated[float, typer.Option(callback=_positive, help="Gaussian standard deviation (see --sigma-unit).")]
+SigmaUnit = Annotated[str, typer.Option(callback=_one_of(SIGMA_UNITS), metavar="[{}]".format("|".join(SIGMA_UNITS)), help="Unit of sigma: heatmap pixels, or image pixels (sigma_hm = sigma / stride).")]
+Amplitude = Annotated[float, typer.Option(callback=_positive, help="Peak value of the rendered maps (10 is the seed note's).")]
+Beta = Annotated[float, typer.Option(callback=_positive, help="Inverse temperature of the softmax decoders.")]
+ImageSize = Annotated[str, typer.Option("--image-size", metavar="HxW", help="Input image size in pixels; both sides multiples of the stride.")]
+Samples = Annotated[int, typer.Option(min=1, help="Ground-truth points (one map each) per configuration.")]
+Margin = Annotated[float | None, typer.Option(min=0, callback=_finite, show_default="ceil(3*sigma_hm)", help="Keep ground truth this far from the border, in heatmap pixels (0 allowed).")]
+Decoders = Annotated[str | None, typer.Option(metavar="LIST", show_default="all", help=f"Comma-separated decoders: {', '.join(DECODERS)}.")]
+Device = Annotated[str, typer.Option(help=f"Device: {DEVICE_HELP}. auto = CUDA when available, else CPU.")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed of the ground-truth sampling.")]
+Encoder = Annotated[str, typer.Option(callback=_one_of(tuple(ENCODERS)), metavar="[{}]".format("|".join(tuple(ENCODERS))), help="Heatmap encoder.")]
+Dtype = Annotated[str, typer.Option(callback=_one_of(tuple(DTYPES)), metavar="[{}]".format("|".join(tuple(DTYPES))), help="Precision the maps are decoded in.")]
+MaxMemory = Annotated[float, typer.Option("--max-memory", min=1, callback=_finite, metavar="MIB", help="Memory budget in MiB; maps are rendered and decoded in chunks that fit it.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+# --------------------------------------------------------------------- error mapping
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and the right exit code."""
+    try:
+        yield
+    except ConfigError as error:
+        typer.echo(f"integral-cli: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except IntegralError as error:
+        typer.echo(f"integral-cli: error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _stdout() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _progress() -> Progress:
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------------- commands
+@app.command()
+def compare(
+    stride: Annotated[int, typer.Option(min=1, help="Image pixels per heatmap pixel.")] = 4,
+    sigma: Sigma = 2.0,
+    sigma_unit: SigmaUnit = "heatmap",
+    amplitude: Amplitude = 10.0,
+    beta: Beta = 1.0,
+    image_size: ImageSize = "256x192",
+    samples: Samples = 10_000,
+    margin: Margin = None,
+    decoders: Decoders = None,
+    device: Device = "auto",
+    seed: Seed = 0,
+    encoder: Encoder = "gaussian",
+    dtype: Dtype = "float32",
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
+    csv: Annotated[Path | None, typer.Option("--csv", metavar="PATH", help="Also write the rows to this CSV.")] = None,
+    force: Force = False,
+    as_json: AsJson = False,
+) -> None:
+    """Decode random sub-pixel points with every decoder and print the error table.
+
+    Errors are Euclidean distances in image pixels between the decoded and the true
+    point; rows are sorted by mean error.
+    """
+    with _reported_errors():
+        config = ExperimentConfig(
+            stride=stride,
+            sigma=sigma,
+            sigma_unit=sigma_unit,
+            amplitude=amplitude,
+            beta=beta,
+            image_size=_image_size(image_size),
+            samples=samples,
+            margin=margin,
+            decoders=_decoder_names(decoders),
+            device=device,
+            seed=seed,
+            encoder=encoder,
+            dtype=dtype,
+            max_memory_mib=max_memory,
+        )
+        if csv is not None:
+            check_output_path(csv, force=force)
+        used = resolve_device(config.device)
+        with _progress() as progress:
+            task = progress.add_task("compare", total=config.samples)
+            rows = run_experiment(config, progress=lambda done: progress.update(task, completed=done))
+        rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
+        if csv is not None:
+            write_csv(csv, rows)
+    if as_json:
+        typer.echo(json.dumps(rows_as_records(rows), indent=2))
+        return
+    _stdout().print(_compare_table(config, rows, device_name(used)))
+
+
+def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) -> Table:
+    height, width = config.heatmap_size
+    margin = rows["margin"].iloc[0]
+    title = (
+        f"stride {config.stride} · sigma {config.sigma:g} {config.sigma_unit} px · "
+        f"amplitude {config.amplitude:g} · beta {config.beta:g} · {config.encoder} · "
+        f"{config.dtype}\nimage {config.image_size[0]}x{config.image_size[1]} → heatmap "
+        f"{height}x{width} · margin {margin:g} hm px · {config.samples} samples · "
+        f"seed {config.seed} · device {device}"
+    )
+    table = Table(title=title, caption="errors in image pixels; CI = 95% interval of the mean")
+    for header in ("decoder", "mean", "median", "p95", "max", "rmse", "bias x", "bias y",
+                   "mean (hm px)", "95% CI of mean", "non-finite", "seconds"):
+        table.add_column(header, justify="left" if header == "decoder" else "right")
+    for row in rows.itertuples(index=False):
+        flag = " !" if row.nonfinite else ""
+        table.add_row(
+            row.decoder + flag,
+            _number(row.mean_error),
+            _number(row.median_error),
+            _number(row.p95_error),
+            _number(row.max_error),
+            _number(row.rmse),
+            _number(row.bias_x),
+            _number(row.bias_y),
+            _number(row.mean_error_hm),
+            f"{_number(row.ci95_low)} – {_number(row.ci95_high)}",
+            str(row.nonfinite),
+            _number(row.seconds, 3),
+        )
+    return table
+
+
+@app.command()
+def sweep(
+    strides: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated strides.")] = "1,2,4,8",
+    sigmas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated sigmas (see --sigma-unit).")] = "1,2,3",
+    amplitudes: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated peak values.")] = "10",
+    betas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated inverse temperatures.")] = "1",
+    sigma_unit: SigmaUnit = "heatmap",
+    image_size: ImageSize = "256x192",
+    samples: Samples = 10_000,
+    margin: Margin = None,
+    decoders: Decoders = None,
+    device: Device = "auto",
+    seed: Seed = 0,
+    encoder: Encoder = "gaussian",
+    dtype: Dtype = "float32",
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="CSV to write; a JSON sidecar with the same stem goes beside it.")] = Path("results/sweep.csv"),
+    force: Force = False,
+) -> None:
+    """Run the grid strides x sigmas x amplitudes x betas and write one CSV row per
+    configuration and decoder.
+
+    Rows are written as each configuration finishes, so an interrupted sweep keeps
+    what it finished. Every configuration uses the same seed, so all of them see the
+    same ground-truth points wherever their margins agree.
+    """
+    with _reported_errors():
+        grid = SweepConfig(
+            base=ExperimentConfig(
+                sigma_unit=sigma_unit,
+                image_size=_image_size(image_size),
+                samples=samples,
+                margin=margin,
+                decoders=_decoder_names(decoders),
+                device=device,
+                seed=seed,
+                encoder=encoder,
+                dtype=dtype,
+                max_memory_mib=max_memory,
+            ),
+            strides=_positive_ints(strides),
+            sigmas=_positive_floats(sigmas),
+            amplitudes=_positive_floats(amplitudes),
+            betas=_positive_floats(betas),
+        )
+        total = len(grid.configurations())
+        done = 0
+
+        def count(finished: int) -> None:
+            nonlocal done
+            done = finished
+
+        try:
+            with _progress() as progress:
+                task = progress.add_task("sweep", total=total * samples)
+                run_sweep(
+                    grid,
+                    out,
+                    force=force,
+                    command_line=["integral-cli", *sys.argv[1:]],
+                    on_samples=lambda n: progress.update(task, completed=n),
+                    on_configuration=count,
+                )
+        except KeyboardInterrupt:
+            typer.echo(
+                f"integral-cli: interrupted; {done} of {total} configurations saved in {out}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+    typer.echo(
+        f"wrote {done * len(grid.base.decoders)} rows ({done} configurations) to {out} "
+        f"and settings to {sidecar_path(out)}",
+        err=True,
+    )
+
+
+@app.command()
+def seed(as_json: AsJson = False) -> None:
+    """Reproduce the seed note's example: a 64x32 map, joints (10,10), (3,8), (16,18),
+    peak 10, FWHM 4 px, decoded with argmax and both integral variants at beta 1."""
+    with _reported_errors():
+        rows = run_seed()
+    if as_json:
+        typer.echo(json.dumps(rows.to_dict(orient="records"), indent=2))
+        return
+    height, width = SEED_SIZE
+    table = Table(title=f"seed note example · {height}x{width} (HxW) heatmap · heatmap pixels (x, y)")
+    table.add_column("joint", justify="right")
+    table.add_column("ground truth", justify="right")
+    for name in SEED_DECODERS:
+        table.add_column(name, justify="right")
+    for joint, group in rows.groupby("joint", sort=True):
+        first = group.iloc[0]
+        cells = [f"({x:.4f}, {y:.4f})" for x, y in zip(group["x"], group["y"])]
+        table.add_row(str(joint), f"({first.gt_x:g}, {first.gt_y:g})", *cells)
+    _stdout().print(table)
+
+
+@app.command("decoders")
+def list_decoders(as_json: AsJson = False) -> None:
+    """List the decoders with what they do, whether they pass gradients, and their source."""
+    if as_json:
+        typer.echo(json.dumps([
+            {"name": d.name, "differentiable": d.differentiable, "params": list(d.params),
+             "description": d.description, "reference": d.reference}
+            for d in DECODERS.values()
+        ], indent=2))
+        return
+    table = Table(title="decoders")
+    for header in ("name", "differentiable", "params", "description", "reference"):
+        table.add_column(header)
+    for d in DECODERS.values():
+        table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-",
+                      d.description, d.reference)
+    _stdout().print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"integral-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Measure the quantization error of keypoint heatmap decoders on synthetic maps."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="integral-cli")

@@ -1,0 +1,139 @@
+"""Coordinate conventions: the one place they are defined.
+
+* Coordinates are ``(x, y)``: the last dimension of every coordinate tensor has size 2,
+  x first.
+* Pixel centres sit at integer coordinates: pixel ``i`` covers ``[i - 0.5, i + 0.5]``.
+* Heatmaps are ``(B, K, H, W)``, coordinates ``(B, K, 2)``; sizes are written ``(H, W)``.
+* A heatmap is the image divided by the stride ``s``: ``H = H_img / s``, ``W = W_img / s``.
+* Image <-> heatmap mapping, default ``"center"`` (pixel-centre aligned)::
+
+      x_hm = (x_img + 0.5) / s - 0.5          x_img = s * (x_hm + 0.5) - 0.5
+
+  ``"corner"`` (MMPose MSRA, the Integral Human Pose code): ``x_hm = x_img / s``.
+  ``"udp"`` (unbiased data processing): ``x_hm = x_img * (W - 1) / (W_img - 1)``.
+
+Under ``"center"`` and ``"corner"`` a distance of ``d`` heatmap pixels is ``s * d`` image
+pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from integral_cli.errors import ConfigError
+
+Convention = Literal["center", "corner", "udp"]
+CONVENTIONS: tuple[str, ...] = ("center", "corner", "udp")
+
+
+def heatmap_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Heatmap size ``(H, W)`` for an image of ``image_size = (H_img, W_img)`` pixels.
+
+    Args:
+        image_size: image height and width in pixels.
+        stride: image pixels per heatmap pixel.
+
+    Returns:
+        ``(H_img // stride, W_img // stride)``.
+
+    Raises:
+        ConfigError: a size or the stride is not positive, or a side is not a multiple of
+            the stride (the message names the nearest valid sizes).
+
+    >>> heatmap_size((256, 192), 4)
+    (64, 48)
+    """
+    if stride < 1:
+        raise ConfigError(f"stride must be a positive integer, got {stride}")
+    for name, side in zip(("height", "width"), image_size):
+        if side < 1:
+            raise ConfigError(f"image {name} must be positive, got {side}")
+        if side % stride:
+            below = side - side % stride
+            above = below + stride
+            nearest = f"{below} or {above}" if below > 0 else f"{above}"
+            raise ConfigError(
+                f"image {name} {side} is not a multiple of stride {stride}; "
+                f"nearest valid {name}: {nearest}"
+            )
+    return image_size[0] // stride, image_size[1] // stride
+
+
+def _scales(
+    convention: str, stride: int, image_size: tuple[int, int] | None
+) -> tuple[torch.Tensor | float, float]:
+    """Per-axis ``(scale, offset)`` with ``x_hm = scale * x_img + offset``."""
+    if convention == "center":
+        return 1.0 / stride, 0.5 / stride - 0.5
+    if convention == "corner":
+        return 1.0 / stride, 0.0
+    if convention == "udp":
+        if image_size is None:
+            raise ConfigError("the 'udp' convention needs the image size")
+        h_img, w_img = image_size
+        h_hm, w_hm = heatmap_size(image_size, stride)
+        if h_img < 2 or w_img < 2:
+            raise ConfigError("the 'udp' convention needs an image at least 2 pixels wide")
+        return torch.tensor([(w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)]), 0.0
+    raise ConfigError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+
+
+def image_to_heatmap(
+    points_img: torch.Tensor,
+    stride: int,
+    convention: str = "center",
+    image_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Map image coordinates to heatmap coordinates.
+
+    Args:
+        points_img: ``(..., 2)`` points ``(x, y)`` in image pixels.
+        stride: image pixels per heatmap pixel.
+        convention: ``"center"`` (default), ``"corner"`` or ``"udp"``.
+        image_size: ``(H_img, W_img)``, needed by ``"udp"`` only.
+
+    Returns:
+        ``(..., 2)`` points in heatmap pixels, same dtype and device.
+
+    >>> image_to_heatmap(torch.tensor([[1.5, 5.5]]), stride=4)
+    tensor([[0., 1.]])
+    """
+    scale, offset = _scales(convention, stride, image_size)
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(points_img)
+    return points_img * scale + offset
+
+
+def heatmap_to_image(
+    points_hm: torch.Tensor,
+    stride: int,
+    convention: str = "center",
+    image_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Map heatmap coordinates to image coordinates (the mirror of :func:`image_to_heatmap`).
+
+    Args:
+        points_hm: ``(..., 2)`` points ``(x, y)`` in heatmap pixels.
+        stride: image pixels per heatmap pixel.
+        convention: ``"center"`` (default), ``"corner"`` or ``"udp"``.
+        image_size: ``(H_img, W_img)``, needed by ``"udp"`` only.
+
+    Returns:
+        ``(..., 2)`` points in image pixels, same dtype and device.
+
+    >>> heatmap_to_image(torch.tensor([[0.0, 1.0]]), stride=4)
+    tensor([[1.5000, 5.5000]])
+    """
+    scale, offset = _scales(convention, stride, image_size)
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(points_hm)
+    return (points_hm - offset) / scale
+
+
+def pixel_coordinates(
+    n: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Centre coordinates ``0, 1, ..., n - 1`` of ``n`` pixels along one axis."""
+    return torch.arange(n, device=device, dtype=dtype)

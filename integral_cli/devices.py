@@ -1,0 +1,73 @@
+"""Choosing the device to compute on, naming it, and synchronising it before a clock read."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from integral_cli.errors import ConfigError, DeviceError
+
+DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a device string into the :class:`torch.device` to use.
+
+    Args:
+        spec: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"mps"``.
+
+    Returns:
+        The device. ``"cuda"`` resolves to the current CUDA device, e.g. ``cuda:0``.
+
+    Raises:
+        ConfigError: ``spec`` is not one of the forms above.
+        DeviceError: the device was asked for but this machine does not have it.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    spec = spec.strip().lower()
+    if not _DEVICE_PATTERN.match(spec):
+        raise ConfigError(f"unknown device {spec!r}; use {DEVICE_HELP}")
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+        if spec == "cpu":
+            return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError("device 'mps' was requested but this machine has no MPS backend")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {spec!r} was requested but CUDA is not available "
+            "(no GPU, or this torch build has no CUDA); use --device cpu or auto"
+        )
+    count = torch.cuda.device_count()
+    index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
+    if index >= count:
+        raise DeviceError(
+            f"device {spec!r} was requested but this machine has {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+    return torch.device("cuda", index)
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name: ``"cpu"``, or ``"cuda:0 (NVIDIA A100-SXM4-40GB)"``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` to finish, so a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -1,0 +1,28 @@
+"""The one family of errors the library raises.
+
+The CLI turns :class:`IntegralError` into a one-line message on stderr: a
+:class:`ConfigError` (a bad value for a setting) exits with code 2 like any other
+usage error, everything else exits with code 1.
+"""
+
+from __future__ import annotations
+
+
+class IntegralError(Exception):
+    """Base class of every error integral-cli raises on purpose."""
+
+
+class ConfigError(IntegralError, ValueError):
+    """A setting or argument has a value the library cannot use."""
+
+
+class ShapeError(ConfigError):
+    """A tensor argument has the wrong shape, dtype or number of dimensions."""
+
+
+class DeviceError(IntegralError, RuntimeError):
+    """The requested device is not available on this machine."""
+
+
+class OutputError(IntegralError, OSError):
+    """An output file cannot be written (exists, missing directory, no permission)."""

@@ -1,0 +1,232 @@
+"""The experiment engine: one configuration in, one row per decoder out.
+
+Ground-truth points are drawn once, up front, from a generator seeded with
+``config.seed``; maps are then rendered and decoded in chunks sized from the memory
+budget. The numbers therefore do not depend on the budget, and the same seed gives the
+same rows on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from integral_cli.checks import check_positive
+from integral_cli.coords import heatmap_size, heatmap_to_image, image_to_heatmap
+from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
+from integral_cli.devices import resolve_device, synchronize
+from integral_cli.errors import ConfigError
+from integral_cli.metrics import summarize_offsets
+from integral_cli.report import CSV_COLUMNS
+from integral_cli.synth import ENCODERS, default_margin, render_heatmaps, sample_points
+
+#: Default memory budget for one experiment, in MiB.
+DEFAULT_MAX_MEMORY_MIB = 1024
+#: Map-sized buffers alive at once while a chunk is rendered and decoded (the map, the
+#: decoder's temporaries and the results); used to size chunks from the budget.
+MAP_BUFFERS = 4
+#: Bytes kept per sample for the whole run besides the maps: the point, each decoder's
+#: offsets and the float64 working copies of the summary.
+SAMPLE_BYTES_FIXED = 8 + 64
+SAMPLE_BYTES_PER_DECODER = 8
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+SIGMA_UNITS: tuple[str, ...] = ("heatmap", "image")
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one experiment.
+
+    Attributes:
+        stride: image pixels per heatmap pixel.
+        sigma: Gaussian standard deviation, in ``sigma_unit`` pixels.
+        sigma_unit: ``"heatmap"`` or ``"image"`` (``sigma_hm = sigma / stride``).
+        amplitude: peak value of the rendered maps.
+        beta: inverse temperature of the softmax decoders.
+        image_size: ``(H, W)`` of the input image in pixels; multiples of ``stride``.
+        samples: number of ground-truth points (one map each).
+        margin: distance kept from the border in heatmap pixels; ``None`` means
+            ``ceil(3 * sigma_hm)``.
+        decoders: decoder names, in the order the rows come out.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        seed: seed of the ground-truth sampling.
+        encoder: heatmap encoder (see ``synth.ENCODERS``).
+        dtype: precision the maps are decoded in.
+        max_memory_mib: memory budget in MiB; sets the chunk size.
+    """
+
+    stride: int = 4
+    sigma: float = 2.0
+    sigma_unit: str = "heatmap"
+    amplitude: float = 10.0
+    beta: float = 1.0
+    image_size: tuple[int, int] = (256, 192)
+    samples: int = 10_000
+    margin: float | None = None
+    decoders: tuple[str, ...] = field(default_factory=lambda: tuple(DECODERS))
+    device: str = "auto"
+    seed: int = 0
+    encoder: str = "gaussian"
+    dtype: str = "float32"
+    max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise ConfigError(f"stride must be a positive integer, got {self.stride!r}")
+        check_positive(self.sigma, "sigma")
+        if self.sigma_unit not in SIGMA_UNITS:
+            raise ConfigError(f"sigma_unit must be one of {', '.join(SIGMA_UNITS)}")
+        check_positive(self.amplitude, "amplitude")
+        check_decoder_params({"beta": self.beta})
+        heatmap_size(tuple(self.image_size), self.stride)
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ConfigError(f"samples must be a positive integer, got {self.samples!r}")
+        if self.margin is not None and (not math.isfinite(self.margin) or self.margin < 0):
+            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin}")
+        if not self.decoders:
+            raise ConfigError("no decoders given")
+        for name in self.decoders:
+            get_decoder(name)
+        if len(set(self.decoders)) != len(self.decoders):
+            raise ConfigError("a decoder is listed twice")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        check_positive(self.max_memory_mib, "max_memory_mib")
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the heatmap."""
+        return heatmap_size(tuple(self.image_size), self.stride)
+
+    @property
+    def sigma_hm(self) -> float:
+        """Sigma in heatmap pixels."""
+        return self.sigma / self.stride if self.sigma_unit == "image" else self.sigma
+
+    @property
+    def resolved_margin(self) -> float:
+        """The margin in heatmap pixels, the default filled in."""
+        return default_margin(self.sigma_hm) if self.margin is None else self.margin
+
+
+def chunk_size(config: ExperimentConfig) -> int:
+    """How many maps to render and decode at once within ``config.max_memory_mib``.
+
+    Raises:
+        ConfigError: not even one map (or the per-sample bookkeeping) fits the budget;
+            the message says how much would be needed.
+    """
+    height, width = config.heatmap_size
+    budget = config.max_memory_mib * 2**20
+    per_sample = SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * len(config.decoders)
+    fixed = per_sample * config.samples
+    per_map = height * width * DTYPES[config.dtype].itemsize * MAP_BUFFERS
+    if fixed + per_map > budget:
+        need = math.ceil((fixed + per_map) / 2**20)
+        raise ConfigError(
+            f"{config.samples} samples of {height}x{width} maps need at least {need} MiB, "
+            f"more than the memory budget of {config.max_memory_mib:g} MiB; "
+            "raise --max-memory or lower --samples"
+        )
+    return max(1, min(config.samples, int((budget - fixed) // per_map)))
+
+
+def run_experiment(
+    config: ExperimentConfig, *, progress: ProgressCallback | None = None
+) -> pd.DataFrame:
+    """Render ``config.samples`` maps, decode them with each decoder and summarise.
+
+    Args:
+        config: the experiment.
+        progress: called with the number of samples finished after each chunk.
+
+    Returns:
+        One row per decoder, in ``config.decoders`` order, with the columns
+        :data:`integral_cli.report.CSV_COLUMNS` (errors in image pixels).
+
+    Raises:
+        ConfigError: a setting out of range (e.g. a margin that leaves no room).
+        DeviceError: the device is not available.
+    """
+    device = resolve_device(config.device)
+    dtype = DTYPES[config.dtype]
+    render_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    size = config.heatmap_size
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    # Drawn in float32 whatever the dtype, so every dtype sees the same points.
+    truth = sample_points(
+        config.samples, 1, size, config.stride, config.resolved_margin, generator
+    ).to(render_dtype)
+    offsets = {name: [] for name in config.decoders}
+    seconds = dict.fromkeys(config.decoders, 0.0)
+    step = chunk_size(config)
+    for start in range(0, config.samples, step):
+        truth_chunk = truth[start : start + step]
+        maps = render_heatmaps(
+            image_to_heatmap(truth_chunk, config.stride),
+            size,
+            config.sigma_hm,
+            amplitude=config.amplitude,
+            encoder=config.encoder,
+        ).to(dtype)
+        for name in config.decoders:
+            synchronize(device)
+            began = time.perf_counter()
+            decoded = decode(maps, name, beta=config.beta)
+            synchronize(device)
+            seconds[name] += time.perf_counter() - began
+            decoded_img = heatmap_to_image(decoded.to(render_dtype), config.stride)
+            offsets[name].append((decoded_img - truth_chunk).reshape(-1, 2).float())
+        del maps
+        if progress is not None:
+            progress(min(start + step, config.samples))
+    rows = []
+    for name in config.decoders:
+        summary = summarize_offsets(torch.cat(offsets[name]), config.stride)
+        rows.append(_row(config, device, name, summary, seconds[name]))
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _row(
+    config: ExperimentConfig,
+    device: torch.device,
+    decoder: str,
+    summary: dict[str, float],
+    seconds: float,
+) -> dict[str, object]:
+    height, width = config.heatmap_size
+    return {
+        "stride": config.stride,
+        "sigma": config.sigma,
+        "sigma_unit": config.sigma_unit,
+        "amplitude": config.amplitude,
+        "beta": config.beta,
+        "encoder": config.encoder,
+        "image_h": config.image_size[0],
+        "image_w": config.image_size[1],
+        "heatmap_h": height,
+        "heatmap_w": width,
+        "margin": config.resolved_margin,
+        "samples": config.samples,
+        "decoder": decoder,
+        **summary,
+        "device": str(device),
+        "dtype": config.dtype,
+        "seed": config.seed,
+        "seconds": seconds,
+    }

@@ -1,0 +1,121 @@
+"""Errors between decoded and ground-truth points, and their summaries.
+
+Units: image pixels unless a name ends in ``_hm`` (heatmap pixels).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from integral_cli.checks import check_points
+from integral_cli.errors import ShapeError
+
+#: Summary statistics, in the order they appear in the CSV.
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "mean_error",
+    "median_error",
+    "p95_error",
+    "max_error",
+    "rmse",
+    "bias_x",
+    "bias_y",
+    "mean_error_hm",
+    "ci95_low",
+    "ci95_high",
+    "nonfinite",
+)
+
+#: Two-sided 95% quantile of the standard normal distribution.
+Z_95 = 1.959963984540054
+
+
+def euclidean_errors(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-point Euclidean distance.
+
+    Args:
+        predicted: ``(B, K, 2)`` decoded points ``(x, y)``.
+        target: ``(B, K, 2)`` ground-truth points, same units.
+
+    Returns:
+        ``(B, K)`` distances in the units of the inputs (NaN where a prediction is NaN).
+
+    >>> euclidean_errors(torch.tensor([[[3.0, 4.0]]]), torch.zeros(1, 1, 2))
+    tensor([[5.]])
+    """
+    check_points(predicted, "predicted")
+    check_points(target, "target")
+    if predicted.shape != target.shape:
+        raise ShapeError(
+            f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} differ"
+        )
+    return torch.linalg.vector_norm(predicted - target, dim=-1)
+
+
+def quantile_sorted(sorted_values: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile ``q`` of ascending ``sorted_values`` with linear interpolation.
+
+    The same rule as ``numpy.quantile``'s default: position ``q * (n - 1)``.
+
+    >>> quantile_sorted(torch.tensor([1.0, 2.0, 3.0, 4.0]), 0.5)
+    tensor(2.5000)
+    """
+    n = sorted_values.shape[0]
+    position = q * (n - 1)
+    low = int(position)
+    high = min(low + 1, n - 1)
+    fraction = position - low
+    return sorted_values[low] + fraction * (sorted_values[high] - sorted_values[low])
+
+
+def _accumulation_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
+    """Summary of signed offsets ``predicted - target`` in image pixels.
+
+    Statistics are taken over the finite offsets; ``nonfinite`` counts the others.
+
+    Args:
+        offsets: ``(N, 2)`` signed offsets ``(dx, dy)`` in image pixels.
+        stride: image pixels per heatmap pixel (for ``mean_error_hm``).
+
+    Returns:
+        A dict keyed by :data:`SUMMARY_FIELDS`: mean, median, 95th percentile and maximum
+        Euclidean error, RMSE (root of the mean squared Euclidean error), signed mean
+        offsets ``bias_x`` and ``bias_y``, the mean error in heatmap pixels, the normal
+        95% confidence interval of the mean error, and the count of non-finite results.
+        Statistics of an empty finite set are NaN.
+    """
+    if offsets.ndim != 2 or offsets.shape[-1] != 2:
+        raise ShapeError(f"offsets must have shape (N, 2), got {tuple(offsets.shape)}")
+    offsets = offsets.to(_accumulation_dtype(offsets.device))
+    finite = torch.isfinite(offsets).all(dim=-1)
+    nonfinite = int(offsets.shape[0] - finite.sum().item())
+    kept = offsets[finite]
+    n = kept.shape[0]
+    if n == 0:
+        summary = dict.fromkeys(SUMMARY_FIELDS, float("nan"))
+        summary["nonfinite"] = nonfinite
+        return summary
+    errors = torch.linalg.vector_norm(kept, dim=-1)
+    ordered = torch.sort(errors).values
+    mean = errors.mean()
+    std_error = errors.std() / n**0.5 if n > 1 else torch.full_like(mean, torch.nan)
+    stats = torch.stack(
+        (
+            mean,
+            quantile_sorted(ordered, 0.5),
+            quantile_sorted(ordered, 0.95),
+            ordered[-1],
+            (errors**2).mean().sqrt(),
+            kept[:, 0].mean(),
+            kept[:, 1].mean(),
+            mean / stride,
+            mean - Z_95 * std_error,
+            mean + Z_95 * std_error,
+        )
+    ).tolist()
+    summary = dict(zip(SUMMARY_FIELDS[:-1], stats))
+    summary["nonfinite"] = nonfinite
+    return summary

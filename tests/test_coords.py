@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from integral_cli.coords import heatmap_size, heatmap_to_image, image_to_heatmap
+from integral_cli.errors import ConfigError
+
+
+class TestHeatmapSize:
+    def test_divisible(self):
+        assert heatmap_size((256, 192), 4) == (64, 48)
+        assert heatmap_size((256, 192), 1) == (256, 192)
+
+    def test_not_divisible_names_nearest_sizes(self):
+        with pytest.raises(ConfigError, match=r"height 250 .* stride 4; nearest valid height: 248 or 252"):
+            heatmap_size((250, 192), 4)
+        with pytest.raises(ConfigError, match=r"width 190 .* nearest valid width: 184 or 192"):
+            heatmap_size((256, 190), 8)
+
+    def test_smaller_than_stride(self):
+        with pytest.raises(ConfigError, match="nearest valid height: 8$"):
+            heatmap_size((3, 8), 8)
+
+    @pytest.mark.parametrize("size, stride", [((0, 4), 1), ((4, -4), 1), ((4, 4), 0)])
+    def test_non_positive(self, size, stride):
+        with pytest.raises(ConfigError):
+            heatmap_size(size, stride)
+
+
+class TestMapping:
+    def test_center_known_values(self):
+        # Image pixels 0..3 form heatmap pixel 0 at stride 4: its centre is image x = 1.5.
+        # The left edge of image pixel 0 (x = -0.5) is the left edge of heatmap pixel 0.
+        points = torch.tensor([[[1.5, 5.5], [-0.5, -0.5]]])
+        expected = torch.tensor([[[0.0, 1.0], [-0.5, -0.5]]])
+        torch.testing.assert_close(image_to_heatmap(points, 4), expected)
+
+    def test_corner_known_values(self):
+        points = torch.tensor([[[4.0, 10.0]]])
+        torch.testing.assert_close(image_to_heatmap(points, 4, "corner"), torch.tensor([[[1.0, 2.5]]]))
+
+    def test_udp_known_values(self):
+        # 256x192 image -> 64x48 heatmap: x scale (48-1)/(192-1), y scale (64-1)/(256-1).
+        points = torch.tensor([[[191.0, 255.0]]], dtype=torch.float64)
+        out = image_to_heatmap(points, 4, "udp", image_size=(256, 192))
+        torch.testing.assert_close(out, torch.tensor([[[47.0, 63.0]]], dtype=torch.float64))
+
+    @pytest.mark.parametrize("convention", ["center", "corner", "udp"])
+    @pytest.mark.parametrize("stride", [1, 2, 4, 8])
+    def test_mirror_pair_round_trip(self, convention, stride):
+        points = torch.rand(5, 3, 2, dtype=torch.float64) * 100
+        there = image_to_heatmap(points, stride, convention, image_size=(256, 192))
+        back = heatmap_to_image(there, stride, convention, image_size=(256, 192))
+        torch.testing.assert_close(back, points)
+
+    def test_distances_scale_by_stride(self):
+        a, b = torch.tensor([[[3.0, 4.0]]]), torch.tensor([[[0.0, 0.0]]])
+        d_img = (heatmap_to_image(a, 8) - heatmap_to_image(b, 8)).norm(dim=-1)
+        assert d_img.item() == pytest.approx(40.0)
+
+    def test_unknown_convention(self):
+        with pytest.raises(ConfigError, match="unknown convention"):
+            image_to_heatmap(torch.zeros(1, 1, 2), 4, "middle")
