@@ -19,6 +19,7 @@ from integral_cli.errors import (  # noqa: E402
     DeviceError,
     IntegralError,
     OutputError,
+    OutputPathError,
     ShapeError,
 )
 from integral_cli.experiment import ExperimentConfig, run_experiment  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "ExperimentConfig",
     "IntegralError",
     "OutputError",
+    "OutputPathError",
     "ShapeError",
     "__version__",
     "decode",

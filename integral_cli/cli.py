@@ -57,41 +57,42 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- parsing
-def _parse_list(text: str, convert: Callable[[str], T], what: str) -> tuple[T, ...]:
+def _parse_list(text: str, convert: Callable[[str], T], what: str, option: str) -> tuple[T, ...]:
     items = [item.strip() for item in text.split(",")]
+    problem = typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}", param_hint=option)
     if not text.strip() or any(not item for item in items):
-        raise typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}")
+        raise problem
     try:
         return tuple(convert(item) for item in items)
     except ValueError:
-        raise typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}") from None
+        raise problem from None
 
 
-def _positive_ints(text: str) -> tuple[int, ...]:
-    values = _parse_list(text, int, "integers")
+def _positive_ints(text: str, option: str) -> tuple[int, ...]:
+    values = _parse_list(text, int, "integers", option)
     if any(v < 1 for v in values):
-        raise typer.BadParameter(f"every value must be a positive integer, got {text!r}")
+        raise typer.BadParameter(f"every value must be a positive integer, got {text!r}", param_hint=option)
     return values
 
 
-def _positive_floats(text: str) -> tuple[float, ...]:
-    values = _parse_list(text, float, "numbers")
+def _positive_floats(text: str, option: str) -> tuple[float, ...]:
+    values = _parse_list(text, float, "numbers", option)
     if any(not math.isfinite(v) or v <= 0 for v in values):
-        raise typer.BadParameter(f"every value must be a finite number > 0, got {text!r}")
+        raise typer.BadParameter(f"every value must be a finite number > 0, got {text!r}", param_hint=option)
     return values
 
 
 def _decoder_names(text: str | None) -> tuple[str, ...]:
     if text is None or text.strip().lower() == "all":
         return tuple(DECODERS)
-    names = _parse_list(text, str, "decoder names")
+    names = _parse_list(text, str, "decoder names", "--decoders")
     unknown = [name for name in names if name not in DECODERS]
     if unknown:
         raise typer.BadParameter(
-            f"unknown decoder {unknown[0]!r}; choose from {', '.join(DECODERS)}"
+            f"unknown decoder {unknown[0]!r}; choose from {', '.join(DECODERS)}", param_hint="--decoders"
         )
     if len(set(names)) != len(names):
-        raise typer.BadParameter("a decoder is listed twice")
+        raise typer.BadParameter("a decoder is listed twice", param_hint="--decoders")
     return names
 
 
@@ -100,9 +101,9 @@ def _image_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(p) for p in parts)
     except ValueError:
-        raise typer.BadParameter(f"expected HxW such as 256x192, got {text!r}") from None
+        raise typer.BadParameter(f"expected HxW such as 256x192, got {text!r}", param_hint="--image-size") from None
     if height < 1 or width < 1:
-        raise typer.BadParameter(f"height and width must be positive, got {text!r}")
+        raise typer.BadParameter(f"height and width must be positive, got {text!r}", param_hint="--image-size")
     return height, width
 
 
@@ -314,10 +315,10 @@ def sweep(
                 dtype=dtype,
                 max_memory_mib=max_memory,
             ),
-            strides=_positive_ints(strides),
-            sigmas=_positive_floats(sigmas),
-            amplitudes=_positive_floats(amplitudes),
-            betas=_positive_floats(betas),
+            strides=_positive_ints(strides, "--strides"),
+            sigmas=_positive_floats(sigmas, "--sigmas"),
+            amplitudes=_positive_floats(amplitudes, "--amplitudes"),
+            betas=_positive_floats(betas, "--betas"),
         )
         total = len(grid.configurations())
         done = 0

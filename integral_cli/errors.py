@@ -26,3 +26,7 @@ class DeviceError(IntegralError, RuntimeError):
 
 class OutputError(IntegralError, OSError):
     """An output file cannot be written (exists, missing directory, no permission)."""
+
+
+class OutputPathError(ConfigError):
+    """An output path is refused before any work starts (exists, no such directory)."""

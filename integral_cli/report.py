@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from integral_cli.errors import OutputError
+from integral_cli.errors import OutputError, OutputPathError
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
 #: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
@@ -47,16 +47,21 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 
 def check_output_path(path: Path, *, force: bool = False) -> Path:
-    """Refuse an output path that exists (unless ``force``) or cannot be created."""
-    if path.exists() and path.is_dir():
-        raise OutputError(f"{path} is a directory, not a file")
+    """Refuse an output path that exists (unless ``force``) or cannot be created.
+
+    Raises:
+        OutputPathError: the path is a directory, exists without ``force``, or its
+            directory is missing or not writable.
+    """
+    if path.is_dir():
+        raise OutputPathError(f"{path} is a directory, not a file")
     if path.exists() and not force:
-        raise OutputError(f"{path} exists; pass --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
+        raise OutputPathError(f"{path} exists; pass --force to overwrite it")
+    parent = path.parent
     if not parent.is_dir():
-        raise OutputError(f"cannot write {path}: directory {parent} does not exist")
+        raise OutputPathError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {path}: directory {parent} is not writable")
+        raise OutputPathError(f"cannot write {path}: directory {parent} is not writable")
     return path
 
 

@@ -1,0 +1,175 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from integral_cli import DECODERS, sweep as sweep_module
+from integral_cli.cli import app
+from integral_cli.report import CSV_COLUMNS
+
+runner = CliRunner()
+FAST = ["--samples", "60", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code, text):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert text in result.stderr
+
+
+class TestCompare:
+    def test_table(self):
+        result = invoke("compare", "--stride", 4, *FAST)
+        assert result.exit_code == 0, result.output
+        assert "stride 4" in result.stdout and "device cpu" in result.stdout
+        for name in DECODERS:
+            assert name in result.stdout
+
+    def test_json_rows_sorted_by_mean_error(self):
+        result = invoke("compare", "--json", *FAST)
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)
+        assert [list(r) for r in rows] == [list(CSV_COLUMNS)] * len(DECODERS)
+        means = [r["mean_error"] for r in rows]
+        assert means == sorted(means)
+
+    def test_csv(self, tmp_path):
+        out = tmp_path / "c.csv"
+        result = invoke("compare", "--decoders", "argmax,integral", "--csv", out, *FAST)
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(out)
+        assert tuple(frame.columns) == CSV_COLUMNS and len(frame) == 2
+        assert set(frame.decoder) == {"argmax", "integral"} and set(frame.device) == {"cpu"}
+
+    def test_csv_not_overwritten_without_force(self, tmp_path):
+        out = tmp_path / "c.csv"
+        out.write_text("keep me")
+        assert_one_line_error(invoke("compare", "--csv", out, *FAST), 2, "pass --force")
+        assert out.read_text() == "keep me"
+        assert invoke("compare", "--csv", out, "--force", *FAST).exit_code == 0
+        assert len(pd.read_csv(out)) == len(DECODERS)
+
+    def test_cuda_unavailable(self, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        result = invoke("compare", "--device", "cuda", "--samples", 10)
+        assert_one_line_error(result, 1, "CUDA is not available")
+        assert len(result.stderr.strip().splitlines()) == 1
+
+    @pytest.mark.parametrize("args, text", [
+        (["--stride", "0"], "--stride"),
+        (["--sigma", "-1"], "--sigma"),
+        (["--sigma", "nan"], "--sigma"),
+        (["--samples", "0"], "--samples"),
+        (["--beta", "0"], "--beta"),
+        (["--decoders", "argmax,softargmax"], "unknown decoder 'softargmax'"),
+        (["--image-size", "256"], "HxW"),
+        (["--image-size", "250x192"], "nearest valid height: 248 or 252"),
+        (["--device", "gpu"], "unknown device"),
+        (["--encoder", "box"], "--encoder"),
+        (["--margin", "40"], "leaves no room"),
+        (["--csv", "/nonexistent-dir/x.csv"], "does not exist"),
+        (["--max-memory", "1", "--stride", "1", "--image-size", "1024x1024"], "need at least"),
+    ])
+    def test_bad_values_exit_2(self, args, text):
+        result = invoke("compare", "--samples", 10, *args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert text in result.output
+
+
+class TestSweep:
+    def test_tiny_sweep_writes_csv_and_sidecar(self, tmp_path):
+        out = tmp_path / "s.csv"
+        result = invoke("sweep", "--strides", "2,4", "--sigmas", "1,2", "--amplitudes", "1",
+                        "--betas", "1,2", "--out", out, *FAST)
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(out)
+        assert tuple(frame.columns) == CSV_COLUMNS
+        assert len(frame) == 2 * 2 * 1 * 2 * len(DECODERS)
+        assert frame.groupby(["stride", "sigma", "beta"]).size().eq(len(DECODERS)).all()
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["status"] == "complete" and meta["configurations_done"] == 8
+        assert meta["seed"] == 0 and meta["device"] == "cpu"
+        assert meta["versions"]["torch"] == torch.__version__
+        assert meta["started"] <= meta["finished"]
+        assert meta["command"][:2] == ["integral-cli", meta["command"][1]]
+
+    def test_refuses_to_overwrite(self, tmp_path):
+        out = tmp_path / "s.csv"
+        args = ["sweep", "--strides", "4", "--sigmas", "2", "--out", out, *FAST]
+        assert invoke(*args).exit_code == 0
+        assert_one_line_error(invoke(*args), 2, "exists; pass --force")
+        assert invoke(*args, "--force").exit_code == 0
+        assert len(pd.read_csv(out)) == len(DECODERS)
+
+    @pytest.mark.parametrize("args, text", [
+        (["--strides", ""], "--strides"),
+        (["--strides", "1,,2"], "--strides"),
+        (["--strides", "0,4"], "--strides"),
+        (["--sigmas", "1,x"], "--sigmas"),
+        (["--amplitudes", "-1"], "--amplitudes"),
+        (["--strides", "3"], "not a multiple of stride 3"),
+        (["--strides", "4,4"], "repeats a value"),
+    ])
+    def test_bad_values_exit_2(self, tmp_path, args, text):
+        result = invoke("sweep", *args, "--out", tmp_path / "s.csv", *FAST)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and text in result.output
+        assert not (tmp_path / "s.csv").exists()
+
+    def test_interrupt_keeps_finished_configurations(self, tmp_path, monkeypatch):
+        real = sweep_module.run_experiment
+        calls = []
+
+        def interrupted_on_third(config, progress=None):
+            calls.append(config)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(config, progress=progress)
+
+        monkeypatch.setattr(sweep_module, "run_experiment", interrupted_on_third)
+        out = tmp_path / "s.csv"
+        result = invoke("sweep", "--strides", "1,2,4", "--sigmas", "1", "--out", out, *FAST)
+        assert result.exit_code == 130
+        assert "2 of 3 configurations saved" in result.stderr
+        frame = pd.read_csv(out)
+        assert sorted(frame.stride.unique()) == [1, 2] and len(frame) == 2 * len(DECODERS)
+        assert json.loads(out.with_suffix(".json").read_text())["status"] == "interrupted"
+
+
+def test_seed_json():
+    result = invoke("seed", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 9
+    assert set(rows[0]) == {"joint", "gt_x", "gt_y", "decoder", "x", "y"}
+    assert {(r["gt_x"], r["gt_y"]) for r in rows} == {(10, 10), (3, 8), (16, 18)}
+
+
+def test_seed_table():
+    result = invoke("seed")
+    assert result.exit_code == 0 and "integral-marginal" in result.stdout and "(3, 8)" in result.stdout
+
+
+def test_decoders_lists_every_decoder():
+    result = invoke("decoders", "--json")
+    assert result.exit_code == 0
+    listed = {d["name"]: d for d in json.loads(result.stdout)}
+    assert set(listed) == set(DECODERS)
+    assert listed["argmax"]["differentiable"] is False and listed["integral"]["differentiable"] is True
+    assert all(d["reference"] for d in listed.values())
+    assert "Sun et al." in invoke("decoders").stdout
+
+
+def test_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "integral_cli", "--version"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("integral-cli ")
