@@ -137,7 +137,7 @@ ImageSize = Annotated[str, typer.Option("--image-size", metavar="HxW", help="Inp
 Samples = Annotated[int, typer.Option(min=1, help="Ground-truth points (one map each) per configuration.")]
 Margin = Annotated[float | None, typer.Option(min=0, callback=_finite, show_default="ceil(3*sigma_hm)", help="Keep ground truth this far from the border, in heatmap pixels (0 allowed).")]
 Decoders = Annotated[str | None, typer.Option(metavar="LIST", show_default="all", help=f"Comma-separated decoders: {', '.join(DECODERS)}.")]
-Device = Annotated[str, typer.Option(help=f"Device: {DEVICE_HELP}. auto = CUDA when available, else CPU.")]
+Device = Annotated[str, typer.Option(metavar="DEVICE", help=f"Device: {DEVICE_HELP}. auto = CUDA when available, else CPU.")]
 Seed = Annotated[int, typer.Option(min=0, help="Seed of the ground-truth sampling.")]
 Encoder = Annotated[str, typer.Option(callback=_one_of(tuple(ENCODERS)), metavar="[{}]".format("|".join(tuple(ENCODERS))), help="Heatmap encoder.")]
 Dtype = Annotated[str, typer.Option(callback=_one_of(tuple(DTYPES)), metavar="[{}]".format("|".join(tuple(DTYPES))), help="Precision the maps are decoded in.")]
