@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +177,17 @@ def _progress() -> Progress:
     )
 
 
+def _command_line(context: typer.Context) -> list[str]:
+    """The running command with every option spelled out, defaults included."""
+    words = ["integral-cli", context.info_name or ""]
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if value is None or value is False or param.param_type_name != "option":
+            continue
+        words += [param.opts[0]] if value is True else [param.opts[0], str(value)]
+    return words
+
+
 def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
@@ -277,6 +287,7 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
 
 @app.command()
 def sweep(
+    context: typer.Context,
     strides: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated strides.")] = "1,2,4,8",
     sigmas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated sigmas (see --sigma-unit).")] = "1,2,3",
     amplitudes: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated peak values.")] = "10",
@@ -334,7 +345,7 @@ def sweep(
                     grid,
                     out,
                     force=force,
-                    command_line=["integral-cli", *sys.argv[1:]],
+                    command_line=_command_line(context),
                     on_samples=lambda n: progress.update(task, completed=n),
                     on_configuration=count,
                 )

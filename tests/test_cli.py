@@ -100,7 +100,11 @@ class TestSweep:
         assert meta["seed"] == 0 and meta["device"] == "cpu"
         assert meta["versions"]["torch"] == torch.__version__
         assert meta["started"] <= meta["finished"]
-        assert meta["command"][:2] == ["integral-cli", meta["command"][1]]
+        command = meta["command"]
+        assert command[:2] == ["integral-cli", "sweep"]
+        assert command[command.index("--strides") + 1] == "2,4"
+        assert command[command.index("--samples") + 1] == "60"
+        assert command[command.index("--max-memory") + 1] == "1024.0"  # defaults are spelled out
 
     def test_refuses_to_overwrite(self, tmp_path):
         out = tmp_path / "s.csv"
