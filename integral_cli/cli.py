@@ -106,6 +106,18 @@ def _image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _dark_kernel(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1 or size % 2 == 0:
+        raise typer.BadParameter(f"expected a positive odd integer or auto, got {text!r}", param_hint="--dark-kernel")
+    return size
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value not in choices:
@@ -132,6 +144,8 @@ Sigma = Annotated[float, typer.Option(callback=_positive, help="Gaussian standar
 SigmaUnit = Annotated[str, typer.Option(callback=_one_of(SIGMA_UNITS), metavar="[{}]".format("|".join(SIGMA_UNITS)), help="Unit of sigma: heatmap pixels, or image pixels (sigma_hm = sigma / stride).")]
 Amplitude = Annotated[float, typer.Option(callback=_positive, help="Peak value of the rendered maps (10 is the seed note's).")]
 Beta = Annotated[float, typer.Option(callback=_positive, help="Inverse temperature of the softmax decoders.")]
+DarkKernel = Annotated[str, typer.Option(metavar="K|auto", help="Blur kernel size of dark and dark-udp (odd); auto: the size whose OpenCV sigma is nearest the map's sigma (2 -> 11, 3 -> 17).")]
+WindowRadius = Annotated[int, typer.Option(min=0, help="Half-width r of the soft-argmax-local window, (2r+1)^2 pixels.")]
 ImageSize = Annotated[str, typer.Option("--image-size", metavar="HxW", help="Input image size in pixels; both sides multiples of the stride.")]
 Samples = Annotated[int, typer.Option(min=1, help="Ground-truth points (one map each) per configuration.")]
 Margin = Annotated[float | None, typer.Option(min=0, callback=_finite, show_default="ceil(3*sigma_hm)", help="Keep ground truth this far from the border, in heatmap pixels (0 allowed).")]
@@ -191,6 +205,8 @@ def _command_line(context: typer.Context) -> list[str]:
 def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
+    if value != 0 and abs(value) < 10**-digits * 5:
+        return f"{value:.1e}"
     return f"{value:.{digits}f}"
 
 
@@ -202,6 +218,8 @@ def compare(
     sigma_unit: SigmaUnit = "heatmap",
     amplitude: Amplitude = 10.0,
     beta: Beta = 1.0,
+    dark_kernel: DarkKernel = "11",
+    window_radius: WindowRadius = 2,
     image_size: ImageSize = "256x192",
     samples: Samples = 10_000,
     margin: Margin = None,
@@ -227,6 +245,8 @@ def compare(
             sigma_unit=sigma_unit,
             amplitude=amplitude,
             beta=beta,
+            dark_kernel=_dark_kernel(dark_kernel),
+            window_radius=window_radius,
             image_size=_image_size(image_size),
             samples=samples,
             margin=margin,
@@ -257,7 +277,8 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
     margin = rows["margin"].iloc[0]
     title = (
         f"stride {config.stride} · sigma {config.sigma:g} {config.sigma_unit} px · "
-        f"amplitude {config.amplitude:g} · beta {config.beta:g} · {config.encoder} · "
+        f"amplitude {config.amplitude:g} · beta {config.beta:g} · dark kernel "
+        f"{config.decoder_params['dark_kernel']} · window radius {config.window_radius} · {config.encoder} · "
         f"{config.dtype}\nimage {config.image_size[0]}x{config.image_size[1]} → heatmap "
         f"{height}x{width} · margin {margin:g} hm px · {config.samples} samples · "
         f"seed {config.seed} · device {device}"
@@ -293,6 +314,8 @@ def sweep(
     amplitudes: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated peak values.")] = "10",
     betas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated inverse temperatures.")] = "1",
     sigma_unit: SigmaUnit = "heatmap",
+    dark_kernel: DarkKernel = "11",
+    window_radius: WindowRadius = 2,
     image_size: ImageSize = "256x192",
     samples: Samples = 10_000,
     margin: Margin = None,
@@ -316,6 +339,8 @@ def sweep(
         grid = SweepConfig(
             base=ExperimentConfig(
                 sigma_unit=sigma_unit,
+                dark_kernel=_dark_kernel(dark_kernel),
+                window_radius=window_radius,
                 image_size=_image_size(image_size),
                 samples=samples,
                 margin=margin,

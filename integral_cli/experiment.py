@@ -19,6 +19,7 @@ import torch
 from integral_cli.checks import check_positive
 from integral_cli.coords import heatmap_size, heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
+from integral_cli.decoders.dark import kernel_size_for_sigma
 from integral_cli.devices import resolve_device, synchronize
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import summarize_offsets
@@ -56,6 +57,9 @@ class ExperimentConfig:
         sigma_unit: ``"heatmap"`` or ``"image"`` (``sigma_hm = sigma / stride``).
         amplitude: peak value of the rendered maps.
         beta: inverse temperature of the softmax decoders.
+        dark_kernel: blur kernel size of ``dark`` and ``dark-udp`` (odd), or ``"auto"``
+            for the size whose OpenCV sigma is nearest ``sigma_hm`` (2 -> 11, 3 -> 17).
+        window_radius: half-width of the ``soft-argmax-local`` window, heatmap pixels.
         image_size: ``(H, W)`` of the input image in pixels; multiples of ``stride``.
         samples: number of ground-truth points (one map each).
         margin: distance kept from the border in heatmap pixels; ``None`` means
@@ -73,6 +77,8 @@ class ExperimentConfig:
     sigma_unit: str = "heatmap"
     amplitude: float = 10.0
     beta: float = 1.0
+    dark_kernel: int | str = 11
+    window_radius: int = 2
     image_size: tuple[int, int] = (256, 192)
     samples: int = 10_000
     margin: float | None = None
@@ -90,7 +96,9 @@ class ExperimentConfig:
         if self.sigma_unit not in SIGMA_UNITS:
             raise ConfigError(f"sigma_unit must be one of {', '.join(SIGMA_UNITS)}")
         check_positive(self.amplitude, "amplitude")
-        check_decoder_params({"beta": self.beta})
+        if self.dark_kernel != "auto":
+            check_decoder_params({"dark_kernel": self.dark_kernel})
+        check_decoder_params({"beta": self.beta, "window_radius": self.window_radius})
         heatmap_size(tuple(self.image_size), self.stride)
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise ConfigError(f"samples must be a positive integer, got {self.samples!r}")
@@ -117,6 +125,14 @@ class ExperimentConfig:
     def sigma_hm(self) -> float:
         """Sigma in heatmap pixels."""
         return self.sigma / self.stride if self.sigma_unit == "image" else self.sigma
+
+    @property
+    def decoder_params(self) -> dict[str, float | int]:
+        """The decoder parameters, ``dark_kernel="auto"`` resolved."""
+        kernel = (
+            kernel_size_for_sigma(self.sigma_hm) if self.dark_kernel == "auto" else self.dark_kernel
+        )
+        return {"beta": self.beta, "dark_kernel": kernel, "window_radius": self.window_radius}
 
     @property
     def resolved_margin(self) -> float:
@@ -175,6 +191,7 @@ def run_experiment(
     offsets = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
     step = chunk_size(config)
+    params = config.decoder_params
     for start in range(0, config.samples, step):
         truth_chunk = truth[start : start + step]
         maps = render_heatmaps(
@@ -187,7 +204,7 @@ def run_experiment(
         for name in config.decoders:
             synchronize(device)
             began = time.perf_counter()
-            decoded = decode(maps, name, beta=config.beta)
+            decoded = decode(maps, name, **params)
             synchronize(device)
             seconds[name] += time.perf_counter() - began
             decoded_img = heatmap_to_image(decoded.to(render_dtype), config.stride)
@@ -215,7 +232,7 @@ def _row(
         "sigma": config.sigma,
         "sigma_unit": config.sigma_unit,
         "amplitude": config.amplitude,
-        "beta": config.beta,
+        **config.decoder_params,
         "encoder": config.encoder,
         "image_h": config.image_size[0],
         "image_w": config.image_size[1],

@@ -20,6 +20,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "sigma_unit",
     "amplitude",
     "beta",
+    "dark_kernel",
+    "window_radius",
     "encoder",
     "image_h",
     "image_w",

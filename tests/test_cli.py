@@ -49,6 +49,15 @@ class TestCompare:
         assert tuple(frame.columns) == CSV_COLUMNS and len(frame) == 2
         assert set(frame.decoder) == {"argmax", "integral"} and set(frame.device) == {"cpu"}
 
+    def test_decoder_parameters_reach_the_csv(self, tmp_path):
+        out = tmp_path / "c.csv"
+        result = invoke("compare", "--decoders", "dark,soft-argmax-local", "--sigma", "3",
+                        "--dark-kernel", "auto", "--window-radius", "1", "--csv", out, *FAST)
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(out)
+        assert list(frame.columns[4:7]) == ["beta", "dark_kernel", "window_radius"]
+        assert set(frame.dark_kernel) == {17} and set(frame.window_radius) == {1}
+
     def test_csv_not_overwritten_without_force(self, tmp_path):
         out = tmp_path / "c.csv"
         out.write_text("keep me")
@@ -74,6 +83,9 @@ class TestCompare:
         (["--image-size", "250x192"], "nearest valid height: 248 or 252"),
         (["--device", "gpu"], "unknown device"),
         (["--encoder", "box"], "--encoder"),
+        (["--dark-kernel", "4"], "--dark-kernel"),
+        (["--dark-kernel", "x"], "--dark-kernel"),
+        (["--window-radius", "-1"], "--window-radius"),
         (["--margin", "40"], "leaves no room"),
         (["--csv", "/nonexistent-dir/x.csv"], "does not exist"),
         (["--max-memory", "1", "--stride", "1", "--image-size", "1024x1024"], "need at least"),

@@ -11,6 +11,7 @@ from integral_cli.errors import ConfigError, ShapeError
 
 
 # ----------------------------------------------------------- straightforward references
+# Plain loops over one (H, W) numpy map at a time, written from the papers' formulas.
 def ref_argmax(h):
     best, where = -math.inf, (0, 0)
     for y in range(h.shape[0]):
@@ -18,6 +19,80 @@ def ref_argmax(h):
             if h[y, x] > best:
                 best, where = h[y, x], (x, y)
     return where
+
+
+def ref_argmax_quarter(h):
+    x, y = ref_argmax(h)
+    height, width = h.shape
+    fx, fy = float(x), float(y)
+    if 1 <= x <= width - 2:
+        fx += 0.25 * np.sign(h[y, x + 1] - h[y, x - 1])
+    if 1 <= y <= height - 2:
+        fy += 0.25 * np.sign(h[y + 1, x] - h[y - 1, x])
+    return fx, fy
+
+
+def opencv_kernel(k):
+    # cv2.getGaussianKernel(k, 0): fixed taps up to 7, else sigma = 0.3((k-1)/2 - 1) + 0.8
+    small = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
+             7: [1 / 32, 3.5 / 32, 7 / 32, 9 / 32, 7 / 32, 3.5 / 32, 1 / 32]}
+    if k in small:
+        return np.array(small[k])
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    taps = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def ref_blur(h, k):
+    """Zero-padded 2D Gaussian blur, one output pixel at a time."""
+    g, r = opencv_kernel(k), (k - 1) // 2
+    height, width = h.shape
+    out = np.zeros_like(h)
+    for y in range(height):
+        for x in range(width):
+            for j in range(-r, r + 1):
+                for i in range(-r, r + 1):
+                    if 0 <= y + j < height and 0 <= x + i < width:
+                        out[y, x] += g[j + r] * g[i + r] * h[y + j, x + i]
+    return out
+
+
+def ref_modulated(h, k):
+    b = ref_blur(h, k)
+    return b * (h.max() / b.max())
+
+
+def ref_dark(h, k=11):
+    x, y = ref_argmax(h)
+    f = np.log(np.maximum(ref_modulated(h, k), 1e-10))
+    height, width = h.shape
+    if not (2 <= x <= width - 3 and 2 <= y <= height - 3):
+        return float(x), float(y)
+    dx = 0.5 * (f[y, x + 1] - f[y, x - 1])
+    dy = 0.5 * (f[y + 1, x] - f[y - 1, x])
+    dxx = 0.25 * (f[y, x + 2] - 2 * f[y, x] + f[y, x - 2])
+    dyy = 0.25 * (f[y + 2, x] - 2 * f[y, x] + f[y - 2, x])
+    dxy = 0.25 * (f[y + 1, x + 1] - f[y - 1, x + 1] - f[y + 1, x - 1] + f[y - 1, x - 1])
+    hessian = np.array([[dxx, dxy], [dxy, dyy]])
+    if dxx * dyy - dxy**2 == 0:
+        return float(x), float(y)
+    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
+    return x + offset[0], y + offset[1]
+
+
+def ref_dark_udp(h, k=11):
+    x, y = ref_argmax(h)
+    f = np.pad(np.log(np.clip(ref_modulated(h, k), 1e-3, 50.0)), 1, mode="edge")
+    px, py = x + 1, y + 1  # in the padded map
+    dx = 0.5 * (f[py, px + 1] - f[py, px - 1])
+    dy = 0.5 * (f[py + 1, px] - f[py - 1, px])
+    dxx = f[py, px + 1] - 2 * f[py, px] + f[py, px - 1]
+    dyy = f[py + 1, px] - 2 * f[py, px] + f[py - 1, px]
+    dxy = 0.5 * (f[py + 1, px + 1] - f[py, px + 1] - f[py + 1, px] + 2 * f[py, px]
+                 - f[py, px - 1] - f[py - 1, px] + f[py - 1, px - 1])
+    hessian = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
+    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
+    return x + offset[0], y + offset[1]
 
 
 def ref_integral(h, beta):
@@ -36,8 +111,65 @@ def ref_integral_marginal(h, beta):
     return ref_softmax_expectation(h.sum(0), beta), ref_softmax_expectation(h.sum(1), beta)
 
 
-REFERENCES = {"argmax": lambda h, beta: ref_argmax(h), "integral": ref_integral,
-              "integral-marginal": ref_integral_marginal}
+def ref_integral_debiased(h, beta):
+    height, width = h.shape
+    n, big_c = h.size, np.exp(beta * h).sum()
+    e = ref_integral(h, beta)
+    centre = ((width - 1) / 2, (height - 1) / 2)
+    return tuple((big_c * e[i] - n * centre[i]) / (big_c - n) for i in range(2))
+
+
+def ref_integral_l1(h):
+    w = np.maximum(h, 0)
+    ys, xs = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
+    return (w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()
+
+
+def ref_soft_argmax_local(h, beta, radius):
+    x0, y0 = ref_argmax(h)
+    total = sx = sy = 0.0
+    for y in range(y0 - radius, y0 + radius + 1):
+        for x in range(x0 - radius, x0 + radius + 1):
+            if 0 <= y < h.shape[0] and 0 <= x < h.shape[1]:
+                w = math.exp(beta * (h[y, x] - h[y0, x0]))
+                total, sx, sy = total + w, sx + w * x, sy + w * y
+    return sx / total, sy / total
+
+
+PARAMS = {"beta": 1.7, "dark_kernel": 7, "window_radius": 3}
+REFERENCES = {
+    "argmax": lambda h: ref_argmax(h),
+    "argmax-quarter": ref_argmax_quarter,
+    "dark": lambda h: ref_dark(h, PARAMS["dark_kernel"]),
+    "dark-udp": lambda h: ref_dark_udp(h, PARAMS["dark_kernel"]),
+    "integral": lambda h: ref_integral(h, PARAMS["beta"]),
+    "integral-marginal": lambda h: ref_integral_marginal(h, PARAMS["beta"]),
+    "integral-debiased": lambda h: ref_integral_debiased(h, PARAMS["beta"]),
+    "integral-l1": ref_integral_l1,
+    "soft-argmax-local": lambda h: ref_soft_argmax_local(h, PARAMS["beta"], PARAMS["window_radius"]),
+}
+
+
+def noisy_maps(rng):
+    """Rough maps with negative values (DARK's clamp bites here) ..."""
+    return rng.normal(size=(3, 2, 12, 15)) + 3 * rng.random((3, 2, 12, 15)) ** 4
+
+
+def bump_maps(rng):
+    """... and positive Gaussian bumps plus noise, peaks anywhere, border included."""
+    centers = np.concatenate([rng.uniform(-0.4, 14.4, (3, 2, 1)), rng.uniform(-0.4, 11.4, (3, 2, 1))], -1)
+    maps = render_heatmaps(torch.from_numpy(centers), (12, 15), 1.5, amplitude=2.0).numpy()
+    return maps + 0.05 * rng.random(maps.shape)
+
+
+def clamped_maps(rng):
+    """... and maps where the clip before DARK's log bites near the peak: a negative
+    background with a narrow spike, and a tall bump above UDP-DARK's ceiling of 50."""
+    spikes = -0.5 + render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (2, 2, 2))), (12, 15), 0.6,
+                                    amplitude=3.0).numpy()
+    tall = render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (1, 2, 2))), (12, 15), 1.5,
+                           amplitude=80.0).numpy()
+    return np.concatenate([spikes, tall]) + 0.01 * rng.random((3, 2, 12, 15))
 
 
 def test_every_decoder_has_a_reference():
@@ -51,12 +183,14 @@ class TestEveryDecoder:
         assert out.shape == (3, 5, 2) and out.dtype == torch.float32
         assert decode(torch.rand(1, 1, 8, 8, dtype=torch.float64), name).dtype == torch.float64
 
-    def test_matches_reference_on_noisy_maps(self, name, rng):
-        maps = rng.normal(size=(4, 3, 9, 13)) + 3 * rng.random((4, 3, 9, 13)) ** 4
-        got = decode(torch.from_numpy(maps), name, beta=1.7).numpy()
-        for b in range(4):
-            for k in range(3):
-                np.testing.assert_allclose(got[b, k], REFERENCES[name](maps[b, k], 1.7), rtol=1e-10, atol=1e-10)
+    @pytest.mark.parametrize("family", [noisy_maps, bump_maps, clamped_maps])
+    def test_matches_reference(self, name, family, rng):
+        maps = family(rng)
+        got = decode(torch.from_numpy(maps), name, **PARAMS).numpy()
+        for b in range(maps.shape[0]):
+            for k in range(maps.shape[1]):
+                expected = REFERENCES[name](maps[b, k])
+                np.testing.assert_allclose(got[b, k], expected, rtol=1e-9, atol=1e-9, err_msg=f"map {b},{k}")
 
     def test_recovers_centred_gaussian_on_integer_pixel_exactly(self, name):
         # An odd 33x25 map: its centre (12, 16) is a pixel centre, and the Gaussian there is
@@ -82,12 +216,29 @@ class TestEveryDecoder:
         torch.testing.assert_close(decode(maps, name), torch.tensor([[[5.0, 4.0]]]), atol=1e-4, rtol=0)
 
     def test_gradient_matches_declaration(self, name):
-        maps = torch.rand(1, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+        # A peak in the interior, so every refinement takes its step, plus noise.
+        maps = render_heatmaps(torch.tensor([[[6.3, 5.6]]], dtype=torch.float64), (12, 13), 1.5)
+        maps = (maps + 0.01 * torch.rand_like(maps)).requires_grad_()
         out = decode(maps, name)
         if DECODERS[name].differentiable:
             assert torch.autograd.gradcheck(lambda m: decode(m, name), (maps,))
         else:
             assert not out.requires_grad
+
+
+@pytest.mark.parametrize("name", ["dark", "dark-udp"])
+def test_dark_blurs_whole_maps_only_where_the_clip_bites(name, rng, monkeypatch):
+    # The local blur is exact only where the clip cannot bite; the clamped family needs
+    # the whole-map path, the bump family does not. Both must match the reference above.
+    from integral_cli.decoders import dark
+
+    blurred_whole = []
+    real = dark.blur_maps
+    monkeypatch.setattr(dark, "blur_maps", lambda maps, kernel: blurred_whole.append(len(maps)) or real(maps, kernel))
+    decode(torch.from_numpy(bump_maps(rng)), name, **PARAMS)
+    assert blurred_whole == []
+    decode(torch.from_numpy(clamped_maps(rng)), name, **PARAMS)
+    assert blurred_whole and 0 < blurred_whole[0] <= 6
 
 
 class TestDecodeErrors:
@@ -102,13 +253,19 @@ class TestDecodeErrors:
             decode(np.zeros((1, 1, 4, 4)), "argmax")
 
     def test_unknown_method_names_the_choices(self):
-        with pytest.raises(ConfigError, match="argmax, integral"):
+        with pytest.raises(ConfigError, match="choose from argmax, argmax-quarter, dark"):
             decode(torch.rand(1, 1, 4, 4), "soft-argmx")
 
     @pytest.mark.parametrize("beta", [0.0, -1.0, float("nan"), float("inf")])
     def test_bad_beta(self, beta):
         with pytest.raises(ConfigError, match="beta"):
             decode(torch.rand(1, 1, 4, 4), "integral", beta=beta)
+
+    @pytest.mark.parametrize("params", [dict(dark_kernel=4), dict(dark_kernel=0), dict(dark_kernel=11.0),
+                                        dict(window_radius=-1), dict(window_radius=1.5)])
+    def test_bad_integer_parameters(self, params):
+        with pytest.raises(ConfigError, match=next(iter(params))):
+            decode(torch.rand(1, 1, 8, 8), "dark", **params)
 
     def test_unknown_parameter(self):
         with pytest.raises(ConfigError, match="unknown decoder parameter"):
@@ -187,3 +344,104 @@ def test_beta_sharpens_the_integral_toward_the_peak():
     maps = render_heatmaps(torch.tensor([[[10.0, 10.0]]]), (64, 48), 2.0, amplitude=1.0)
     errors = [(decode(maps, "integral", beta=b) - 10.0).norm().item() for b in (1.0, 5.0, 50.0)]
     assert errors[0] > errors[1] > errors[2]
+
+
+# ---------------------------------------------------------------- refinements, closed forms
+def interior_points(n, dtype=torch.float64):
+    """Sub-pixel points at least 8 sigma (sigma = 2) from every border of a 64x48 map, so
+    the rendered Gaussian is untruncated to float64 precision (exp(-32) ~ 1e-14)."""
+    return torch.rand(n, 1, 2, dtype=dtype) * torch.tensor([14.0, 30.0], dtype=dtype) + 16.0
+
+
+def test_quarter_offset_error_is_a_quarter_minus_the_fraction():
+    # From the nearest pixel, a step of 1/4 toward the true position: per-axis error 1/4 - |f|.
+    centers = interior_points(400)
+    maps = render_heatmaps(centers, (64, 48), 2.0)
+    error = (decode(maps, "argmax-quarter") - centers).abs()
+    fraction = (centers - centers.round()).abs()
+    torch.testing.assert_close(error, (0.25 - fraction).abs())
+
+
+@pytest.mark.parametrize("dtype, kernel, bound", [
+    (torch.float32, 11, 1e-3),
+    # In float64 the remaining error is the blur's: OpenCV's kernel of 11 taps stops at
+    # 2.5 sigma, so the blurred Gaussian is not a Gaussian and its log not a parabola
+    # (~3e-4 px). Without the blur (k = 1), or with a kernel long enough to be untruncated
+    # for practical purposes (k = 25 stops at 2.9 sigma of 4.1), the step is exact.
+    (torch.float64, 1, 1e-9),
+    (torch.float64, 25, 1e-6),
+])
+def test_dark_on_an_untruncated_gaussian(dtype, kernel, bound):
+    centers = interior_points(300)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0).to(dtype)
+    error = (decode(maps, "dark", dark_kernel=kernel) - centers).abs().max().item()
+    assert error < bound
+
+
+def test_dark_kernel_truncation_error_is_what_it_is():
+    # The float64 error at k = 11 is bounded away from zero: the documented 3e-4 px.
+    centers = interior_points(300)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0)
+    error = (decode(maps, "dark") - centers).abs().max().item()
+    assert 1e-5 < error < 5e-4
+
+
+def test_dark_udp_on_an_untruncated_gaussian():
+    centers = interior_points(300)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0).float()
+    assert (decode(maps, "dark-udp") - centers).abs().max().item() < 1e-3
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 10.0])
+def test_debiased_integral_removes_the_background_pull(amplitude):
+    centers = torch.tensor([[[13.3, 40.6], [30.8, 20.2], [24.1, 9.9]]], dtype=torch.float64)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=amplitude)
+    plain = (decode(maps, "integral") - centers).norm(dim=-1)
+    debiased = (decode(maps, "integral-debiased") - centers).norm(dim=-1)
+    assert plain.max() > 0.4  # 0.5 px at A = 10, 7.5 px at A = 1
+    assert debiased.max() < 0.01
+
+
+def test_integral_l1_is_exact_on_an_untruncated_gaussian():
+    # The sampled Gaussian's first moment is mu up to aliasing of order exp(-2 pi^2 sigma^2).
+    centers = interior_points(300)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0)
+    torch.testing.assert_close(decode(maps, "integral-l1"), centers, atol=1e-9, rtol=0)
+    assert (decode(maps.float(), "integral-l1") - centers).abs().max() < 1e-5
+
+
+def test_soft_argmax_local_lies_between_argmax_and_the_truth():
+    # The window is symmetric about the argmax pixel, the bump about the truth, so the
+    # expectation lands between them: never worse than argmax, on each axis.
+    centers = interior_points(400)
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0)
+    local = decode(maps, "soft-argmax-local") - centers
+    argmax = decode(maps, "argmax") - centers
+    assert (local.abs() <= argmax.abs() + 1e-12).all()
+    assert (local * argmax >= -1e-12).all()  # same side
+    assert local.abs().mean() < 0.5 * argmax.abs().mean()
+    torch.testing.assert_close(decode(maps, "soft-argmax-local", window_radius=0), decode(maps, "argmax"))
+
+
+# Round trip: render at random sub-pixel points (sigma 2, amplitude 10, at least 3 sigma
+# from the border of a 64x48 map), decode, and stay within each decoder's documented
+# bound per axis, in heatmap pixels (README, "Decoders").
+ROUND_TRIP_BOUNDS = {
+    "argmax": 0.5,
+    "argmax-quarter": 0.25,
+    "dark": 1e-3,
+    "dark-udp": 1e-3,
+    "integral": 2.0,
+    "integral-marginal": 0.5,
+    "integral-debiased": 0.01,
+    "integral-l1": 0.01,
+    "soft-argmax-local": 0.5,
+}
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_round_trip(name):
+    assert set(ROUND_TRIP_BOUNDS) == set(DECODERS)
+    centers = torch.rand(500, 1, 2) * torch.tensor([35.0, 51.0]) + 6.0
+    maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0)
+    assert (decode(maps, name) - centers).abs().max() <= ROUND_TRIP_BOUNDS[name]

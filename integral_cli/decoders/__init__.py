@@ -13,13 +13,20 @@ from dataclasses import dataclass
 import torch
 
 from integral_cli.checks import check_heatmaps
-from integral_cli.decoders.argmax import decode_argmax, get_heatmap_maximum
-from integral_cli.decoders.integral import decode_integral, decode_integral_marginal
+from integral_cli.decoders.argmax import decode_argmax, decode_argmax_quarter, get_heatmap_maximum
+from integral_cli.decoders.dark import check_kernel_size, decode_dark, decode_dark_udp
+from integral_cli.decoders.integral import (
+    decode_integral,
+    decode_integral_debiased,
+    decode_integral_l1,
+    decode_integral_marginal,
+    decode_soft_argmax_local,
+)
 from integral_cli.errors import ConfigError
 
 #: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
 #: only the ones it declares, so callers may hand the same settings to every decoder.
-DECODER_PARAMS: dict[str, float] = {"beta": 1.0}
+DECODER_PARAMS: dict[str, float | int] = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2}
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,29 @@ DECODERS: dict[str, Decoder] = {
             description="location of the maximum, on the pixel grid (first on ties)",
         ),
         Decoder(
+            "argmax-quarter",
+            decode_argmax_quarter,
+            differentiable=False,
+            reference="Xiao et al., Simple Baselines, ECCV 2018; HRNet; MMPose",
+            description="argmax, then 0.25 px toward the larger neighbour per axis",
+        ),
+        Decoder(
+            "dark",
+            decode_dark,
+            differentiable=True,
+            reference="Zhang et al., Distribution-Aware Coordinate Representation, CVPR 2020",
+            description="argmax, then a Newton step on the log of the blurred map (interior only)",
+            params=("dark_kernel",),
+        ),
+        Decoder(
+            "dark-udp",
+            decode_dark_udp,
+            differentiable=True,
+            reference="Huang et al., Unbiased Data Processing, CVPR 2020",
+            description="DARK with clipped log, edge padding, step-1 differences, -(H+eps I)^-1 grad",
+            params=("dark_kernel",),
+        ),
+        Decoder(
             "integral",
             decode_integral,
             differentiable=True,
@@ -69,6 +99,29 @@ DECODERS: dict[str, Decoder] = {
             description="1D softmax(beta*m) of the raw x and y marginal sums, then expectation",
             params=("beta",),
         ),
+        Decoder(
+            "integral-debiased",
+            decode_integral_debiased,
+            differentiable=True,
+            reference="Gu, Yang, Yao, Removing the Bias of Integral Pose Regression, ICCV 2021",
+            description="integral with the background pull removed: (C*E - N*c) / (C - N)",
+            params=("beta",),
+        ),
+        Decoder(
+            "integral-l1",
+            decode_integral_l1,
+            differentiable=True,
+            reference="Nibali et al., Numerical Coordinate Regression (DSNT), 2018",
+            description="expectation under relu(h) / sum relu(h)",
+        ),
+        Decoder(
+            "soft-argmax-local",
+            decode_soft_argmax_local,
+            differentiable=True,
+            reference="local soft-argmax, e.g. Luvizon et al. 2019; Li et al. SimCC-style refinements",
+            description="softmax(beta*h) expectation in a (2r+1)^2 window around the argmax",
+            params=("beta", "window_radius"),
+        ),
     )
 }
 
@@ -83,17 +136,29 @@ def get_decoder(name: str) -> Decoder:
         ) from None
 
 
-def check_decoder_params(params: dict[str, float]) -> dict[str, float]:
-    """Check names and values of decoder parameters; every one must be finite and > 0."""
+def check_decoder_params(params: dict[str, float | int]) -> dict[str, float | int]:
+    """Check names and values of decoder parameters.
+
+    ``beta`` is a finite number > 0, ``dark_kernel`` a positive odd integer,
+    ``window_radius`` an integer >= 0.
+    """
     for key, value in params.items():
         if key not in DECODER_PARAMS:
             raise ConfigError(
                 f"unknown decoder parameter {key!r}; known: {', '.join(DECODER_PARAMS)}"
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+        if key == "dark_kernel":
+            check_kernel_size(value)
+        elif key == "window_radius":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"window_radius must be an integer >= 0, got {value!r}")
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(f"{key} must be a finite number > 0, got {value!r}")
     return params
 
 

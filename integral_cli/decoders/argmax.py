@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from integral_cli.decoders.common import stack_xy, working_dtype
+from integral_cli.decoders.common import gather_patches, pixel_indices, stack_xy, working_dtype
 
 
 def get_heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,3 +43,36 @@ def decode_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
         ``(B, K, 2)`` coordinates ``(x, y)`` in heatmap pixels (integers).
     """
     return get_heatmap_maximum(heatmaps)[0]
+
+
+def refine_quarter_offset(heatmaps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Move each coordinate 0.25 px toward its larger neighbour, per axis.
+
+    ``x += 0.25 * sign(h[y, x+1] - h[y, x-1])`` where both neighbours exist (likewise y);
+    the SimpleBaseline / HRNet / MMPose refinement. (MMPose's loop also skips ``x = 1``;
+    this one does not, since both neighbours of ``x = 1`` exist.)
+
+    Args:
+        heatmaps: ``(B, K, H, W)``.
+        coords: ``(B, K, 2)`` integer pixel coordinates (the argmax).
+
+    Returns:
+        ``(B, K, 2)`` refined coordinates ``(x, y)`` in heatmap pixels.
+
+    >>> maps = torch.tensor([[[[0.0, 1.0, 3.0, 2.0, 0.0]]]])
+    >>> refine_quarter_offset(maps, torch.tensor([[[2.0, 0.0]]]))
+    tensor([[[2.2500, 0.0000]]])
+    """
+    height, width = heatmaps.shape[-2:]
+    x, y, finite = pixel_indices(coords)
+    patch = gather_patches(heatmaps.detach(), x, y, 1)
+    has_x = finite & (x >= 1) & (x <= width - 2)
+    has_y = finite & (y >= 1) & (y <= height - 2)
+    step_x = torch.where(has_x, torch.sign(patch[..., 1, 2] - patch[..., 1, 0]), 0.0)
+    step_y = torch.where(has_y, torch.sign(patch[..., 2, 1] - patch[..., 0, 1]), 0.0)
+    return coords + 0.25 * stack_xy(step_x, step_y).to(coords.dtype)
+
+
+def decode_argmax_quarter(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Argmax, then the quarter-pixel shift toward the larger neighbour."""
+    return refine_quarter_offset(heatmaps, get_heatmap_maximum(heatmaps)[0])

@@ -1,14 +1,34 @@
-"""Integral (soft-argmax) decoders: the expectation of a softmax over the heatmap.
+"""Integral (soft-argmax) decoders: expectations of the pixel position under a weighting
+of the heatmap.
 
-Both variants subtract the maximum before ``exp``, so any amplitude and any ``beta``
-are safe from overflow.
+The softmax variants subtract the maximum before ``exp``, so any amplitude and any
+``beta`` are safe from overflow.
 """
 
 from __future__ import annotations
 
 import torch
 
-from integral_cli.decoders.common import expected_coordinate, stack_xy, working_dtype
+from integral_cli.decoders.argmax import get_heatmap_maximum
+from integral_cli.decoders.common import (
+    expected_coordinate,
+    gather_patches,
+    patch_inside,
+    pixel_indices,
+    stack_xy,
+    working_dtype,
+)
+
+
+def expectation_2d(weights: torch.Tensor) -> torch.Tensor:
+    """``(B, K, H, W)`` non-negative weights -> ``(B, K, 2)`` expected ``(x, y)``."""
+    return stack_xy(expected_coordinate(weights.sum(-2)), expected_coordinate(weights.sum(-1)))
+
+
+def softmax_weights(maps: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-normalised softmax ``exp(beta * (h - max h))`` and the ``(B, K)`` maxima."""
+    peak = maps.flatten(-2).amax(-1)
+    return torch.exp(beta * (maps - peak[..., None, None])), peak
 
 
 def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -28,10 +48,8 @@ def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     >>> decode_integral(maps)
     tensor([[[2., 1.]]])
     """
-    maps = heatmaps.to(working_dtype(heatmaps))
-    peak = maps.flatten(-2).amax(-1)[..., None, None]
-    weights = torch.exp(beta * (maps - peak))  # un-normalised softmax, max 1
-    return stack_xy(expected_coordinate(weights.sum(-2)), expected_coordinate(weights.sum(-1)))
+    weights, _ = softmax_weights(heatmaps.to(working_dtype(heatmaps)), beta)
+    return expectation_2d(weights)
 
 
 def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -54,3 +72,80 @@ def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     weights_x = torch.softmax(beta * maps.sum(-2), dim=-1)
     weights_y = torch.softmax(beta * maps.sum(-1), dim=-1)
     return stack_xy(expected_coordinate(weights_x), expected_coordinate(weights_y))
+
+
+def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Integral with the background pull removed (Gu, Yang, Yao, ICCV 2021), exact form.
+
+    With ``N = H * W``, ``C = sum exp(beta * h)``, the map centre
+    ``c = ((W - 1) / 2, (H - 1) / 2)`` and ``E`` the :func:`decode_integral` result,
+    ``mu = (C * E - N * c) / (C - N)``: each background pixel at 0 adds ``exp(0) = 1`` to
+    ``C`` and pulls ``E`` toward ``c``, and this takes exactly that out. Since
+    ``C * E - N * c = sum (exp(beta h) - 1) * x`` and ``C - N = sum (exp(beta h) - 1)``,
+    it is the expectation under the weights ``exp(beta h) - 1``, which is how it is
+    computed: no difference of two large sums, so float32 keeps its precision even
+    when the bump is small next to the background (``C`` close to ``N``). The weights are
+    scaled by ``exp(-beta max h)`` so they never overflow.
+
+    Args:
+        heatmaps: ``(B, K, H, W)``, background at 0.
+        beta: inverse temperature of the softmax (> 0).
+
+    Returns:
+        ``(B, K, 2)`` coordinates ``(x, y)`` in heatmap pixels.
+
+    >>> maps = torch.zeros(1, 1, 1, 5); maps[0, 0, 0, 1] = 2.0
+    >>> decode_integral_debiased(maps)
+    tensor([[[1., 0.]]])
+    """
+    maps = heatmaps.to(working_dtype(heatmaps))
+    logits = beta * maps
+    top = logits.flatten(-2).amax(-1)[..., None, None]
+    shift = torch.exp(-top)
+    # exp(l - top) - exp(-top) loses digits where l is near 0 and expm1 overflows where
+    # l is large; each form is used where it is accurate (they agree at l = 1).
+    small = logits < 1
+    weights = torch.where(
+        small,
+        shift * torch.expm1(logits.clamp(max=1)),
+        torch.exp(logits - top) - shift,
+    )
+    return expectation_2d(weights)
+
+
+def decode_integral_l1(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Expectation under ``relu(h) / sum relu(h)`` (no softmax, so no background pull
+    from pixels at or below zero).
+
+    >>> maps = torch.zeros(1, 1, 1, 4); maps[0, 0, 0, 1:3] = torch.tensor([1.0, 3.0])
+    >>> decode_integral_l1(maps)
+    tensor([[[1.7500, 0.0000]]])
+    """
+    return expectation_2d(torch.relu(heatmaps.to(working_dtype(heatmaps))))
+
+
+def decode_soft_argmax_local(
+    heatmaps: torch.Tensor, beta: float = 1.0, window_radius: int = 2
+) -> torch.Tensor:
+    """Softmax-weighted expectation in a ``(2r + 1)^2`` window around the argmax.
+
+    Pixels of the window outside the map are left out.
+
+    Args:
+        heatmaps: ``(B, K, H, W)``.
+        beta: inverse temperature of the softmax (> 0).
+        window_radius: ``r`` (0 gives argmax).
+
+    Returns:
+        ``(B, K, 2)`` coordinates ``(x, y)`` in heatmap pixels.
+    """
+    maps = heatmaps.to(working_dtype(heatmaps))
+    coords, peak = get_heatmap_maximum(maps)
+    x, y, _ = pixel_indices(coords)
+    window = gather_patches(maps, x, y, window_radius)
+    inside = patch_inside(x, y, window_radius, maps.shape[-2:])
+    weights = torch.exp(beta * (window - peak[..., None, None])) * inside
+    steps = torch.arange(-window_radius, window_radius + 1, device=maps.device, dtype=maps.dtype)
+    total = weights.flatten(-2).sum(-1)
+    shift = stack_xy((weights.sum(-2) @ steps) / total, (weights.sum(-1) @ steps) / total)
+    return coords + shift
