@@ -205,8 +205,8 @@ def _command_line(context: typer.Context) -> list[str]:
 def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
-    if value != 0 and abs(value) < 10**-digits * 5:
-        return f"{value:.1e}"
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:.2e}"
     return f"{value:.{digits}f}"
 
 
@@ -301,7 +301,7 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
             _number(row.mean_error_hm),
             f"{_number(row.ci95_low)} – {_number(row.ci95_high)}",
             str(row.nonfinite),
-            _number(row.seconds, 3),
+            f"{row.seconds:.3f}",
         )
     return table
 

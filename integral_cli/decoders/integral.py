@@ -74,6 +74,11 @@ def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     return stack_xy(expected_coordinate(weights_x), expected_coordinate(weights_y))
 
 
+#: Largest logit ``integral-debiased`` exponentiates unscaled; exp(50) * 1e6 pixels * 1e3 px
+#: stays far inside float32.
+_DEBIASED_LOGIT_CAP = 50.0
+
+
 def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Integral with the background pull removed (Gu, Yang, Yao, ICCV 2021), exact form.
 
@@ -84,8 +89,9 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     ``C * E - N * c = sum (exp(beta h) - 1) * x`` and ``C - N = sum (exp(beta h) - 1)``,
     it is the expectation under the weights ``exp(beta h) - 1``, which is how it is
     computed: no difference of two large sums, so float32 keeps its precision even
-    when the bump is small next to the background (``C`` close to ``N``). The weights are
-    scaled by ``exp(-beta max h)`` so they never overflow.
+    when the bump is small next to the background (``C`` close to ``N``). Where
+    ``beta * max h`` exceeds 50 the weights are scaled by ``exp(-s)``,
+    ``s = beta * max h - 50``, so they never overflow.
 
     Args:
         heatmaps: ``(B, K, H, W)``, background at 0.
@@ -98,18 +104,10 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     >>> decode_integral_debiased(maps)
     tensor([[[1., 0.]]])
     """
-    maps = heatmaps.to(working_dtype(heatmaps))
-    logits = beta * maps
-    top = logits.flatten(-2).amax(-1)[..., None, None]
-    shift = torch.exp(-top)
-    # exp(l - top) - exp(-top) loses digits where l is near 0 and expm1 overflows where
-    # l is large; each form is used where it is accurate (they agree at l = 1).
-    small = logits < 1
-    weights = torch.where(
-        small,
-        shift * torch.expm1(logits.clamp(max=1)),
-        torch.exp(logits - top) - shift,
-    )
+    logits = beta * heatmaps.to(working_dtype(heatmaps))
+    excess = torch.relu(logits.flatten(-2).amax(-1) - _DEBIASED_LOGIT_CAP)[..., None, None]
+    # exp(-s) * (exp(l) - 1) = expm1(l - s) - expm1(-s): exact for s = 0, the usual case.
+    weights = torch.expm1(logits - excess) - torch.expm1(-excess)
     return expectation_2d(weights)
 
 
