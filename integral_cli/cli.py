@@ -39,8 +39,9 @@ from integral_cli.report import (
     write_csv,
 )
 from integral_cli.seed_note import SEED_DECODERS, SEED_SIZE, run_seed
-from integral_cli.sweep import SweepConfig, run_sweep
-from integral_cli.synth import ENCODERS
+from integral_cli.sweep import GRID_AXES, SweepConfig, run_sweep
+from integral_cli.coords import CONVENTIONS
+from integral_cli.synth import ENCODERS, POSITIONS, SAMPLINGS
 
 app = typer.Typer(
     name="integral-cli",
@@ -155,6 +156,14 @@ Seed = Annotated[int, typer.Option(min=0, help="Seed of the ground-truth samplin
 Encoder = Annotated[str, typer.Option(callback=_one_of(tuple(ENCODERS)), metavar="[{}]".format("|".join(tuple(ENCODERS))), help="Heatmap encoder.")]
 Dtype = Annotated[str, typer.Option(callback=_one_of(tuple(DTYPES)), metavar="[{}]".format("|".join(tuple(DTYPES))), help="Precision the maps are decoded in.")]
 MaxMemory = Annotated[float, typer.Option("--max-memory", min=1, callback=_finite, metavar="MIB", help="Memory budget in MiB; maps are rendered and decoded in chunks that fit it.")]
+Noise = Annotated[float, typer.Option(min=0, callback=_finite, help="Additive Gaussian noise: standard deviation relative to the peak.")]
+Distractor = Annotated[float, typer.Option(min=0, callback=_finite, help="Amplitude of a second peak relative to the first (0: none).")]
+DistractorDistance = Annotated[float, typer.Option(min=0, callback=_finite, help="Distance of the second peak from the true point, heatmap pixels, in a random direction.")]
+Position = Annotated[str, typer.Option(callback=_one_of(POSITIONS), metavar="[{}]".format("|".join(POSITIONS)), help="Where ground truth lies: interior (--margin from the border), border (within ceil(3*sigma_hm) of an edge), anywhere.")]
+Convention = Annotated[str, typer.Option(callback=_one_of(CONVENTIONS), metavar="[{}]".format("|".join(CONVENTIONS)), help="Image-to-heatmap mapping used to encode the ground truth.")]
+DecodeConvention = Annotated[str, typer.Option(callback=_one_of(("same", *CONVENTIONS)), metavar="[same|{}]".format("|".join(CONVENTIONS)), help="Heatmap-to-image mapping used to read decoded points back; a mismatch shows as bias.")]
+Sampling = Annotated[str, typer.Option(callback=_one_of(SAMPLINGS), metavar="[{}]".format("|".join(SAMPLINGS)), help="random: uniform points; grid: a G x G lattice of sub-pixel offsets per cell (samples rounded up to whole lattices).")]
+GridSize = Annotated[int, typer.Option(min=1, metavar="G", help="Lattice size G of --sampling grid.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -227,6 +236,14 @@ def compare(
     device: Device = "auto",
     seed: Seed = 0,
     encoder: Encoder = "gaussian",
+    noise: Noise = 0.0,
+    distractor: Distractor = 0.0,
+    distractor_distance: DistractorDistance = 12.0,
+    position: Position = "interior",
+    convention: Convention = "center",
+    decode_convention: DecodeConvention = "same",
+    sampling: Sampling = "random",
+    grid_size: GridSize = 16,
     dtype: Dtype = "float32",
     max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
     csv: Annotated[Path | None, typer.Option("--csv", metavar="PATH", help="Also write the rows to this CSV.")] = None,
@@ -254,6 +271,14 @@ def compare(
             device=device,
             seed=seed,
             encoder=encoder,
+            noise=noise,
+            distractor=distractor,
+            distractor_distance=distractor_distance,
+            position=position,
+            convention=convention,
+            decode_convention=decode_convention,
+            sampling=sampling,
+            grid_size=grid_size,
             dtype=dtype,
             max_memory_mib=max_memory,
         )
@@ -261,7 +286,7 @@ def compare(
             check_output_path(csv, force=force)
         used = resolve_device(config.device)
         with _progress() as progress:
-            task = progress.add_task("compare", total=config.samples)
+            task = progress.add_task("compare", total=config.total_samples)
             rows = run_experiment(config, progress=lambda done: progress.update(task, completed=done))
         rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
         if csv is not None:
@@ -306,35 +331,90 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
     return table
 
 
+def _list_option(help_text: str) -> Any:
+    return typer.Option(metavar="LIST", help=help_text)
+
+
+def _choices(choices: tuple[str, ...]) -> Callable[[str, str], tuple[str, ...]]:
+    def parse(text: str, option: str) -> tuple[str, ...]:
+        values = _parse_list(text, str, "names", option)
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise typer.BadParameter(f"{unknown[0]!r} is not one of {', '.join(choices)}", param_hint=option)
+        return values
+
+    return parse
+
+
+def _non_negative_floats(text: str, option: str) -> tuple[float, ...]:
+    values = _parse_list(text, float, "numbers", option)
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise typer.BadParameter(f"every value must be a finite number >= 0, got {text!r}", param_hint=option)
+    return values
+
+
+#: How each swept axis's comma list is read.
+_AXIS_PARSERS: dict[str, Callable[[str, str], tuple[Any, ...]]] = {
+    "stride": _positive_ints,
+    "sigma": _positive_floats,
+    "amplitude": _positive_floats,
+    "beta": _positive_floats,
+    "encoder": _choices(tuple(ENCODERS)),
+    "noise": _non_negative_floats,
+    "distractor": _non_negative_floats,
+    "distractor_distance": _non_negative_floats,
+    "position": _choices(POSITIONS),
+    "convention": _choices(CONVENTIONS),
+    "decode_convention": _choices(("same", *CONVENTIONS)),
+    "sampling": _choices(SAMPLINGS),
+    "dtype": _choices(tuple(DTYPES)),
+}
+
+
 @app.command()
 def sweep(
     context: typer.Context,
-    strides: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated strides.")] = "1,2,4,8",
-    sigmas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated sigmas (see --sigma-unit).")] = "1,2,3",
-    amplitudes: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated peak values.")] = "10",
-    betas: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated inverse temperatures.")] = "1",
+    strides: Annotated[str, _list_option("Comma-separated strides.")] = "1,2,4,8",
+    sigmas: Annotated[str, _list_option("Comma-separated sigmas (see --sigma-unit).")] = "1,2,3",
+    amplitudes: Annotated[str, _list_option("Comma-separated peak values.")] = "10",
+    betas: Annotated[str, _list_option("Comma-separated inverse temperatures.")] = "1",
+    encoders: Annotated[str, _list_option(f"Comma-separated encoders: {', '.join(ENCODERS)}.")] = "gaussian",
+    noises: Annotated[str, _list_option("Comma-separated noise levels (relative to the peak).")] = "0",
+    distractors: Annotated[str, _list_option("Comma-separated relative amplitudes of a second peak (0: none).")] = "0",
+    distractor_distances: Annotated[str, _list_option("Comma-separated distances of the second peak, heatmap px.")] = "12",
+    positions: Annotated[str, _list_option(f"Comma-separated positions: {', '.join(POSITIONS)}.")] = "interior",
+    conventions: Annotated[str, _list_option(f"Comma-separated encode conventions: {', '.join(CONVENTIONS)}.")] = "center",
+    decode_conventions: Annotated[str, _list_option("Comma-separated decode conventions (same = the encode one).")] = "same",
+    samplings: Annotated[str, _list_option("Comma-separated samplings: random, grid.")] = "random",
+    dtypes: Annotated[str, _list_option(f"Comma-separated decoding precisions: {', '.join(DTYPES)}.")] = "float32",
     sigma_unit: SigmaUnit = "heatmap",
     dark_kernel: DarkKernel = "11",
     window_radius: WindowRadius = 2,
     image_size: ImageSize = "256x192",
     samples: Samples = 10_000,
     margin: Margin = None,
+    grid_size: GridSize = 16,
     decoders: Decoders = None,
     device: Device = "auto",
     seed: Seed = 0,
-    encoder: Encoder = "gaussian",
-    dtype: Dtype = "float32",
     max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="CSV to write; a JSON sidecar with the same stem goes beside it.")] = Path("results/sweep.csv"),
     force: Force = False,
 ) -> None:
-    """Run the grid strides x sigmas x amplitudes x betas and write one CSV row per
-    configuration and decoder.
+    """Run the grid of every listed axis (strides x sigmas x ... x dtypes) and write one
+    CSV row per configuration and decoder.
 
     Rows are written as each configuration finishes, so an interrupted sweep keeps
     what it finished. Every configuration uses the same seed, so all of them see the
     same ground-truth points wherever their margins agree.
     """
+    lists = {
+        "stride": strides, "sigma": sigmas, "amplitude": amplitudes, "beta": betas,
+        "encoder": encoders, "noise": noises, "distractor": distractors,
+        "distractor_distance": distractor_distances, "position": positions,
+        "convention": conventions, "decode_convention": decode_conventions,
+        "sampling": samplings, "dtype": dtypes,
+    }
     with _reported_errors():
         grid = SweepConfig(
             base=ExperimentConfig(
@@ -344,19 +424,18 @@ def sweep(
                 image_size=_image_size(image_size),
                 samples=samples,
                 margin=margin,
+                grid_size=grid_size,
                 decoders=_decoder_names(decoders),
                 device=device,
                 seed=seed,
-                encoder=encoder,
-                dtype=dtype,
                 max_memory_mib=max_memory,
             ),
-            strides=_positive_ints(strides, "--strides"),
-            sigmas=_positive_floats(sigmas, "--sigmas"),
-            amplitudes=_positive_floats(amplitudes, "--amplitudes"),
-            betas=_positive_floats(betas, "--betas"),
+            axes=tuple(
+                (field, _AXIS_PARSERS[field](text, GRID_AXES[field])) for field, text in lists.items()
+            ),
         )
-        total = len(grid.configurations())
+        configurations = grid.configurations()
+        total = len(configurations)
         done = 0
 
         def count(finished: int) -> None:
@@ -365,7 +444,7 @@ def sweep(
 
         try:
             with _progress() as progress:
-                task = progress.add_task("sweep", total=total * samples)
+                task = progress.add_task("sweep", total=sum(c.total_samples for c in configurations))
                 run_sweep(
                     grid,
                     out,

@@ -17,20 +17,33 @@ import pandas as pd
 import torch
 
 from integral_cli.checks import check_positive
-from integral_cli.coords import heatmap_size, heatmap_to_image, image_to_heatmap
+from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
 from integral_cli.decoders.dark import kernel_size_for_sigma
 from integral_cli.devices import resolve_device, synchronize
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import summarize_offsets
 from integral_cli.report import CSV_COLUMNS
-from integral_cli.synth import ENCODERS, default_margin, render_heatmaps, sample_points
+from integral_cli.synth import (
+    ENCODERS,
+    POSITIONS,
+    SAMPLINGS,
+    add_distractor,
+    add_noise,
+    default_margin,
+    distractor_centers,
+    peak_value,
+    render_heatmaps,
+    sample_heatmap_points,
+)
 
 #: Default memory budget for one experiment, in MiB.
 DEFAULT_MAX_MEMORY_MIB = 1024
-#: Map-sized buffers alive at once while a chunk is rendered and decoded (the map, the
-#: decoder's temporaries and the results); used to size chunks from the budget.
+#: Working-precision (float32 or float64) map-sized buffers alive at once while a chunk
+#: is decoded, besides the map itself; used to size chunks from the budget.
 MAP_BUFFERS = 4
+#: Extra bytes per pixel while noise is drawn (hashed counters and their uniforms).
+NOISE_BYTES_PER_PIXEL = 48
 #: Bytes kept per sample for the whole run besides the maps: the point, each decoder's
 #: offsets and the float64 working copies of the summary.
 SAMPLE_BYTES_FIXED = 8 + 64
@@ -68,6 +81,19 @@ class ExperimentConfig:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         seed: seed of the ground-truth sampling.
         encoder: heatmap encoder (see ``synth.ENCODERS``).
+        noise: standard deviation of additive Gaussian noise, relative to the peak.
+        distractor: amplitude of a second peak relative to the first (0: none).
+        distractor_distance: its distance from the true point, heatmap pixels.
+        position: where ground truth lies: ``interior`` (``margin`` from the border),
+            ``border`` (within ``ceil(3 sigma_hm)`` of an edge) or ``anywhere``.
+        convention: image -> heatmap mapping used to encode (``center``, ``corner``,
+            ``udp``; see ``coords``).
+        decode_convention: heatmap -> image mapping used to read the decoded point back;
+            ``"same"`` means ``convention``. A mismatch shows as bias.
+        sampling: ``random`` (uniform) or ``grid`` (a ``grid_size``-square lattice of
+            sub-pixel offsets in one cell, over random whole pixels; ``samples`` is
+            rounded up to a multiple of ``grid_size**2``).
+        grid_size: ``G`` of ``grid`` sampling.
         dtype: precision the maps are decoded in.
         max_memory_mib: memory budget in MiB; sets the chunk size.
     """
@@ -86,6 +112,14 @@ class ExperimentConfig:
     device: str = "auto"
     seed: int = 0
     encoder: str = "gaussian"
+    noise: float = 0.0
+    distractor: float = 0.0
+    distractor_distance: float = 12.0
+    position: str = "interior"
+    convention: str = "center"
+    decode_convention: str = "same"
+    sampling: str = "random"
+    grid_size: int = 16
     dtype: str = "float32"
     max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB
 
@@ -112,6 +146,16 @@ class ExperimentConfig:
             raise ConfigError("a decoder is listed twice")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
+        for name in ("noise", "distractor", "distractor_distance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        _check_choice("position", self.position, POSITIONS)
+        _check_choice("convention", self.convention, CONVENTIONS)
+        _check_choice("decode_convention", self.decode_convention, ("same", *CONVENTIONS))
+        _check_choice("sampling", self.sampling, SAMPLINGS)
+        if isinstance(self.grid_size, bool) or not isinstance(self.grid_size, int) or self.grid_size < 1:
+            raise ConfigError(f"grid_size must be a positive integer, got {self.grid_size!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         check_positive(self.max_memory_mib, "max_memory_mib")
@@ -136,8 +180,32 @@ class ExperimentConfig:
 
     @property
     def resolved_margin(self) -> float:
-        """The margin in heatmap pixels, the default filled in."""
-        return default_margin(self.sigma_hm) if self.margin is None else self.margin
+        """The margin in heatmap pixels: for ``interior`` the one kept from the border
+        (default ``ceil(3 sigma_hm)``), for ``border`` the width of the band, for
+        ``anywhere`` 0."""
+        if self.position == "anywhere":
+            return 0
+        if self.position == "border" or self.margin is None:
+            return default_margin(self.sigma_hm)
+        return self.margin
+
+    @property
+    def resolved_decode_convention(self) -> str:
+        """The decode convention, ``"same"`` resolved."""
+        return self.convention if self.decode_convention == "same" else self.decode_convention
+
+    @property
+    def total_samples(self) -> int:
+        """The number of points: ``samples``, rounded up to whole lattices for ``grid``."""
+        if self.sampling == "grid":
+            cells = self.grid_size**2
+            return -(-self.samples // cells) * cells
+        return self.samples
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
 
 
 def chunk_size(config: ExperimentConfig) -> int:
@@ -148,18 +216,23 @@ def chunk_size(config: ExperimentConfig) -> int:
             the message says how much would be needed.
     """
     height, width = config.heatmap_size
+    samples = config.total_samples
     budget = config.max_memory_mib * 2**20
     per_sample = SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * len(config.decoders)
-    fixed = per_sample * config.samples
-    per_map = height * width * DTYPES[config.dtype].itemsize * MAP_BUFFERS
+    fixed = per_sample * samples
+    working = 8 if config.dtype == "float64" else 4
+    per_pixel = DTYPES[config.dtype].itemsize + MAP_BUFFERS * working
+    if config.noise > 0:
+        per_pixel += NOISE_BYTES_PER_PIXEL
+    per_map = height * width * per_pixel
     if fixed + per_map > budget:
         need = math.ceil((fixed + per_map) / 2**20)
         raise ConfigError(
-            f"{config.samples} samples of {height}x{width} maps need at least {need} MiB, "
+            f"{samples} samples of {height}x{width} maps need at least {need} MiB, "
             f"more than the memory budget of {config.max_memory_mib:g} MiB; "
             "raise --max-memory or lower --samples"
         )
-    return max(1, min(config.samples, int((budget - fixed) // per_map)))
+    return max(1, min(samples, int((budget - fixed) // per_map)))
 
 
 def run_experiment(
@@ -182,41 +255,81 @@ def run_experiment(
     device = resolve_device(config.device)
     dtype = DTYPES[config.dtype]
     render_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    size = config.heatmap_size
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    # Drawn in float32 whatever the dtype, so every dtype sees the same points.
-    truth = sample_points(
-        config.samples, 1, size, config.stride, config.resolved_margin, generator
-    ).to(render_dtype)
+    truth = sample_truth(config, device).to(render_dtype)
+    samples = truth.shape[0]
     offsets = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
     step = chunk_size(config)
     params = config.decoder_params
-    for start in range(0, config.samples, step):
+    for start in range(0, samples, step):
         truth_chunk = truth[start : start + step]
-        maps = render_heatmaps(
-            image_to_heatmap(truth_chunk, config.stride),
-            size,
-            config.sigma_hm,
-            amplitude=config.amplitude,
-            encoder=config.encoder,
-        ).to(dtype)
+        maps = render_maps(config, truth_chunk, start).to(dtype)
         for name in config.decoders:
             synchronize(device)
             began = time.perf_counter()
             decoded = decode(maps, name, **params)
             synchronize(device)
             seconds[name] += time.perf_counter() - began
-            decoded_img = heatmap_to_image(decoded.to(render_dtype), config.stride)
+            decoded_img = heatmap_to_image(
+                decoded.to(render_dtype), config.stride, config.resolved_decode_convention,
+                tuple(config.image_size),
+            )
             offsets[name].append((decoded_img - truth_chunk).reshape(-1, 2).float())
         del maps
         if progress is not None:
-            progress(min(start + step, config.samples))
+            progress(min(start + step, samples))
     rows = []
     for name in config.decoders:
         summary = summarize_offsets(torch.cat(offsets[name]), config.stride)
         rows.append(_row(config, device, name, summary, seconds[name]))
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def sample_truth(config: ExperimentConfig, device: torch.device) -> torch.Tensor:
+    """The ground-truth points of ``config``: ``(N, 1, 2)`` image pixels, float32.
+
+    Drawn once from a generator seeded with ``config.seed`` on ``device``, in heatmap
+    pixels (so margins are exact) and mapped to the image with ``config.convention``.
+    """
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    points_hm = sample_heatmap_points(
+        config.samples,
+        config.heatmap_size,
+        generator,
+        position=config.position,
+        margin=config.resolved_margin,
+        band=default_margin(config.sigma_hm),
+        sampling=config.sampling,
+        grid_size=config.grid_size,
+        dtype=torch.float64,
+    )
+    image = heatmap_to_image(points_hm, config.stride, config.convention, tuple(config.image_size))
+    # float32 whatever the decoding dtype, so every dtype sees the same points
+    return image.float()
+
+
+def render_maps(config: ExperimentConfig, truth_img: torch.Tensor, first_sample: int) -> torch.Tensor:
+    """The maps a chunk of ground truth encodes to: target, distractor and noise.
+
+    Args:
+        config: the experiment.
+        truth_img: ``(B, 1, 2)`` ground truth in image pixels.
+        first_sample: global index of ``truth_img[0]`` (noise and distractor directions
+            are functions of it, so chunking does not change them).
+
+    Returns:
+        ``(B, 1, H, W)`` maps in the dtype of ``truth_img``.
+    """
+    centers = image_to_heatmap(truth_img, config.stride, config.convention, tuple(config.image_size))
+    sigma, size = config.sigma_hm, config.heatmap_size
+    maps = render_heatmaps(centers, size, sigma, amplitude=config.amplitude, encoder=config.encoder)
+    if config.distractor > 0:
+        others = distractor_centers(centers, config.distractor_distance, config.seed, first_sample)
+        maps = add_distractor(maps, others, sigma, config.distractor, config.amplitude, config.encoder)
+    if config.noise > 0:
+        peak = peak_value(config.encoder, config.amplitude)
+        maps = add_noise(maps, config.noise, peak, config.seed, first_sample)
+    return maps
 
 
 def _row(
@@ -234,12 +347,20 @@ def _row(
         "amplitude": config.amplitude,
         **config.decoder_params,
         "encoder": config.encoder,
+        "noise": config.noise,
+        "distractor": config.distractor,
+        "distractor_distance": config.distractor_distance,
+        "position": config.position,
+        "convention": config.convention,
+        "decode_convention": config.resolved_decode_convention,
+        "sampling": config.sampling,
+        "grid_size": config.grid_size if config.sampling == "grid" else 0,
         "image_h": config.image_size[0],
         "image_w": config.image_size[1],
         "heatmap_h": height,
         "heatmap_w": width,
         "margin": config.resolved_margin,
-        "samples": config.samples,
+        "samples": config.total_samples,
         "decoder": decoder,
         **summary,
         "device": str(device),

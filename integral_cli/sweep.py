@@ -26,40 +26,58 @@ from integral_cli.report import (
     write_json,
 )
 
-#: The swept settings, in the order the grid is walked (the last varies fastest).
-GRID_AXES: tuple[str, ...] = ("stride", "sigma", "amplitude", "beta")
+#: The settings a sweep can vary, in the order the grid is walked (the last varies
+#: fastest), each with its list option on the command line.
+GRID_AXES: dict[str, str] = {
+    "stride": "--strides",
+    "sigma": "--sigmas",
+    "amplitude": "--amplitudes",
+    "beta": "--betas",
+    "encoder": "--encoders",
+    "noise": "--noises",
+    "distractor": "--distractors",
+    "distractor_distance": "--distractor-distances",
+    "position": "--positions",
+    "convention": "--conventions",
+    "decode_convention": "--decode-conventions",
+    "sampling": "--samplings",
+    "dtype": "--dtypes",
+}
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A grid of experiments: ``strides x sigmas x amplitudes x betas``.
+    """A grid of experiments: the product of the listed values of each axis.
 
     Attributes:
-        base: every other setting (its own stride, sigma, amplitude and beta are ignored).
-        strides, sigmas, amplitudes, betas: the values of each axis.
+        base: every setting that is not swept (and the value of any axis not listed).
+        axes: ``(field, values)`` pairs, fields from :data:`GRID_AXES`.
     """
 
     base: ExperimentConfig
-    strides: tuple[int, ...]
-    sigmas: tuple[float, ...]
-    amplitudes: tuple[float, ...]
-    betas: tuple[float, ...]
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
 
     def __post_init__(self) -> None:
-        for axis in GRID_AXES:
-            values = getattr(self, axis + "s")
+        for field, values in self.axes:
+            if field not in GRID_AXES:
+                raise ConfigError(f"{field!r} cannot be swept; sweepable: {', '.join(GRID_AXES)}")
             if not values:
-                raise ConfigError(f"the list of {axis}s is empty")
+                raise ConfigError(f"the list {GRID_AXES[field]} is empty")
             if len(set(values)) != len(values):
-                raise ConfigError(f"the list of {axis}s repeats a value")
+                raise ConfigError(f"the list {GRID_AXES[field]} repeats a value")
+
+    @property
+    def grid(self) -> dict[str, list[Any]]:
+        """Every axis with its values, unlisted axes at their single base value."""
+        listed = dict(self.axes)
+        return {field: list(listed.get(field, (getattr(self.base, field),))) for field in GRID_AXES}
 
     def configurations(self) -> list[ExperimentConfig]:
         """Every configuration of the grid; each is validated as it is built."""
+        grid = self.grid
         return [
-            dataclasses.replace(self.base, stride=s, sigma=g, amplitude=a, beta=b)
-            for s, g, a, b in itertools.product(
-                self.strides, self.sigmas, self.amplitudes, self.betas
-            )
+            dataclasses.replace(self.base, **dict(zip(grid, values)))
+            for values in itertools.product(*grid.values())
         ]
 
 
@@ -113,7 +131,7 @@ def run_sweep(
             rows = run_experiment(config, progress=relay)
             append_rows(out, rows, header=finished == 0)
             finished += 1
-            samples_before += config.samples
+            samples_before += config.total_samples
             if on_configuration is not None:
                 on_configuration(finished)
     except BaseException:
@@ -136,8 +154,8 @@ def _sidecar(
     command_line: Sequence[str],
 ) -> dict[str, Any]:
     settings = dataclasses.asdict(sweep.base)
-    for axis in GRID_AXES:
-        del settings[axis]
+    for field in GRID_AXES:
+        del settings[field]
     settings["image_size"] = list(sweep.base.image_size)
     settings["decoders"] = list(sweep.base.decoders)
     return {
@@ -147,7 +165,7 @@ def _sidecar(
         "finished": None,
         "configurations": len(configurations),
         "configurations_done": 0,
-        "grid": {axis + "s": list(getattr(sweep, axis + "s")) for axis in GRID_AXES},
+        "grid": sweep.grid,
         "settings": settings,
         "seed": sweep.base.seed,
         "device": str(device),

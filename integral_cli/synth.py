@@ -16,7 +16,10 @@ from integral_cli.errors import ConfigError
 
 ENCODERS: dict[str, str] = {
     "gaussian": "A * exp(-d^2 / (2 sigma^2)) over the whole map, centre not rounded",
+    "msra": "MMPose/HRNet target: centre rounded to a pixel, zero beyond 3 sigma of it",
+    "udp": "sub-pixel centre, zero beyond 3 sigma of the rounded centre (UDP)",
     "seed": "the seed note's generator: 10 * exp(-4 ln2 d^2 / fwhm^2), fwhm = 2.3548 sigma",
+    "logit": "log-Gaussian logits -d^2 / (2 sigma^2): their softmax is the normalised Gaussian",
 }
 
 #: Peak value of the seed note's generator.
@@ -42,15 +45,28 @@ def render_heatmaps(
     amplitude: float = 1.0,
     encoder: str = "gaussian",
 ) -> torch.Tensor:
-    """Render one Gaussian heatmap per keypoint.
+    """Render one heatmap per keypoint.
+
+    Every encoder is separable: the map is the outer product (the outer sum, for
+    ``logit``) of a profile along y and one along x.
 
     Args:
         centers: ``(B, K, 2)`` centres ``(x, y)`` in heatmap pixels (not rounded).
         size: heatmap size ``(H, W)``.
         sigma: standard deviation in heatmap pixels.
-        amplitude: peak value ``A`` (``gaussian``; the ``seed`` encoder always uses 10).
-        encoder: ``"gaussian"`` or ``"seed"`` (the note's FWHM-parameterised generator,
-            the same curve written with ``fwhm = 2.3548 * sigma``).
+        amplitude: peak value ``A`` (``gaussian``, ``msra``, ``udp``; ``seed`` always
+            uses 10 and ``logit`` has no amplitude).
+        encoder: one of :data:`ENCODERS`:
+
+            * ``gaussian``: ``A exp(-d^2 / 2 sigma^2)`` around the exact centre.
+            * ``msra``: around the rounded centre ``floor(c + 0.5)``, zero where a pixel is
+              more than ``3 sigma`` from it along either axis (a square window of radius
+              ``floor(3 sigma)``, so the peak stays on the rounded centre even at the
+              border). MMPose's own window misplaces the peak by one pixel near the
+              top/left border, and wherever ``3 sigma`` has a fractional part below 0.5.
+            * ``udp``: the same window, values around the exact centre.
+            * ``seed``: the note's ``10 exp(-4 ln2 d^2 / fwhm^2)``, ``fwhm = 2.3548 sigma``.
+            * ``logit``: ``-d^2 / (2 sigma^2)``; ``softmax`` of it is the normalised Gaussian.
 
     Returns:
         ``(B, K, H, W)`` heatmaps on the device and in the dtype of ``centers``.
@@ -68,25 +84,162 @@ def render_heatmaps(
     check_positive(sigma, "sigma")
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    if isinstance(amplitude, bool) or not math.isfinite(amplitude):
+        raise ConfigError(f"amplitude must be a finite number, got {amplitude}")
+    profile_x = _profile(pixel_coordinates(width, device=centers.device, dtype=centers.dtype),
+                         centers[..., 0:1], sigma, encoder)  # (B, K, W)
+    profile_y = _profile(pixel_coordinates(height, device=centers.device, dtype=centers.dtype),
+                         centers[..., 1:2], sigma, encoder)  # (B, K, H)
+    if encoder == "logit":
+        return profile_y.unsqueeze(-1) + profile_x.unsqueeze(-2)
     if encoder == "seed":
-        fwhm = FWHM_PER_SIGMA * sigma
-        exponent_scale = -4.0 * math.log(2.0) / fwhm**2
         amplitude = SEED_PEAK
-    else:
-        if isinstance(amplitude, bool) or not math.isfinite(amplitude):
-            raise ConfigError(f"amplitude must be a finite number, got {amplitude}")
-        exponent_scale = -0.5 / sigma**2
-    xs = pixel_coordinates(width, device=centers.device, dtype=centers.dtype)
-    ys = pixel_coordinates(height, device=centers.device, dtype=centers.dtype)
-    profile_x = torch.exp(exponent_scale * (xs - centers[..., 0:1]) ** 2)  # (B, K, W)
-    profile_y = torch.exp(exponent_scale * (ys - centers[..., 1:2]) ** 2)  # (B, K, H)
     # The amplitude goes on the short profile so the big outer product is one multiply.
     return (amplitude * profile_y).unsqueeze(-1) * profile_x.unsqueeze(-2)
+
+
+def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: str) -> torch.Tensor:
+    """One axis of an encoder: ``(N,)`` pixel centres, ``(B, K, 1)`` centre -> ``(B, K, N)``."""
+    if encoder == "seed":
+        fwhm = FWHM_PER_SIGMA * sigma
+        return torch.exp(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
+    if encoder == "logit":
+        return -((pixels - center) ** 2) / (2.0 * sigma**2)
+    if encoder == "gaussian":
+        return torch.exp(-((pixels - center) ** 2) / (2.0 * sigma**2))
+    rounded = torch.floor(center + 0.5)
+    peak_at = rounded if encoder == "msra" else center
+    window = (pixels - rounded).abs() <= 3.0 * sigma
+    return torch.exp(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
 def default_margin(sigma_hm: float) -> int:
     """Default distance (heatmap pixels) kept between ground truth and the map border."""
     return math.ceil(3.0 * sigma_hm)
+
+
+#: Where ground truth is placed: ``interior`` keeps ``margin`` heatmap px from the border
+#: pixel centres, ``border`` is the rest of the map (within ``ceil(3 sigma)`` of an
+#: edge), ``anywhere`` the whole map area ``[-0.5, side - 0.5]``.
+POSITIONS: tuple[str, ...] = ("interior", "border", "anywhere")
+#: How ground truth is drawn: ``random`` uniformly, ``grid`` on a G x G lattice of
+#: sub-pixel offsets inside one heatmap cell, repeated over random whole pixels.
+SAMPLINGS: tuple[str, ...] = ("random", "grid")
+
+
+def sample_heatmap_points(
+    count: int,
+    heatmap_size: tuple[int, int],
+    generator: torch.Generator,
+    *,
+    position: str = "interior",
+    margin: float = 0.0,
+    band: int = 0,
+    sampling: str = "random",
+    grid_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Ground-truth points in heatmap pixels.
+
+    Args:
+        count: points wanted; ``grid`` rounds it up to a multiple of ``grid_size**2``.
+        heatmap_size: ``(H, W)``.
+        generator: seeded generator; its device is the device of the result.
+        position: one of :data:`POSITIONS`.
+        margin: for ``interior``, the distance kept from the border pixel centres.
+        band: for ``border``, the width of the band along the edges (points lie in the
+            map but not in ``[band, side - 1 - band]`` on both axes).
+        sampling: one of :data:`SAMPLINGS`.
+        grid_size: ``G`` for ``grid``: offsets ``(i + 0.5) / G - 0.5``, ``i < G``, per axis.
+        dtype: dtype of the result.
+
+    Returns:
+        ``(N, 1, 2)`` points ``(x, y)`` in heatmap pixels.
+
+    Raises:
+        ConfigError: the region is empty (a margin or band too large for the map).
+    """
+    height, width = heatmap_size
+    sides = torch.tensor([width, height], dtype=torch.float64)
+    if position not in POSITIONS:
+        raise ConfigError(f"unknown position {position!r}; choose from {', '.join(POSITIONS)}")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    if margin < 0 or not math.isfinite(margin):
+        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
+    if position == "interior" and (sides - 1 - 2 * margin).min() < 0:
+        raise ConfigError(
+            f"margin {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
+            f"use a margin of at most {(min(height, width) - 1) / 2:g}"
+        )
+    if position == "border" and (sides - 1 - 2 * band).min() < 0:
+        band = 0  # the map is all border: the interior box is empty
+    if sampling == "random":
+        points = _random_points(count, sides, generator, position, margin, band)
+    else:
+        points = _grid_points(count, sides, generator, position, margin, band, grid_size)
+    return points.to(dtype).unsqueeze(1)
+
+
+def _in_border(points: torch.Tensor, sides: torch.Tensor, band: float) -> torch.Tensor:
+    low, high = band, sides.to(points) - 1 - band
+    if (high < low).any():
+        return torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+    return ((points < low) | (points > high)).any(dim=-1)
+
+
+def _random_points(count, sides, generator, position, margin, band):
+    device = generator.device
+    sides = sides.to(device)
+    if position == "interior":
+        low, high = torch.full_like(sides, margin), sides - 1 - margin
+    else:
+        low, high = torch.full_like(sides, -0.5), sides - 0.5
+    draw = lambda n: low + torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64) * (high - low)  # noqa: E731
+    if position != "border":
+        return draw(count)
+    return _rejection(count, draw, lambda p: _in_border(p, sides, band))
+
+
+def _grid_points(count, sides, generator, position, margin, band, grid_size):
+    device = generator.device
+    sides = sides.to(device)
+    if position == "interior":
+        low, high = torch.ceil(torch.full_like(sides, margin + 0.5)), torch.floor(sides - 1.5 - margin)
+        if (high < low).any():
+            raise ConfigError(
+                f"grid sampling needs whole heatmap pixels inside the margin of {margin:g} px; "
+                "lower --margin or use --sampling random"
+            )
+    else:
+        low, high = torch.zeros_like(sides), sides - 1
+    cells = grid_size**2
+    bases_needed = -(-count // cells)
+
+    def draw(n: int) -> torch.Tensor:
+        unit = torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64)
+        return low + torch.floor(unit * (high - low + 1)).clamp(max=high - low)
+
+    if position == "border":
+        # a pixel is a border pixel when its whole cell lies outside the interior box
+        bases = _rejection(bases_needed, draw, lambda p: _in_border(p, sides, band - 0.5))
+    else:
+        bases = draw(bases_needed)
+    steps = (torch.arange(grid_size, device=device, dtype=torch.float64) + 0.5) / grid_size - 0.5
+    offsets = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)
+    return (bases.unsqueeze(1) + offsets).reshape(-1, 2)
+
+
+def _rejection(count, draw, accept) -> torch.Tensor:
+    """``count`` draws that ``accept`` keeps, in draw order (rounds, not a loop per point)."""
+    kept, total = [], 0
+    batch = max(2 * count, 1024)
+    while total < count:
+        candidates = draw(batch)
+        candidates = candidates[accept(candidates)]
+        kept.append(candidates)
+        total += candidates.shape[0]
+    return torch.cat(kept)[:count]
 
 
 def sample_points(
@@ -115,22 +268,109 @@ def sample_points(
         dtype: dtype of the result.
 
     Returns:
-        ``(count, keypoints, 2)`` points ``(x, y)`` in image pixels.
+        ``(count, keypoints, 2)`` points ``(x, y)`` in image pixels (centre-aligned).
 
     Raises:
         ConfigError: the margin leaves no room inside the heatmap.
     """
-    height, width = heatmap_size
-    if margin < 0 or not math.isfinite(margin):
-        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
-    span_x, span_y = width - 1 - 2 * margin, height - 1 - 2 * margin
-    if span_x < 0 or span_y < 0:
-        raise ConfigError(
-            f"margin {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
-            f"use a margin of at most {(min(height, width) - 1) / 2:g}"
-        )
-    unit = torch.rand(
-        (count, keypoints, 2), generator=generator, device=generator.device, dtype=dtype
-    )
-    span = torch.tensor([span_x, span_y], device=generator.device, dtype=dtype)
-    return heatmap_to_image(margin + unit * span, stride)
+    points = sample_heatmap_points(count * keypoints, heatmap_size, generator, margin=margin, dtype=dtype)
+    return heatmap_to_image(points.view(count, keypoints, 2), stride)
+
+
+# ------------------------------------------------------------------ network-like maps
+_MASK32 = 0xFFFFFFFF
+_MIX = 0x45D9F3B
+#: Independent random streams drawn from :func:`counter_uniform`.
+NOISE_STREAM, DISTRACTOR_STREAM = 1, 2
+
+
+def _hash32(values: torch.Tensor) -> torch.Tensor:
+    """Mix int64 values below 2**32 into well-spread 32-bit integers (no overflow: the
+    multiplier is below 2**27)."""
+    values = (((values >> 16) ^ values) * _MIX) & _MASK32
+    values = (((values >> 16) ^ values) * _MIX) & _MASK32
+    return (values >> 16) ^ values
+
+
+def counter_uniform(
+    seed: int, stream: int, sample_index: torch.Tensor, count: int, *, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Uniform numbers in ``(0, 1)`` that are a pure function of their coordinates.
+
+    Value ``j`` of sample ``i`` depends only on ``(seed, stream, i, j)``: not on how the
+    samples are split into chunks, nor on the device. That keeps noisy experiments
+    identical whatever the memory budget.
+
+    Args:
+        seed: the experiment's seed.
+        stream: which independent stream (e.g. :data:`NOISE_STREAM`).
+        sample_index: ``(B,)`` int64 global sample indices.
+        count: numbers per sample.
+        dtype: floating dtype of the result.
+
+    Returns:
+        ``(B, count)`` uniforms.
+    """
+    key = _hash32(torch.tensor((seed * 0x9E3779B1 + stream * 0x7F4A7C15) & _MASK32))
+    sample_key = _hash32(_hash32(sample_index & _MASK32) ^ key.to(sample_index.device))
+    positions = torch.arange(count, device=sample_index.device)
+    bits = _hash32(_hash32(sample_key.unsqueeze(-1) ^ positions) ^ (sample_key.unsqueeze(-1) >> 7))
+    return ((bits.to(torch.float64) + 0.5) / 2.0**32).to(dtype)
+
+
+def peak_value(encoder: str, amplitude: float) -> float:
+    """The peak of a map from ``encoder``: what noise and distractors are relative to."""
+    return {"seed": SEED_PEAK, "logit": 1.0}.get(encoder, amplitude)
+
+
+def add_noise(
+    maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int
+) -> torch.Tensor:
+    """``maps + level * peak * z`` with ``z`` standard normal per pixel.
+
+    Args:
+        maps: ``(B, K, H, W)``.
+        level: noise standard deviation relative to the peak.
+        peak: the maps' peak value.
+        seed: the experiment's seed.
+        first_sample: global index of ``maps[0]``, so every sample gets its own noise
+            whatever the chunking.
+
+    Returns:
+        A new ``(B, K, H, W)`` tensor.
+    """
+    batch, keypoints, height, width = maps.shape
+    index = torch.arange(first_sample, first_sample + batch, device=maps.device)
+    uniform = counter_uniform(seed, NOISE_STREAM, index, keypoints * height * width)
+    normal = torch.special.ndtri(uniform).to(maps.dtype).view(maps.shape)
+    return maps + (level * peak) * normal
+
+
+def distractor_centers(
+    centers: torch.Tensor, distance: float, seed: int, first_sample: int
+) -> torch.Tensor:
+    """Centres ``distance`` heatmap px from ``centers`` in a uniformly random direction."""
+    batch, keypoints, _ = centers.shape
+    index = torch.arange(first_sample, first_sample + batch, device=centers.device)
+    angle = 2 * math.pi * counter_uniform(seed, DISTRACTOR_STREAM, index, keypoints)
+    step = torch.stack((torch.cos(angle), torch.sin(angle)), dim=-1).to(centers.dtype)
+    return centers + distance * step
+
+
+def add_distractor(
+    maps: torch.Tensor,
+    distractors: torch.Tensor,
+    sigma: float,
+    relative_amplitude: float,
+    amplitude: float,
+    encoder: str,
+) -> torch.Tensor:
+    """Add a second, weaker peak of ``relative_amplitude`` times the main one.
+
+    Peaks add; for ``logit`` maps they add in probability, ``log(e^l + a e^l2)``, so the
+    softmax becomes the mixture of the two Gaussians with weights 1 and ``a``.
+    """
+    extra = render_heatmaps(distractors, maps.shape[-2:], sigma, amplitude=amplitude, encoder=encoder)
+    if encoder == "logit":
+        return torch.logaddexp(maps, extra + math.log(relative_amplitude))
+    return maps + relative_amplitude * extra.to(maps.dtype)

@@ -11,8 +11,9 @@ def get_heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """Location and value of each map's maximum.
 
     Ties go to the first maximum in row-major order (smallest y, then smallest x). A map
-    holding a NaN has a NaN maximum, and its location is NaN too, so it is counted as a
-    non-finite result rather than decoded to an arbitrary pixel.
+    whose maximum is not finite (it holds a NaN, or overflowed to infinity, as float16
+    does above 65504) gets a NaN location, so it is counted as a non-finite result rather
+    than decoded to an arbitrary pixel.
 
     Args:
         heatmaps: ``(B, K, H, W)``.
@@ -29,7 +30,7 @@ def get_heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     values, index = heatmaps.flatten(-2).max(dim=-1)
     dtype = working_dtype(heatmaps)
     coords = stack_xy((index % width).to(dtype), torch.div(index, width, rounding_mode="floor").to(dtype))
-    coords = torch.where(torch.isnan(values).unsqueeze(-1), torch.nan, coords)
+    coords = torch.where(torch.isfinite(values).unsqueeze(-1), coords, torch.nan)
     return coords, values
 
 
