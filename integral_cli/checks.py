@@ -55,3 +55,24 @@ def check_size(size: object, name: str = "size") -> tuple[int, int]:
     if size[0] < 1 or size[1] < 1:
         raise ConfigError(f"{name} must be positive, got {size[0]}x{size[1]}")
     return int(size[0]), int(size[1])
+
+
+def check_range(
+    value: object,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    integer: bool = False,
+) -> float:
+    """Check that ``value`` is a number (an integer if ``integer``) in ``[low, high]``
+    (``(low, high]`` if ``low_open``); the message names the allowed range."""
+    kind = "an integer" if integer else "a number"
+    allowed = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ConfigError(f"{name} must be {kind} {allowed}, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        raise ConfigError(f"{name} must be {kind} {allowed}, got {value!r}")
+    return value

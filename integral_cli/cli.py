@@ -134,10 +134,13 @@ def _positive(value: float) -> float:
     return value
 
 
-def _finite(value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"must be a finite number, got {value}")
-    return value
+def _at_least(low: float) -> Callable[[float | None], float | None]:
+    def check(value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value < low):
+            raise typer.BadParameter(f"must be a finite number >= {low:g}, got {value}")
+        return value
+
+    return check
 
 
 # ------------------------------------------------------------------- shared options
@@ -149,16 +152,16 @@ DarkKernel = Annotated[str, typer.Option(metavar="K|auto", help="Blur kernel siz
 WindowRadius = Annotated[int, typer.Option(min=0, help="Half-width r of the soft-argmax-local window, (2r+1)^2 pixels.")]
 ImageSize = Annotated[str, typer.Option("--image-size", metavar="HxW", help="Input image size in pixels; both sides multiples of the stride.")]
 Samples = Annotated[int, typer.Option(min=1, help="Ground-truth points (one map each) per configuration.")]
-Margin = Annotated[float | None, typer.Option(min=0, callback=_finite, show_default="ceil(3*sigma_hm)", help="Keep ground truth this far from the border, in heatmap pixels (0 allowed).")]
+Margin = Annotated[float | None, typer.Option(callback=_at_least(0), show_default="ceil(3*sigma_hm)", help="Keep ground truth this far from the border, in heatmap pixels (0 allowed).")]
 Decoders = Annotated[str | None, typer.Option(metavar="LIST", show_default="all", help=f"Comma-separated decoders: {', '.join(DECODERS)}.")]
 Device = Annotated[str, typer.Option(metavar="DEVICE", help=f"Device: {DEVICE_HELP}. auto = CUDA when available, else CPU.")]
-Seed = Annotated[int, typer.Option(min=0, help="Seed of the ground-truth sampling.")]
+Seed = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Seed of the ground-truth sampling.")]
 Encoder = Annotated[str, typer.Option(callback=_one_of(tuple(ENCODERS)), metavar="[{}]".format("|".join(tuple(ENCODERS))), help="Heatmap encoder.")]
 Dtype = Annotated[str, typer.Option(callback=_one_of(tuple(DTYPES)), metavar="[{}]".format("|".join(tuple(DTYPES))), help="Precision the maps are decoded in.")]
-MaxMemory = Annotated[float, typer.Option("--max-memory", min=1, callback=_finite, metavar="MIB", help="Memory budget in MiB; maps are rendered and decoded in chunks that fit it.")]
-Noise = Annotated[float, typer.Option(min=0, callback=_finite, help="Additive Gaussian noise: standard deviation relative to the peak.")]
-Distractor = Annotated[float, typer.Option(min=0, callback=_finite, help="Amplitude of a second peak relative to the first (0: none).")]
-DistractorDistance = Annotated[float, typer.Option(min=0, callback=_finite, help="Distance of the second peak from the true point, heatmap pixels, in a random direction.")]
+MaxMemory = Annotated[float, typer.Option("--max-memory", callback=_at_least(1), metavar="MIB", help="Memory budget in MiB; maps are rendered and decoded in chunks that fit it.")]
+Noise = Annotated[float, typer.Option(callback=_at_least(0), help="Additive Gaussian noise: standard deviation relative to the peak.")]
+Distractor = Annotated[float, typer.Option(callback=_at_least(0), help="Amplitude of a second peak relative to the first (0: none).")]
+DistractorDistance = Annotated[float, typer.Option(callback=_at_least(0), help="Distance of the second peak from the true point, heatmap pixels, in a random direction.")]
 Position = Annotated[str, typer.Option(callback=_one_of(POSITIONS), metavar="[{}]".format("|".join(POSITIONS)), help="Where ground truth lies: interior (--margin from the border), border (within ceil(3*sigma_hm) of an edge), anywhere.")]
 Convention = Annotated[str, typer.Option(callback=_one_of(CONVENTIONS), metavar="[{}]".format("|".join(CONVENTIONS)), help="Image-to-heatmap mapping used to encode the ground truth.")]
 DecodeConvention = Annotated[str, typer.Option(callback=_one_of(("same", *CONVENTIONS)), metavar="[same|{}]".format("|".join(CONVENTIONS)), help="Heatmap-to-image mapping used to read decoded points back; a mismatch shows as bias.")]
@@ -300,15 +303,28 @@ def compare(
 def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) -> Table:
     height, width = config.heatmap_size
     margin = rows["margin"].iloc[0]
+    decode_convention = config.resolved_decode_convention
+    maps = f"{config.encoder} maps"
+    if config.noise:
+        maps += f" + noise {config.noise:g}"
+    if config.distractor:
+        maps += f" + distractor {config.distractor:g} at {config.distractor_distance:g} px"
+    where = {"interior": f"interior (margin {margin:g} hm px)", "border": f"border (band {margin:g} hm px)",
+             "anywhere": "anywhere"}[config.position]
+    sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
     title = (
-        f"stride {config.stride} · sigma {config.sigma:g} {config.sigma_unit} px · "
-        f"amplitude {config.amplitude:g} · beta {config.beta:g} · dark kernel "
-        f"{config.decoder_params['dark_kernel']} · window radius {config.window_radius} · {config.encoder} · "
-        f"{config.dtype}\nimage {config.image_size[0]}x{config.image_size[1]} → heatmap "
-        f"{height}x{width} · margin {margin:g} hm px · {config.samples} samples · "
-        f"seed {config.seed} · device {device}"
+        f"stride {config.stride} · sigma {config.sigma:g} {config.sigma_unit} px · amplitude "
+        f"{config.amplitude:g} · {maps} · beta {config.beta:g} · dark kernel "
+        f"{config.decoder_params['dark_kernel']} · window radius {config.window_radius}\n"
+        f"image {config.image_size[0]}x{config.image_size[1]} → heatmap {height}x{width} · "
+        f"{config.total_samples} points {where}, {sampling} · convention {config.convention}"
+        f"{'' if decode_convention == config.convention else ' → ' + decode_convention} · "
+        f"{config.dtype} · seed {config.seed} · device {device}"
     )
-    table = Table(title=title, caption="errors in image pixels; CI = 95% interval of the mean")
+    caption = "errors in image pixels; CI = 95% interval of the mean"
+    if rows.nonfinite.any():
+        caption += "; ! = some results were not finite, statistics are over the finite ones"
+    table = Table(title=title, caption=caption)
     for header in ("decoder", "mean", "median", "p95", "max", "rmse", "bias x", "bias y",
                    "mean (hm px)", "95% CI of mean", "non-finite", "seconds"):
         table.add_column(header, justify="left" if header == "decoder" else "right")
@@ -416,8 +432,11 @@ def sweep(
         "sampling": samplings, "dtype": dtypes,
     }
     with _reported_errors():
+        axes = tuple((field, _AXIS_PARSERS[field](text, GRID_AXES[field])) for field, text in lists.items())
         grid = SweepConfig(
+            # the base takes each axis's first value, so it is checked as a real configuration
             base=ExperimentConfig(
+                **{field: values[0] for field, values in axes},
                 sigma_unit=sigma_unit,
                 dark_kernel=_dark_kernel(dark_kernel),
                 window_radius=window_radius,
@@ -430,9 +449,7 @@ def sweep(
                 seed=seed,
                 max_memory_mib=max_memory,
             ),
-            axes=tuple(
-                (field, _AXIS_PARSERS[field](text, GRID_AXES[field])) for field, text in lists.items()
-            ),
+            axes=axes,
         )
         configurations = grid.configurations()
         total = len(configurations)

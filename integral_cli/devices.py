@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
+import sys
 
 import torch
 
@@ -71,3 +73,28 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_allocator_tuned = False
+
+
+def limit_allocator_slack(threshold_bytes: int = 1 << 20) -> None:
+    """Make freed chunk buffers go back to the operating system at once (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed, after which blocks
+    of that size come from the heap and stay in the process once freed: a run that
+    allocates and frees chunk-sized tensors over and over then holds up to about twice
+    its memory budget. A fixed threshold keeps every block of ``threshold_bytes`` or more
+    in its own mapping, returned on free. It costs no measurable speed here. A no-op
+    elsewhere.
+    """
+    global _allocator_tuned
+    if _allocator_tuned or not sys.platform.startswith("linux"):
+        return
+    _allocator_tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
+    except (OSError, AttributeError):
+        pass

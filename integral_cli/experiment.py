@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from integral_cli.checks import check_positive
+from integral_cli.checks import check_range
 from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
 from integral_cli.decoders.dark import kernel_size_for_sigma
-from integral_cli.devices import resolve_device, synchronize
+from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import summarize_offsets
 from integral_cli.report import CSV_COLUMNS
@@ -34,6 +34,7 @@ from integral_cli.synth import (
     distractor_centers,
     peak_value,
     render_heatmaps,
+    check_sampling_region,
     sample_heatmap_points,
 )
 
@@ -41,7 +42,7 @@ from integral_cli.synth import (
 DEFAULT_MAX_MEMORY_MIB = 1024
 #: Working-precision (float32 or float64) map-sized buffers alive at once while a chunk
 #: is decoded, besides the map itself; used to size chunks from the budget.
-MAP_BUFFERS = 4
+MAP_BUFFERS = 6
 #: Extra bytes per pixel while noise is drawn (hashed counters and their uniforms).
 NOISE_BYTES_PER_PIXEL = 48
 #: Bytes kept per sample for the whole run besides the maps: the point, each decoder's
@@ -56,6 +57,18 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 SIGMA_UNITS: tuple[str, ...] = ("heatmap", "image")
+
+# Accepted ranges: past them a setting no longer describes a heatmap experiment (a sigma
+# far below a pixel renders a single pixel; amplitudes near the float32 range overflow).
+MAX_STRIDE = 1024
+MIN_SIGMA_HM, MAX_SIGMA_HM = 0.05, 1e4
+MAX_AMPLITUDE = 1e6
+MAX_NOISE = 1e3
+MAX_DISTANCE = 1e6
+MAX_SAMPLES = 10**9
+MAX_SEED = 2**63 - 1
+MAX_GRID_SIZE = 1024
+MAX_MEMORY_MIB = 2**30
 
 ProgressCallback = Callable[[int], None]
 
@@ -124,41 +137,36 @@ class ExperimentConfig:
     max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB
 
     def __post_init__(self) -> None:
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ConfigError(f"stride must be a positive integer, got {self.stride!r}")
-        check_positive(self.sigma, "sigma")
-        if self.sigma_unit not in SIGMA_UNITS:
-            raise ConfigError(f"sigma_unit must be one of {', '.join(SIGMA_UNITS)}")
-        check_positive(self.amplitude, "amplitude")
+        check_range(self.stride, "stride", 1, MAX_STRIDE, integer=True)
+        check_range(self.sigma, "sigma", 0, math.inf, low_open=True)
+        _check_choice("sigma_unit", self.sigma_unit, SIGMA_UNITS)
+        check_range(self.sigma_hm, "sigma in heatmap pixels", MIN_SIGMA_HM, MAX_SIGMA_HM)
+        check_range(self.amplitude, "amplitude", 0, MAX_AMPLITUDE, low_open=True)
         if self.dark_kernel != "auto":
             check_decoder_params({"dark_kernel": self.dark_kernel})
         check_decoder_params({"beta": self.beta, "window_radius": self.window_radius})
         heatmap_size(tuple(self.image_size), self.stride)
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
-            raise ConfigError(f"samples must be a positive integer, got {self.samples!r}")
-        if self.margin is not None and (not math.isfinite(self.margin) or self.margin < 0):
-            raise ConfigError(f"margin must be a finite number >= 0, got {self.margin}")
+        check_range(self.samples, "samples", 1, MAX_SAMPLES, integer=True)
+        if self.margin is not None:
+            check_range(self.margin, "margin", 0, math.inf)
         if not self.decoders:
             raise ConfigError("no decoders given")
         for name in self.decoders:
             get_decoder(name)
         if len(set(self.decoders)) != len(self.decoders):
             raise ConfigError("a decoder is listed twice")
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
-        for name in ("noise", "distractor", "distractor_distance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_range(self.seed, "seed", 0, MAX_SEED, integer=True)
+        _check_choice("encoder", self.encoder, tuple(ENCODERS))
+        check_range(self.noise, "noise", 0, MAX_NOISE)
+        check_range(self.distractor, "distractor", 0, MAX_AMPLITUDE)
+        check_range(self.distractor_distance, "distractor_distance", 0, MAX_DISTANCE)
         _check_choice("position", self.position, POSITIONS)
         _check_choice("convention", self.convention, CONVENTIONS)
         _check_choice("decode_convention", self.decode_convention, ("same", *CONVENTIONS))
         _check_choice("sampling", self.sampling, SAMPLINGS)
-        if isinstance(self.grid_size, bool) or not isinstance(self.grid_size, int) or self.grid_size < 1:
-            raise ConfigError(f"grid_size must be a positive integer, got {self.grid_size!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        check_positive(self.max_memory_mib, "max_memory_mib")
+        check_range(self.grid_size, "grid_size", 1, MAX_GRID_SIZE, integer=True)
+        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        check_range(self.max_memory_mib, "max_memory_mib", 1, MAX_MEMORY_MIB)
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -224,7 +232,10 @@ def chunk_size(config: ExperimentConfig) -> int:
     per_pixel = DTYPES[config.dtype].itemsize + MAP_BUFFERS * working
     if config.noise > 0:
         per_pixel += NOISE_BYTES_PER_PIXEL
-    per_map = height * width * per_pixel
+    # refinements gather a neighbourhood per map; with a large kernel it can outgrow the map
+    radius = (config.decoder_params["dark_kernel"] - 1) // 2
+    patch = max((2 * (2 + radius) + 1) ** 2, (2 * config.window_radius + 1) ** 2)
+    per_map = (height * width + patch) * per_pixel
     if fixed + per_map > budget:
         need = math.ceil((fixed + per_map) / 2**20)
         raise ConfigError(
@@ -233,6 +244,20 @@ def chunk_size(config: ExperimentConfig) -> int:
             "raise --max-memory or lower --samples"
         )
     return max(1, min(samples, int((budget - fixed) // per_map)))
+
+
+def check_runnable(config: ExperimentConfig) -> int:
+    """Everything that can be checked before any work: the memory budget and the region
+    ground truth is drawn from. Returns the chunk size.
+
+    Raises:
+        ConfigError: the run cannot fit the budget, or the margin leaves no room.
+    """
+    check_sampling_region(
+        config.heatmap_size, position=config.position, margin=config.resolved_margin,
+        sampling=config.sampling,
+    )
+    return chunk_size(config)
 
 
 def run_experiment(
@@ -252,14 +277,16 @@ def run_experiment(
         ConfigError: a setting out of range (e.g. a margin that leaves no room).
         DeviceError: the device is not available.
     """
+    step = check_runnable(config)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        limit_allocator_slack()
     dtype = DTYPES[config.dtype]
     render_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     truth = sample_truth(config, device).to(render_dtype)
     samples = truth.shape[0]
     offsets = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
-    step = chunk_size(config)
     params = config.decoder_params
     for start in range(0, samples, step):
         truth_chunk = truth[start : start + step]

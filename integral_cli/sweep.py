@@ -17,8 +17,8 @@ import torch
 
 from integral_cli import __version__
 from integral_cli.devices import device_name, resolve_device
-from integral_cli.errors import ConfigError
-from integral_cli.experiment import ExperimentConfig, run_experiment
+from integral_cli.errors import ConfigError, OutputPathError
+from integral_cli.experiment import ExperimentConfig, check_runnable, run_experiment
 from integral_cli.report import (
     append_rows,
     check_output_path,
@@ -110,13 +110,18 @@ def run_sweep(
         The number of configurations written.
 
     Raises:
-        ConfigError, DeviceError, OutputError: before anything is written, or
-        ``OutputError`` when a write fails mid-way.
+        ConfigError, DeviceError, OutputPathError: before anything is written (every
+        configuration is checked against the memory budget and its sampling region
+        first); ``OutputError`` when a write fails mid-way.
     """
     configurations = sweep.configurations()
+    for config in configurations:
+        check_runnable(config)
     device = resolve_device(sweep.base.device)
+    if sidecar_path(out) == out:
+        raise OutputPathError(f"{out} would be overwritten by its own JSON sidecar; name the CSV *.csv")
     check_output_path(out, force=force)
-    check_output_path(sidecar_path(out), force=True)
+    check_output_path(sidecar_path(out), force=force)
     out.unlink(missing_ok=True)
     sidecar = _sidecar(sweep, configurations, device, command_line)
     write_json(sidecar_path(out), sidecar)

@@ -127,6 +127,35 @@ POSITIONS: tuple[str, ...] = ("interior", "border", "anywhere")
 SAMPLINGS: tuple[str, ...] = ("random", "grid")
 
 
+def check_sampling_region(
+    heatmap_size: tuple[int, int], *, position: str, margin: float, sampling: str
+) -> None:
+    """Raise :class:`ConfigError` unless ground truth can be placed as asked.
+
+    Checks the names, that an ``interior`` margin leaves room in the map, and that
+    ``grid`` sampling finds whole pixels inside it.
+    """
+    height, width = heatmap_size
+    if position not in POSITIONS:
+        raise ConfigError(f"unknown position {position!r}; choose from {', '.join(POSITIONS)}")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    if margin < 0 or not math.isfinite(margin):
+        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
+    if position != "interior":
+        return
+    if min(height, width) - 1 - 2 * margin < 0:
+        raise ConfigError(
+            f"margin {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
+            f"use a margin of at most {(min(height, width) - 1) / 2:g}"
+        )
+    if sampling == "grid" and min(height, width) - 1.5 - margin < math.ceil(margin + 0.5):
+        raise ConfigError(
+            f"grid sampling needs whole heatmap pixels inside the margin of {margin:g} px; "
+            "lower --margin or use --sampling random"
+        )
+
+
 def sample_heatmap_points(
     count: int,
     heatmap_size: tuple[int, int],
@@ -159,19 +188,9 @@ def sample_heatmap_points(
     Raises:
         ConfigError: the region is empty (a margin or band too large for the map).
     """
+    check_sampling_region(heatmap_size, position=position, margin=margin, sampling=sampling)
     height, width = heatmap_size
     sides = torch.tensor([width, height], dtype=torch.float64)
-    if position not in POSITIONS:
-        raise ConfigError(f"unknown position {position!r}; choose from {', '.join(POSITIONS)}")
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
-    if margin < 0 or not math.isfinite(margin):
-        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
-    if position == "interior" and (sides - 1 - 2 * margin).min() < 0:
-        raise ConfigError(
-            f"margin {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
-            f"use a margin of at most {(min(height, width) - 1) / 2:g}"
-        )
     if position == "border" and (sides - 1 - 2 * band).min() < 0:
         band = 0  # the map is all border: the interior box is empty
     if sampling == "random":
@@ -206,11 +225,6 @@ def _grid_points(count, sides, generator, position, margin, band, grid_size):
     sides = sides.to(device)
     if position == "interior":
         low, high = torch.ceil(torch.full_like(sides, margin + 0.5)), torch.floor(sides - 1.5 - margin)
-        if (high < low).any():
-            raise ConfigError(
-                f"grid sampling needs whole heatmap pixels inside the margin of {margin:g} px; "
-                "lower --margin or use --sampling random"
-            )
     else:
         low, high = torch.zeros_like(sides), sides - 1
     cells = grid_size**2
@@ -284,12 +298,15 @@ _MIX = 0x45D9F3B
 NOISE_STREAM, DISTRACTOR_STREAM = 1, 2
 
 
-def _hash32(values: torch.Tensor) -> torch.Tensor:
-    """Mix int64 values below 2**32 into well-spread 32-bit integers (no overflow: the
-    multiplier is below 2**27)."""
-    values = (((values >> 16) ^ values) * _MIX) & _MASK32
-    values = (((values >> 16) ^ values) * _MIX) & _MASK32
-    return (values >> 16) ^ values
+def _hash32_(values: torch.Tensor) -> torch.Tensor:
+    """Mix int64 values below 2**32 into well-spread 32-bit integers, in place (no
+    overflow: the multiplier is below 2**27). Returns ``values``."""
+    for _ in range(2):
+        values ^= values >> 16
+        values *= _MIX
+        values &= _MASK32
+    values ^= values >> 16
+    return values
 
 
 def counter_uniform(
@@ -311,11 +328,15 @@ def counter_uniform(
     Returns:
         ``(B, count)`` uniforms.
     """
-    key = _hash32(torch.tensor((seed * 0x9E3779B1 + stream * 0x7F4A7C15) & _MASK32))
-    sample_key = _hash32(_hash32(sample_index & _MASK32) ^ key.to(sample_index.device))
-    positions = torch.arange(count, device=sample_index.device)
-    bits = _hash32(_hash32(sample_key.unsqueeze(-1) ^ positions) ^ (sample_key.unsqueeze(-1) >> 7))
-    return ((bits.to(torch.float64) + 0.5) / 2.0**32).to(dtype)
+    key = _hash32_(torch.tensor((seed * 0x9E3779B1 + stream * 0x7F4A7C15) & _MASK32))
+    sample_key = _hash32_(_hash32_(sample_index & _MASK32) ^ key.to(sample_index.device))
+    bits = sample_key.unsqueeze(-1) ^ torch.arange(count, device=sample_index.device)
+    _hash32_(bits)
+    bits ^= sample_key.unsqueeze(-1) >> 7
+    _hash32_(bits)
+    uniform = bits.to(dtype)
+    del bits
+    return uniform.add_(0.5).div_(2.0**32)
 
 
 def peak_value(encoder: str, amplitude: float) -> float:
@@ -342,8 +363,9 @@ def add_noise(
     batch, keypoints, height, width = maps.shape
     index = torch.arange(first_sample, first_sample + batch, device=maps.device)
     uniform = counter_uniform(seed, NOISE_STREAM, index, keypoints * height * width)
-    normal = torch.special.ndtri(uniform).to(maps.dtype).view(maps.shape)
-    return maps + (level * peak) * normal
+    normal = torch.special.ndtri(uniform).view(maps.shape)
+    del uniform
+    return maps + normal.mul_(level * peak).to(maps.dtype)
 
 
 def distractor_centers(

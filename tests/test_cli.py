@@ -23,6 +23,7 @@ def assert_one_line_error(result, code, text):
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert text in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 class TestCompare:
@@ -140,6 +141,31 @@ class TestSweep:
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and text in result.output
         assert not (tmp_path / "s.csv").exists()
+
+    def test_image_size_checked_against_the_listed_strides_only(self, tmp_path):
+        out = tmp_path / "s.csv"
+        result = invoke("sweep", "--strides", "1,5", "--image-size", "10x10", "--sigmas", "1", "--margin", "0",
+                        "--out", out, *FAST)
+        assert result.exit_code == 0, result.output
+        assert sorted(pd.read_csv(out).stride.unique()) == [1, 5]
+
+    def test_every_configuration_is_checked_before_anything_is_written(self, tmp_path):
+        out = tmp_path / "s.csv"
+        # sigma 20 leaves no room for its 60-pixel margin in a 64x48 map
+        result = invoke("sweep", "--strides", "4", "--sigmas", "1,20", "--out", out, *FAST)
+        assert_one_line_error(result, 2, "leaves no room")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_refuses_a_csv_named_like_its_sidecar(self, tmp_path):
+        result = invoke("sweep", "--strides", "4", "--sigmas", "1", "--out", tmp_path / "s.json", *FAST)
+        assert_one_line_error(result, 2, "its own JSON sidecar")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_refuses_to_overwrite_a_sidecar(self, tmp_path):
+        (tmp_path / "s.json").write_text("{}")
+        result = invoke("sweep", "--strides", "4", "--sigmas", "1", "--out", tmp_path / "s.csv", *FAST)
+        assert_one_line_error(result, 2, "s.json exists")
+        assert (tmp_path / "s.json").read_text() == "{}"
 
     def test_interrupt_keeps_finished_configurations(self, tmp_path, monkeypatch):
         real = sweep_module.run_experiment

@@ -6,13 +6,12 @@ heatmap pixels; it never modifies its input and loops over no sample or keypoint
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from integral_cli.checks import check_heatmaps
+from integral_cli.checks import check_heatmaps, check_range
 from integral_cli.decoders.argmax import decode_argmax, decode_argmax_quarter, get_heatmap_maximum
 from integral_cli.decoders.dark import check_kernel_size, decode_dark, decode_dark_udp
 from integral_cli.decoders.integral import (
@@ -136,11 +135,18 @@ def get_decoder(name: str) -> Decoder:
         ) from None
 
 
+#: Largest accepted values: beyond them results stop being meaningful in float32
+#: (beta * amplitude near the float32 range) or the neighbourhoods outgrow any map.
+MAX_BETA = 1e6
+MAX_DARK_KERNEL = 101
+MAX_WINDOW_RADIUS = 100
+
+
 def check_decoder_params(params: dict[str, float | int]) -> dict[str, float | int]:
     """Check names and values of decoder parameters.
 
-    ``beta`` is a finite number > 0, ``dark_kernel`` a positive odd integer,
-    ``window_radius`` an integer >= 0.
+    ``beta`` is a number in ``(0, 1e6]``, ``dark_kernel`` an odd integer in
+    ``[1, 101]``, ``window_radius`` an integer in ``[0, 100]``.
     """
     for key, value in params.items():
         if key not in DECODER_PARAMS:
@@ -149,16 +155,11 @@ def check_decoder_params(params: dict[str, float | int]) -> dict[str, float | in
             )
         if key == "dark_kernel":
             check_kernel_size(value)
+            check_range(value, key, 1, MAX_DARK_KERNEL, integer=True)
         elif key == "window_radius":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"window_radius must be an integer >= 0, got {value!r}")
-        elif (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise ConfigError(f"{key} must be a finite number > 0, got {value!r}")
+            check_range(value, key, 0, MAX_WINDOW_RADIUS, integer=True)
+        else:
+            check_range(value, key, 0, MAX_BETA, low_open=True)
     return params
 
 
