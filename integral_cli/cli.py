@@ -39,7 +39,7 @@ from integral_cli.report import (
     write_csv,
 )
 from integral_cli.seed_note import SEED_DECODERS, SEED_SIZE, run_seed
-from integral_cli.sweep import GRID_AXES, SweepConfig, run_sweep
+from integral_cli.sweep import GRID_AXES, Shard, SweepConfig, SweepProgress, merge_results, run_sweep
 from integral_cli.coords import CONVENTIONS
 from integral_cli.synth import ENCODERS, POSITIONS, SAMPLINGS
 
@@ -416,6 +416,8 @@ def sweep(
     max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="CSV to write; a JSON sidecar with the same stem goes beside it.")] = Path("results/sweep.csv"),
     force: Force = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the configurations --out already holds (its sidecar must show the same settings) and run the rest.")] = False,
+    shard: Annotated[str, typer.Option(metavar="i/n", help="Run only the i-th of n disjoint slices of the grid (for job arrays); combine the parts with merge.")] = "1/1",
 ) -> None:
     """Run the grid of every listed axis (strides x sigmas x ... x dtypes) and write one
     CSV row per configuration and decoder.
@@ -451,36 +453,68 @@ def sweep(
             ),
             axes=axes,
         )
-        configurations = grid.configurations()
-        total = len(configurations)
-        done = 0
+        part = Shard.parse(shard)
+        state = SweepProgress(total=len(part.select(grid.configurations())))
 
-        def count(finished: int) -> None:
-            nonlocal done
-            done = finished
+        def finished(progress_now: SweepProgress) -> None:
+            state.skipped, state.written = progress_now.skipped, progress_now.written
 
         try:
-            with _progress() as progress:
-                task = progress.add_task("sweep", total=sum(c.total_samples for c in configurations))
-                run_sweep(
+            with _progress() as bar:
+                task = bar.add_task("sweep", total=None)
+                state = run_sweep(
                     grid,
                     out,
                     force=force,
+                    resume=resume,
+                    shard=part,
                     command_line=_command_line(context),
-                    on_samples=lambda n: progress.update(task, completed=n),
-                    on_configuration=count,
+                    on_samples=lambda n: bar.update(task, completed=n),
+                    on_configuration=finished,
+                    on_warning=_warn,
+                    on_start=lambda samples: bar.update(task, total=samples),
                 )
         except KeyboardInterrupt:
+            saved = state.skipped + state.written
             typer.echo(
-                f"integral-cli: interrupted; {done} of {total} configurations saved in {out}",
+                f"integral-cli: interrupted; {saved} of {state.total} configurations saved in {out}; "
+                "run the same command with --resume to finish",
                 err=True,
             )
             raise typer.Exit(130) from None
+    skipped = f", {state.skipped} already there" if state.skipped else ""
     typer.echo(
-        f"wrote {done * len(grid.base.decoders)} rows ({done} configurations) to {out} "
-        f"and settings to {sidecar_path(out)}",
+        f"wrote {state.written * len(grid.base.decoders)} rows ({state.written} configurations"
+        f"{skipped}) to {out} and settings to {sidecar_path(out)}",
         err=True,
     )
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(metavar="OUT.csv", help="The merged CSV to write.")],
+    parts: Annotated[list[Path], typer.Argument(metavar="PART.csv...", help="The shards' CSVs, each with its .json sidecar.")],
+    force: Force = False,
+) -> None:
+    """Combine the CSVs of a sweep run in shards (sweep --shard i/n) into one.
+
+    Checks that every part was made with the same settings, refuses a configuration
+    held twice, writes the rows in grid order and reports configurations no part holds.
+    """
+    with _reported_errors():
+        report = merge_results(out, parts, force=force, command_line=["integral-cli", "merge", str(out), *map(str, parts)])
+    typer.echo(
+        f"wrote {report.rows} rows from {len(parts)} parts to {out}; "
+        f"{report.configurations - len(report.missing)} of {report.configurations} configurations present",
+        err=True,
+    )
+    if report.missing:
+        shown = "; ".join(report.missing[:3]) + ("; ..." if len(report.missing) > 3 else "")
+        _warn(f"{len(report.missing)} configurations missing: {shown}")
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"integral-cli: warning: {message}", err=True)
 
 
 @app.command()

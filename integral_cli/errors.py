@@ -30,3 +30,12 @@ class OutputError(IntegralError, OSError):
 
 class OutputPathError(ConfigError):
     """An output path is refused before any work starts (exists, no such directory)."""
+
+
+class InputFileError(ConfigError):
+    """An input file (a results CSV or its sidecar) is missing, empty, truncated or of
+    the wrong shape."""
+
+
+class OutOfMemoryError(IntegralError, MemoryError):
+    """Even a single map does not fit in the device's memory."""

@@ -20,8 +20,14 @@ from integral_cli.checks import check_range
 from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
 from integral_cli.decoders.dark import kernel_size_for_sigma
-from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize
-from integral_cli.errors import ConfigError
+from integral_cli.devices import (
+    is_out_of_memory,
+    limit_allocator_slack,
+    release_cached_memory,
+    resolve_device,
+    synchronize,
+)
+from integral_cli.errors import ConfigError, OutOfMemoryError
 from integral_cli.metrics import summarize_offsets
 from integral_cli.report import CSV_COLUMNS
 from integral_cli.synth import (
@@ -261,13 +267,18 @@ def check_runnable(config: ExperimentConfig) -> int:
 
 
 def run_experiment(
-    config: ExperimentConfig, *, progress: ProgressCallback | None = None
+    config: ExperimentConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Render ``config.samples`` maps, decode them with each decoder and summarise.
 
     Args:
         config: the experiment.
         progress: called with the number of samples finished after each chunk.
+        on_warning: called with a message when something is worked around (a chunk
+            that ran out of device memory is halved and retried).
 
     Returns:
         One row per decoder, in ``config.decoders`` order, with the columns
@@ -276,6 +287,7 @@ def run_experiment(
     Raises:
         ConfigError: a setting out of range (e.g. a margin that leaves no room).
         DeviceError: the device is not available.
+        OutOfMemoryError: not even one map fits in the device's memory.
     """
     step = check_runnable(config)
     device = resolve_device(config.device)
@@ -287,29 +299,55 @@ def run_experiment(
     samples = truth.shape[0]
     offsets = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
-    params = config.decoder_params
-    for start in range(0, samples, step):
-        truth_chunk = truth[start : start + step]
-        maps = render_maps(config, truth_chunk, start).to(dtype)
+    start = 0
+    while start < samples:
+        try:
+            chunk_offsets, chunk_seconds = _run_chunk(config, truth[start : start + step], start, device)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+            if not is_out_of_memory(error):
+                raise
+            if step == 1:
+                raise OutOfMemoryError(
+                    f"{device} ran out of memory even for one {config.heatmap_size[0]}x"
+                    f"{config.heatmap_size[1]} map; lower the stride or use another device"
+                ) from error
+            step = max(1, step // 2)
+            release_cached_memory(device)
+            if on_warning is not None:
+                on_warning(f"{device} ran out of memory; retrying with chunks of {step} maps")
+            continue
         for name in config.decoders:
-            synchronize(device)
-            began = time.perf_counter()
-            decoded = decode(maps, name, **params)
-            synchronize(device)
-            seconds[name] += time.perf_counter() - began
-            decoded_img = heatmap_to_image(
-                decoded.to(render_dtype), config.stride, config.resolved_decode_convention,
-                tuple(config.image_size),
-            )
-            offsets[name].append((decoded_img - truth_chunk).reshape(-1, 2).float())
-        del maps
+            offsets[name].append(chunk_offsets[name])
+            seconds[name] += chunk_seconds[name]
+        start += truth[start : start + step].shape[0]
         if progress is not None:
-            progress(min(start + step, samples))
+            progress(start)
     rows = []
     for name in config.decoders:
         summary = summarize_offsets(torch.cat(offsets[name]), config.stride)
         rows.append(_row(config, device, name, summary, seconds[name]))
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _run_chunk(
+    config: ExperimentConfig, truth_chunk: torch.Tensor, first_sample: int, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Render one chunk, decode it with every decoder: offsets (image px) and seconds."""
+    params = config.decoder_params
+    maps = render_maps(config, truth_chunk, first_sample).to(DTYPES[config.dtype])
+    offsets, seconds = {}, {}
+    for name in config.decoders:
+        synchronize(device)
+        began = time.perf_counter()
+        decoded = decode(maps, name, **params)
+        synchronize(device)
+        seconds[name] = time.perf_counter() - began
+        decoded_img = heatmap_to_image(
+            decoded.to(truth_chunk.dtype), config.stride, config.resolved_decode_convention,
+            tuple(config.image_size),
+        )
+        offsets[name] = (decoded_img - truth_chunk).reshape(-1, 2).float()
+    return offsets, seconds
 
 
 def sample_truth(config: ExperimentConfig, device: torch.device) -> torch.Tensor:

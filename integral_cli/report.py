@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from integral_cli.errors import OutputError, OutputPathError
+from integral_cli.errors import InputFileError, OutputError, OutputPathError
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
 #: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
@@ -83,15 +84,82 @@ def sidecar_path(csv_path: Path) -> Path:
 def append_rows(path: Path, frame: pd.DataFrame, *, header: bool) -> None:
     """Append whole rows to a CSV and force them to disk before returning.
 
-    A kill after this returns loses nothing that was written.
+    The rows go out in one ``write`` call, which a killed process cannot leave half
+    done (the kernel finishes a write to a regular file before the process dies), then
+    ``fsync``: a kill at any moment leaves only whole rows, and a kill after this
+    returns loses nothing.
     """
+    data = frame.to_csv(header=header, index=False, columns=list(CSV_COLUMNS)).encode("utf-8")
     try:
-        with open(path, "a", newline="", encoding="utf-8") as handle:
-            frame.to_csv(handle, header=header, index=False, columns=list(CSV_COLUMNS))
-            handle.flush()
-            os.fsync(handle.fileno())
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """Read a results CSV written by this tool, checking it first.
+
+    Raises:
+        InputFileError: the file is missing, unreadable or empty, ends in a partial row,
+            or does not have exactly the columns of :data:`CSV_COLUMNS`.
+    """
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputFileError(f"cannot read {path}: {error}") from error
+    if not text.strip():
+        raise InputFileError(f"{path} is empty")
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    if header != list(CSV_COLUMNS):
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        extra = [c for c in header if c not in CSV_COLUMNS]
+        detail = "; ".join(
+            part for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unexpected {', '.join(extra)}" if extra else "",
+            ) if part
+        ) or "columns out of order"
+        raise InputFileError(f"{path} does not have the results columns ({detail})")
+    if not text.endswith("\n"):
+        raise InputFileError(
+            f"{path} ends in a partial row (line {len(lines)}); remove that line and retry"
+        )
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as error:
+        raise InputFileError(f"cannot parse {path}: {str(error).splitlines()[0]}") from error
+    short = frame[list(CSV_COLUMNS)].isna().all(axis=1) | frame["seconds"].isna()
+    if short.any():
+        line = int(short.idxmax()) + 2
+        raise InputFileError(f"{path} has a partial row at line {line}; remove it and retry")
+    return frame
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Read the JSON sidecar written beside a results CSV.
+
+    Raises:
+        InputFileError: missing, not JSON, or without the sweep's settings and grid.
+    """
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist; it is needed to check the settings")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputFileError(f"cannot read {path}: {error}") from error
+    if not isinstance(payload, dict) or not {"settings", "grid"} <= payload.keys():
+        raise InputFileError(f"{path} is not a sweep sidecar (no settings and grid)")
+    return payload
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,12 +17,15 @@ import torch
 
 from integral_cli import __version__
 from integral_cli.devices import device_name, resolve_device
-from integral_cli.errors import ConfigError, OutputPathError
+from integral_cli.errors import ConfigError, InputFileError, OutputPathError
 from integral_cli.experiment import ExperimentConfig, check_runnable, run_experiment
 from integral_cli.report import (
     append_rows,
     check_output_path,
+    read_results,
+    read_sidecar,
     sidecar_path,
+    write_csv,
     write_json,
 )
 
@@ -81,71 +84,287 @@ class SweepConfig:
         ]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (1-based) of ``count`` disjoint slices of a grid: configurations
+    ``index - 1``, ``index - 1 + count``, ... in grid order."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.index <= self.count):
+            raise ConfigError(f"shard must be i/n with 1 <= i <= n, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"2/8"`` -> ``Shard(2, 8)``."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"shard must look like i/n, e.g. 2/8, got {text!r}") from None
+        return cls(index, count)
+
+    def select(self, items: list[Any]) -> list[Any]:
+        return items[self.index - 1 :: self.count]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def configuration_key(values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies a configuration within a sweep: its value on every grid axis
+    (``decode_convention`` resolved), from a config's fields or a CSV row."""
+    key = []
+    for field in GRID_AXES:
+        value = values[field]
+        if field == "decode_convention" and value == "same":
+            value = values["convention"]
+        key.append(value.item() if hasattr(value, "item") else value)
+    return tuple(key)
+
+
+def _describe(key: tuple[Any, ...], grid: Mapping[str, Sequence[Any]] | None = None) -> str:
+    """``stride=4, sigma=2.0``: the axes that vary in ``grid`` (all when none does)."""
+    varying = [field for field, values in (grid or {}).items() if len(values) > 1] or list(GRID_AXES)
+    return ", ".join(f"{field}={value}" for field, value in zip(GRID_AXES, key) if field in varying)
+
+
+@dataclass
+class SweepProgress:
+    """What a sweep did: configurations in this run (``total``), already in the CSV when
+    resuming (``skipped``), and written by this run (``written``)."""
+
+    total: int
+    skipped: int = 0
+    written: int = 0
+
+
 def run_sweep(
     sweep: SweepConfig,
     out: Path,
     *,
     force: bool = False,
+    resume: bool = False,
+    shard: Shard = Shard(),
     command_line: Sequence[str] = (),
     on_samples: Callable[[int], None] | None = None,
-    on_configuration: Callable[[int], None] | None = None,
-) -> int:
-    """Run every configuration of ``sweep`` and append its rows to ``out`` as it finishes.
+    on_configuration: Callable[[SweepProgress], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> SweepProgress:
+    """Run the configurations of ``sweep`` (those of ``shard``) and append each one's
+    rows to ``out`` as it finishes.
 
-    Each configuration's rows are flushed and synced to disk before the next one starts,
-    so an interrupted sweep leaves a valid CSV holding the finished configurations. A
-    JSON sidecar (``out`` with suffix ``.json``) records the command line, versions,
-    device, seed, the settings and start/end times (status ``running``, ``complete`` or
-    ``interrupted``).
+    Each configuration's rows are written in one call and synced to disk before the next
+    one starts, so a sweep killed at any moment leaves a valid CSV of whole rows holding
+    the finished configurations. A JSON sidecar (``out`` with suffix ``.json``) records
+    the command line, versions, device, seed, shard, the grid and every other setting,
+    and start/end times (status ``running``, ``complete`` or ``interrupted``).
 
     Args:
         sweep: the grid.
-        out: the CSV path; it must not exist unless ``force``.
-        force: overwrite an existing ``out``.
+        out: the CSV path; it must not exist unless ``force`` or ``resume``.
+        force: overwrite an existing ``out`` and sidecar.
+        resume: keep the configurations ``out`` already holds and run the rest; the
+            sidecar's settings must match this sweep's. Without ``out``, start afresh.
+        shard: run only this slice of the grid.
         command_line: recorded in the sidecar.
-        on_samples: called with the total number of samples finished so far.
-        on_configuration: called with the number of configurations finished so far.
+        on_samples: called with the number of samples finished so far in this run.
+        on_configuration: called with the progress after each configuration.
+        on_warning: called with messages about worked-around trouble (out of memory).
+        on_start: called once the work is known, with the number of samples to run.
 
     Returns:
-        The number of configurations written.
+        The progress at the end.
 
     Raises:
-        ConfigError, DeviceError, OutputPathError: before anything is written (every
-        configuration is checked against the memory budget and its sampling region
-        first); ``OutputError`` when a write fails mid-way.
+        ConfigError, DeviceError, OutputPathError, InputFileError: before anything is
+        written (every configuration is checked against the memory budget and its
+        sampling region first; a resumed CSV and its sidecar are checked);
+        ``OutputError`` when a write fails mid-way.
     """
-    configurations = sweep.configurations()
+    configurations = shard.select(sweep.configurations())
     for config in configurations:
         check_runnable(config)
     device = resolve_device(sweep.base.device)
     if sidecar_path(out) == out:
         raise OutputPathError(f"{out} would be overwritten by its own JSON sidecar; name the CSV *.csv")
-    check_output_path(out, force=force)
-    check_output_path(sidecar_path(out), force=force)
-    out.unlink(missing_ok=True)
-    sidecar = _sidecar(sweep, configurations, device, command_line)
+    sidecar = _sidecar(sweep, configurations, device, command_line, shard)
+    progress = SweepProgress(total=len(configurations))
+    pending, header = configurations, True
+    if resume and out.exists():
+        pending, header = _resumable(sweep, configurations, out, sidecar)
+        progress.skipped = len(configurations) - len(pending)
+    else:
+        check_output_path(out, force=force or resume)
+        check_output_path(sidecar_path(out), force=force or resume)
+        out.unlink(missing_ok=True)
+    sidecar["configurations_done"] = progress.skipped
     write_json(sidecar_path(out), sidecar)
-    finished = 0
+    if on_start is not None:
+        on_start(sum(config.total_samples for config in pending))
     samples_before = 0
     try:
-        for config in configurations:
+        for config in pending:
             def relay(done: int, before: int = samples_before) -> None:
                 if on_samples is not None:
                     on_samples(before + done)
 
-            rows = run_experiment(config, progress=relay)
-            append_rows(out, rows, header=finished == 0)
-            finished += 1
+            rows = run_experiment(config, progress=relay, on_warning=on_warning)
+            append_rows(out, rows, header=header)
+            header = False
+            progress.written += 1
             samples_before += config.total_samples
             if on_configuration is not None:
-                on_configuration(finished)
+                on_configuration(progress)
     except BaseException:
-        sidecar.update(status="interrupted", configurations_done=finished, finished=_now())
+        sidecar.update(status="interrupted", finished=_now(),
+                       configurations_done=progress.skipped + progress.written)
         write_json(sidecar_path(out), sidecar)
         raise
-    sidecar.update(status="complete", configurations_done=finished, finished=_now())
+    sidecar.update(status="complete", finished=_now(),
+                   configurations_done=progress.skipped + progress.written)
     write_json(sidecar_path(out), sidecar)
-    return finished
+    return progress
+
+
+#: Settings that may differ between the runs of one sweep: they change no number.
+_FREE_SETTINGS = ("max_memory_mib",)
+
+
+def setting_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, shard: bool = True) -> list[str]:
+    """Human-readable differences between two sidecars' settings, grid and shard."""
+    differences = []
+    for section in ("settings", "grid"):
+        before, after = old.get(section, {}), new.get(section, {})
+        for name in sorted(set(before) | set(after)):
+            if name in _FREE_SETTINGS or before.get(name) == after.get(name):
+                continue
+            differences.append(f"{name}: {before.get(name)!r} then {after.get(name)!r}")
+    if shard and old.get("shard") != new.get("shard"):
+        differences.append(f"shard: {old.get('shard')!r} then {new.get('shard')!r}")
+    return differences
+
+
+def _resumable(
+    sweep: SweepConfig, configurations: list[ExperimentConfig], out: Path, sidecar: dict[str, Any]
+) -> tuple[list[ExperimentConfig], bool]:
+    """The configurations still to run in a resumed sweep, and whether to write a header."""
+    old = read_sidecar(sidecar_path(out))
+    differences = setting_differences(old, sidecar)
+    if differences:
+        raise ConfigError(
+            f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})"
+        )
+    rows = read_results(out)
+    wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
+    decoders = set(sweep.base.decoders)
+    found: dict[tuple[Any, ...], set[str]] = {}
+    for row in rows.to_dict(orient="records"):
+        key = configuration_key(row)
+        if key not in wanted:
+            raise InputFileError(
+                f"{out} holds a configuration this sweep does not have ({_describe(key, sweep.grid)})"
+            )
+        found.setdefault(key, set()).add(row["decoder"])
+    done = {key for key, names in found.items() if names == decoders}
+    if len(done) < len(found):
+        # rows of unfinished configurations (a hand-edited file): drop them, rerun those
+        keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
+        write_csv(out, rows[keep])
+    sidecar["started"] = old.get("started", sidecar["started"])
+    sidecar["resumed"] = [*old.get("resumed", []), _now()]
+    pending = [c for c in configurations if configuration_key(dataclasses.asdict(c)) not in done]
+    return pending, False
+
+
+@dataclass
+class MergeReport:
+    """What ``merge_results`` wrote: rows, expected configurations, and the missing ones."""
+
+    rows: int
+    configurations: int
+    missing: list[str]
+
+
+def merge_results(
+    out: Path, parts: Sequence[Path], *, force: bool = False, command_line: Sequence[str] = ()
+) -> MergeReport:
+    """Combine the CSVs of a sharded sweep into one, in grid order.
+
+    Args:
+        out: the merged CSV (its sidecar goes beside it).
+        parts: the shards' CSVs, each with its sidecar.
+        force: overwrite ``out``.
+        command_line: recorded in the merged sidecar.
+
+    Returns:
+        The rows written, the configurations the grid has, and a description of each
+        configuration no part holds.
+
+    Raises:
+        InputFileError: a part or its sidecar is missing or malformed, holds a
+            configuration outside the grid, or two parts hold the same configuration.
+        ConfigError: the parts were made with different settings.
+    """
+    if not parts:
+        raise ConfigError("no parts to merge")
+    if len(set(map(Path.resolve, parts))) != len(parts):
+        raise InputFileError("a part is listed twice")
+    if sidecar_path(out) == out or out.resolve() in {p.resolve() for p in parts}:
+        raise OutputPathError(f"{out} cannot be both a part and the merged output, or a .json name")
+    check_output_path(out, force=force)
+    check_output_path(sidecar_path(out), force=force)
+    sidecars = [read_sidecar(sidecar_path(part)) for part in parts]
+    reference = sidecars[0]
+    for part, other in zip(parts[1:], sidecars[1:]):
+        differences = setting_differences(reference, other, shard=False)
+        if differences:
+            raise ConfigError(f"{part} was made with other settings than {parts[0]} ({'; '.join(differences)})")
+    grid = reference["grid"]
+    expected = [
+        configuration_key(dict(zip(grid, values))) for values in itertools.product(*grid.values())
+    ]
+    order = {key: index for index, key in enumerate(expected)}
+    decoders = list(reference["settings"]["decoders"])
+    frames, owner = [], {}
+    for part in parts:
+        frame = read_results(part)
+        for row in frame.to_dict(orient="records"):
+            key = configuration_key(row)
+            if key not in order:
+                raise InputFileError(f"{part} holds a configuration outside the grid ({_describe(key, grid)})")
+            if (key, row["decoder"]) in owner and owner[(key, row["decoder"])] != part:
+                raise InputFileError(
+                    f"{part} and {owner[(key, row['decoder'])]} both hold {_describe(key, grid)}; "
+                    "merge each configuration once"
+                )
+            if (key, row["decoder"]) in owner:
+                raise InputFileError(f"{part} holds {_describe(key, grid)} twice")
+            owner[(key, row["decoder"])] = part
+        frames.append(frame)
+    merged = pandas.concat(frames, ignore_index=True)
+    rank = [
+        (order[configuration_key(row)], decoders.index(row["decoder"]) if row["decoder"] in decoders else len(decoders))
+        for row in merged.to_dict(orient="records")
+    ]
+    merged = merged.iloc[sorted(range(len(merged)), key=rank.__getitem__)].reset_index(drop=True)
+    present = {key for key, _ in owner}
+    missing = [_describe(key, grid) for key in expected if key not in present]
+    write_csv(out, merged)
+    sidecar = dict(reference)
+    sidecar.update(
+        command=list(command_line),
+        shard=None,
+        parts=[str(part) for part in parts],
+        configurations=len(expected),
+        configurations_done=len(present),
+        status="complete" if not missing else "incomplete",
+        merged=_now(),
+    )
+    write_json(sidecar_path(out), sidecar)
+    return MergeReport(rows=len(merged), configurations=len(expected), missing=missing)
 
 
 def _now() -> str:
@@ -157,6 +376,7 @@ def _sidecar(
     configurations: list[ExperimentConfig],
     device: torch.device,
     command_line: Sequence[str],
+    shard: Shard,
 ) -> dict[str, Any]:
     settings = dataclasses.asdict(sweep.base)
     for field in GRID_AXES:
@@ -168,6 +388,7 @@ def _sidecar(
         "status": "running",
         "started": _now(),
         "finished": None,
+        "shard": str(shard),
         "configurations": len(configurations),
         "configurations_done": 0,
         "grid": sweep.grid,

@@ -171,17 +171,17 @@ class TestSweep:
         real = sweep_module.run_experiment
         calls = []
 
-        def interrupted_on_third(config, progress=None):
+        def interrupted_on_third(config, **kwargs):
             calls.append(config)
             if len(calls) == 3:
                 raise KeyboardInterrupt
-            return real(config, progress=progress)
+            return real(config, **kwargs)
 
         monkeypatch.setattr(sweep_module, "run_experiment", interrupted_on_third)
         out = tmp_path / "s.csv"
         result = invoke("sweep", "--strides", "1,2,4", "--sigmas", "1", "--out", out, *FAST)
         assert result.exit_code == 130
-        assert "2 of 3 configurations saved" in result.stderr
+        assert "2 of 3 configurations saved" in result.stderr and "--resume" in result.stderr
         frame = pd.read_csv(out)
         assert sorted(frame.stride.unique()) == [1, 2] and len(frame) == 2 * len(DECODERS)
         assert json.loads(out.with_suffix(".json").read_text())["status"] == "interrupted"

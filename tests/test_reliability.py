@@ -1,0 +1,234 @@
+"""Nothing lost, bad input refused clearly, sweeps split across machines."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from integral_cli import ExperimentConfig, run_experiment
+from integral_cli import experiment as experiment_module
+from integral_cli.cli import app
+from integral_cli.errors import InputFileError, OutOfMemoryError
+from integral_cli.report import CSV_COLUMNS, read_results
+
+runner = CliRunner()
+SWEEP = ["sweep", "--strides", "1,2,4,8", "--sigmas", "1,2", "--samples", "300", "--decoders", "argmax,dark",
+         "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def without_seconds(path):
+    return pd.read_csv(path).drop(columns="seconds")
+
+
+# ------------------------------------------------------------------- kill and resume
+def test_sigkill_leaves_whole_rows_and_resume_completes_it(tmp_path):
+    out = tmp_path / "killed.csv"
+    # stride 1 with a tiny budget makes each configuration take a while
+    args = [*SWEEP, "--sigmas", "1,1.5,2,2.5",
+            "--max-memory", "8", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "integral_cli", *args], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 3:  # header + one configuration
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = read_results(out)  # whole rows only, or this raises
+    assert len(partial) % 2 == 0 and 2 <= len(partial) < 32
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "running"
+
+    resumed = invoke(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{len(partial) // 2} already there" in resumed.stderr
+    reference = tmp_path / "straight.csv"
+    assert invoke(*args[:-1], reference).exit_code == 0
+    pd.testing.assert_frame_equal(without_seconds(out), without_seconds(reference))
+
+
+def test_resume_refuses_other_settings_and_names_them(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--out", out).exit_code == 0
+    result = invoke(*SWEEP, "--samples", "301", "--seed", "3", "--out", out, "--resume")
+    assert result.exit_code == 2
+    assert "samples: 300 then 301" in result.stderr and "seed: 0 then 3" in result.stderr
+
+
+def test_resume_of_a_finished_sweep_runs_nothing(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--out", out).exit_code == 0
+    before = out.read_text()
+    result = invoke(*SWEEP, "--out", out, "--resume", "--max-memory", "64")  # the budget may change
+    assert result.exit_code == 0 and "0 configurations, 8 already there" in result.stderr
+    assert out.read_text() == before
+
+
+def test_resume_without_a_csv_starts_afresh(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--out", out, "--resume").exit_code == 0
+    assert len(pd.read_csv(out)) == 16
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: "", "is empty"),
+    (lambda text: text[:-20], "partial row"),
+    (lambda text: text.replace("mean_error,", "mean_err,", 1), "missing mean_error"),
+    (lambda text: "a,b\n1,2\n", "does not have the results columns"),
+])
+def test_resume_refuses_a_damaged_csv(tmp_path, damage, message):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
+    out.write_text(damage(out.read_text()))
+    result = invoke(*SWEEP, "--strides", "4", "--out", out, "--resume")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_resume_refuses_without_a_sidecar(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
+    out.with_suffix(".json").unlink()
+    result = invoke(*SWEEP, "--strides", "4", "--out", out, "--resume")
+    assert result.exit_code == 2 and "needed to check the settings" in result.stderr
+
+
+def test_read_results_names_a_missing_file(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_results(tmp_path / "nope.csv")
+
+
+# ------------------------------------------------------------------------ out of memory
+def test_out_of_memory_halves_the_chunk_and_gives_the_same_numbers(monkeypatch):
+    config = ExperimentConfig(samples=200, device="cpu", decoders=("argmax", "dark"), dtype="float64")
+    expected = run_experiment(config)
+    real = experiment_module.decode
+    seen = []
+
+    def decode_with_little_memory(maps, method, **params):
+        seen.append(maps.shape[0])
+        if maps.shape[0] > 50:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(maps, method, **params)
+
+    monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
+    warnings = []
+    got = run_experiment(config, on_warning=warnings.append)
+    assert warnings == ["cpu ran out of memory; retrying with chunks of 100 maps",
+                        "cpu ran out of memory; retrying with chunks of 50 maps"]
+    assert max(seen[2:]) <= 50
+    pd.testing.assert_frame_equal(got.drop(columns="seconds"), expected.drop(columns="seconds"), rtol=1e-12)
+
+
+def test_out_of_memory_for_one_map_is_an_error(monkeypatch):
+    def no_memory(maps, method, **params):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes")
+
+    monkeypatch.setattr(experiment_module, "decode", no_memory)
+    with pytest.raises(OutOfMemoryError, match="even for one 64x48 map"):
+        run_experiment(ExperimentConfig(samples=4, device="cpu"))
+    result = invoke("compare", "--samples", "4", "--device", "cpu")
+    assert result.exit_code == 1 and "even for one" in result.stderr
+
+
+def test_other_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
+    def broken(maps, method, **params):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(experiment_module, "decode", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_experiment(ExperimentConfig(samples=4, device="cpu"))
+
+
+# ----------------------------------------------------------------------- shards, merge
+def test_shards_merged_equal_the_unsharded_sweep(tmp_path):
+    parts = []
+    for index in (1, 2, 3):
+        part = tmp_path / f"part{index}.csv"
+        assert invoke(*SWEEP, "--shard", f"{index}/3", "--out", part).exit_code == 0
+        assert json.loads(part.with_suffix(".json").read_text())["shard"] == f"{index}/3"
+        parts.append(part)
+    assert sum(len(pd.read_csv(p)) for p in parts) == 16
+    assert invoke(*SWEEP, "--out", tmp_path / "whole.csv").exit_code == 0
+    result = invoke("merge", tmp_path / "merged.csv", *parts)
+    assert result.exit_code == 0 and "8 of 8 configurations present" in result.stderr
+    pd.testing.assert_frame_equal(without_seconds(tmp_path / "merged.csv"), without_seconds(tmp_path / "whole.csv"))
+    assert json.loads((tmp_path / "merged.json").read_text())["status"] == "complete"
+
+
+def test_merge_reports_missing_configurations(tmp_path):
+    part = tmp_path / "part1.csv"
+    assert invoke(*SWEEP, "--shard", "1/4", "--out", part).exit_code == 0
+    result = invoke("merge", tmp_path / "merged.csv", part)
+    assert result.exit_code == 0
+    assert "2 of 8 configurations present" in result.stderr and "6 configurations missing" in result.stderr
+    assert json.loads((tmp_path / "merged.json").read_text())["status"] == "incomplete"
+
+
+def test_merge_refuses_duplicates_and_other_settings(tmp_path):
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    assert invoke(*SWEEP, "--shard", "1/2", "--out", a).exit_code == 0
+    assert invoke(*SWEEP, "--out", b).exit_code == 0
+    assert invoke(*SWEEP, "--shard", "2/2", "--seed", "1", "--out", c).exit_code == 0
+    duplicate = invoke("merge", tmp_path / "m.csv", a, b)
+    assert duplicate.exit_code == 2 and "both hold" in duplicate.stderr
+    other = invoke("merge", tmp_path / "m.csv", a, c)
+    assert other.exit_code == 2 and "seed: 0 then 1" in other.stderr
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("shard", ["0/3", "4/3", "1", "a/b", "1/0"])
+def test_bad_shard(tmp_path, shard):
+    result = invoke(*SWEEP, "--shard", shard, "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2 and "shard" in result.stderr
+
+
+# --------------------------------------------------------------- random bad options
+_numbers = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True), st.just("x"),
+                     st.just(""), st.just("1e400"))
+_options = st.fixed_dictionaries({}, optional={
+    "--stride": _numbers, "--sigma": _numbers, "--amplitude": _numbers, "--beta": _numbers,
+    "--samples": st.one_of(st.integers(-3, 40), st.just("many")), "--margin": _numbers,
+    "--image-size": st.sampled_from(["64x48", "32x32", "0x0", "30x30", "x", "64x", "1x1", "8x8"]),
+    "--decoders": st.sampled_from(["argmax", "dark,integral", "", "nope", "argmax,argmax"]),
+    "--encoder": st.sampled_from(["gaussian", "msra", "logit", "box"]),
+    "--noise": _numbers, "--position": st.sampled_from(["interior", "border", "anywhere", "edge"]),
+    "--sampling": st.sampled_from(["random", "grid", "lattice"]), "--grid-size": _numbers,
+    "--dtype": st.sampled_from(["float32", "float16", "bfloat16", "int8"]),
+    "--dark-kernel": st.sampled_from(["11", "auto", "4", "-1"]), "--window-radius": _numbers,
+    "--max-memory": _numbers, "--device": st.sampled_from(["cpu", "auto", "cuda", "tpu"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=_options, command=st.sampled_from(["compare", "sweep"]))
+def test_random_options_never_crash(tmp_path_factory, options, command):
+    out = tmp_path_factory.mktemp("run") / "out.csv"
+    args = [command, "--samples", "8", "--image-size", "32x32"]
+    for name, value in options.items():
+        if command == "sweep":
+            name = {"--stride": "--strides", "--sigma": "--sigmas", "--amplitude": "--amplitudes",
+                    "--beta": "--betas", "--encoder": "--encoders", "--noise": "--noises",
+                    "--position": "--positions", "--sampling": "--samplings", "--dtype": "--dtypes"}.get(name, name)
+        args += [name, str(value)]
+    if command == "sweep" and "--strides" not in args:
+        args += ["--strides", "4"]
+    args += ["--out" if command == "sweep" else "--csv", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code in (0, 1, 2), (args, result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+    if result.exit_code == 0:
+        frame = pd.read_csv(out)
+        assert tuple(frame.columns) == CSV_COLUMNS and len(frame) >= 1
