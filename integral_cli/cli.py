@@ -31,9 +31,12 @@ from integral_cli.experiment import (
     ExperimentConfig,
     run_experiment,
 )
+from integral_cli.field import error_field
+from integral_cli.plots import PLOT_AXES, PLOT_METRICS, plot_field, plot_sweep, require_matplotlib
 from integral_cli.report import (
     CSV_COLUMNS,
     check_output_path,
+    read_results,
     rows_as_records,
     sidecar_path,
     write_csv,
@@ -259,6 +262,11 @@ def compare(
     point; rows are sorted by mean error.
     """
     with _reported_errors():
+        if margin is not None and position != "interior":
+            raise typer.BadParameter(
+                "--margin applies to --position interior; border uses ceil(3*sigma_hm), anywhere none",
+                param_hint="--margin",
+            )
         config = ExperimentConfig(
             stride=stride,
             sigma=sigma,
@@ -322,6 +330,8 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
         f"{config.dtype} · seed {config.seed} · device {device}"
     )
     caption = "errors in image pixels; CI = 95% interval of the mean"
+    if config.sampling == "grid":
+        caption = "errors in image pixels; no CI: a lattice is not a random sample"
     if rows.nonfinite.any():
         caption += "; ! = some results were not finite, statistics are over the finite ones"
     table = Table(title=title, caption=caption)
@@ -511,6 +521,94 @@ def merge(
     if report.missing:
         shown = "; ".join(report.missing[:3]) + ("; ..." if len(report.missing) > 3 else "")
         _warn(f"{len(report.missing)} configurations missing: {shown}")
+
+
+def _size_px(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WxH in pixels such as 1200x800, got {text!r}", param_hint="--size") from None
+    if not (100 <= width <= 10000 and 100 <= height <= 10000):
+        raise typer.BadParameter(f"width and height must be 100 to 10000 pixels, got {text!r}", param_hint="--size")
+    return width, height
+
+
+def _picture_path(out: Path | None, default: Path, force: bool) -> Path:
+    path = out if out is not None else default
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise typer.BadParameter(f"pictures are written as .png or .svg, got {path}", param_hint="--out")
+    check_output_path(path, force=force)
+    return path
+
+
+@app.command()
+def plot(
+    csv: Annotated[Path, typer.Argument(metavar="CSV", help="A results CSV written by sweep (or compare --csv).")],
+    x: Annotated[str, typer.Option("--x", callback=_one_of(PLOT_AXES), metavar="[{}]".format("|".join(PLOT_AXES)), help="The column on the x axis.")] = "stride",
+    metric: Annotated[str, typer.Option(callback=_one_of(PLOT_METRICS), metavar="METRIC", help=f"The column on the y axis: {', '.join(PLOT_METRICS)}.")] = "mean_error",
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="PATH", show_default="CSV stem + _METRIC_vs_X.png", help="Picture to write, .png or .svg.")] = None,
+    size: Annotated[str, typer.Option(metavar="WxH", help="Picture size in pixels.")] = "1200x800",
+    force: Force = False,
+) -> None:
+    """Draw a metric of a sweep against one axis: one line per decoder, one panel per
+    combination of the other columns that vary, argmax's closed form dashed."""
+    with _reported_errors():
+        frame = read_results(csv)
+        path = _picture_path(out, csv.with_name(f"{csv.stem}_{metric}_vs_{x}.png"), force)
+        panels = plot_sweep(frame, path, x=x, metric=metric, size_px=_size_px(size))
+    typer.echo(f"wrote {path} ({panels} panel{'s' if panels > 1 else ''})", err=True)
+
+
+@app.command("map")
+def error_map(
+    decoder: Annotated[str, typer.Option(callback=_one_of(tuple(DECODERS)), metavar="NAME", help=f"The decoder to map: {', '.join(DECODERS)}.")] = "integral",
+    stride: Annotated[int, typer.Option(min=1, help="Image pixels per heatmap pixel.")] = 4,
+    sigma: Sigma = 2.0,
+    sigma_unit: SigmaUnit = "heatmap",
+    amplitude: Amplitude = 10.0,
+    beta: Beta = 1.0,
+    dark_kernel: DarkKernel = "11",
+    window_radius: WindowRadius = 2,
+    image_size: ImageSize = "256x192",
+    encoder: Encoder = "gaussian",
+    convention: Convention = "center",
+    decode_convention: DecodeConvention = "same",
+    dtype: Dtype = "float32",
+    density: Annotated[int, typer.Option(min=1, max=64, help="Lattice points per heatmap pixel along each axis.")] = 4,
+    device: Device = "auto",
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="PATH", show_default="map_DECODER_sSTRIDE.png", help="Picture to write, .png or .svg.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", metavar="PATH", help="Also write the field: x_hm, y_hm, x_img, y_img, dx, dy, error.")] = None,
+    size: Annotated[str, typer.Option(metavar="WxH", help="Picture size in pixels.")] = "1200x600",
+    force: Force = False,
+) -> None:
+    """Draw the error as a function of where the ground truth is: a dense lattice of
+    positions over the whole heatmap, decoded; the error magnitude as an image and the
+    bias as arrows."""
+    with _reported_errors():
+        config = ExperimentConfig(
+            stride=stride, sigma=sigma, sigma_unit=sigma_unit, amplitude=amplitude, beta=beta,
+            dark_kernel=_dark_kernel(dark_kernel), window_radius=window_radius,
+            image_size=_image_size(image_size), encoder=encoder, convention=convention,
+            decode_convention=decode_convention, dtype=dtype, device=device,
+            max_memory_mib=max_memory, decoders=(decoder,),
+        )
+        path = _picture_path(out, Path(f"map_{decoder}_s{stride}.png"), force)
+        if csv is not None:
+            check_output_path(csv, force=force)
+        size_px = _size_px(size)
+        require_matplotlib()  # before the long computation, not after it
+        with _progress() as bar:
+            task = bar.add_task("map", total=config.heatmap_size[0] * config.heatmap_size[1] * density**2)
+            field = error_field(config, decoder, density, progress=lambda n: bar.update(task, completed=n))
+        title = (
+            f"{decoder} · stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · "
+            f"beta {beta:g} · {encoder} · mean error {field.error.mean():.4f} image px"
+        )
+        plot_field(field, path, title=title, size_px=size_px)
+        if csv is not None:
+            field.to_csv(csv, index=False)
+    typer.echo(f"wrote {path}" + (f" and {csv}" if csv is not None else ""), err=True)
 
 
 def _warn(message: str) -> None:

@@ -74,8 +74,11 @@ def _scales(
             raise ConfigError("the 'udp' convention needs the image size")
         h_img, w_img = image_size
         h_hm, w_hm = heatmap_size(image_size, stride)
-        if h_img < 2 or w_img < 2:
-            raise ConfigError("the 'udp' convention needs an image at least 2 pixels wide")
+        if h_hm < 2 or w_hm < 2:
+            raise ConfigError(
+                "the 'udp' convention needs a heatmap at least 2 pixels on each side "
+                f"(this one is {h_hm}x{w_hm})"
+            )
         return torch.tensor([(w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)]), 0.0
     raise ConfigError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
 

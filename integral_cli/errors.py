@@ -39,3 +39,7 @@ class InputFileError(ConfigError):
 
 class OutOfMemoryError(IntegralError, MemoryError):
     """Even a single map does not fit in the device's memory."""
+
+
+class MissingDependencyError(IntegralError, ImportError):
+    """An optional dependency (matplotlib, for pictures) is not installed."""

@@ -169,6 +169,8 @@ class ExperimentConfig:
         _check_choice("position", self.position, POSITIONS)
         _check_choice("convention", self.convention, CONVENTIONS)
         _check_choice("decode_convention", self.decode_convention, ("same", *CONVENTIONS))
+        if "udp" in (self.convention, self.decode_convention):
+            image_to_heatmap(torch.zeros(1, 2), self.stride, "udp", tuple(self.image_size))
         _check_choice("sampling", self.sampling, SAMPLINGS)
         check_range(self.grid_size, "grid_size", 1, MAX_GRID_SIZE, integer=True)
         _check_choice("dtype", self.dtype, tuple(DTYPES))
@@ -289,13 +291,51 @@ def run_experiment(
         DeviceError: the device is not available.
         OutOfMemoryError: not even one map fits in the device's memory.
     """
-    step = check_runnable(config)
+    check_runnable(config)
     device = resolve_device(config.device)
+    render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    truth = sample_truth(config, device).to(render_dtype)
+    offsets, seconds = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
+    rows = []
+    for name in config.decoders:
+        summary = summarize_offsets(offsets[name], config.stride)
+        if config.sampling == "grid":
+            # a lattice is not an i.i.d. sample: the normal interval would be far too wide
+            summary.update(ci95_low=math.nan, ci95_high=math.nan)
+        rows.append(_row(config, device, name, summary, seconds[name]))
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def evaluate_points(
+    config: ExperimentConfig,
+    truth: torch.Tensor,
+    *,
+    progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Encode ground-truth points as ``config`` says, decode them with each decoder.
+
+    The part of :func:`run_experiment` that does the work, for points chosen by the
+    caller (a lattice, say): chunks sized from the budget, halved when the device runs
+    out of memory.
+
+    Args:
+        config: the experiment (its sampling settings are not used).
+        truth: ``(N, 1, 2)`` ground truth in image pixels, on the config's device.
+        progress: called with the number of points finished after each chunk.
+        on_warning: called when a chunk is halved after running out of memory.
+
+    Returns:
+        Per decoder, ``(N, 2)`` float32 offsets decoded minus true in image pixels, and
+        the seconds spent decoding.
+
+    Raises:
+        OutOfMemoryError: not even one map fits in the device's memory.
+    """
+    step = check_runnable(config)
+    device = truth.device
     if device.type == "cpu":
         limit_allocator_slack()
-    dtype = DTYPES[config.dtype]
-    render_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    truth = sample_truth(config, device).to(render_dtype)
     samples = truth.shape[0]
     offsets = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
@@ -322,11 +362,7 @@ def run_experiment(
         start += truth[start : start + step].shape[0]
         if progress is not None:
             progress(start)
-    rows = []
-    for name in config.decoders:
-        summary = summarize_offsets(torch.cat(offsets[name]), config.stride)
-        rows.append(_row(config, device, name, summary, seconds[name]))
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    return {name: torch.cat(parts) for name, parts in offsets.items()}, seconds
 
 
 def _run_chunk(

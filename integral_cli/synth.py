@@ -119,8 +119,8 @@ def default_margin(sigma_hm: float) -> int:
 
 
 #: Where ground truth is placed: ``interior`` keeps ``margin`` heatmap px from the border
-#: pixel centres, ``border`` is the rest of the map (within ``ceil(3 sigma)`` of an
-#: edge), ``anywhere`` the whole map area ``[-0.5, side - 0.5]``.
+#: pixel centres, ``border`` lies within ``ceil(3 sigma)`` of the map's edge, ``anywhere``
+#: covers the whole map area ``[-0.5, side - 0.5]``.
 POSITIONS: tuple[str, ...] = ("interior", "border", "anywhere")
 #: How ground truth is drawn: ``random`` uniformly, ``grid`` on a G x G lattice of
 #: sub-pixel offsets inside one heatmap cell, repeated over random whole pixels.
@@ -176,8 +176,10 @@ def sample_heatmap_points(
         generator: seeded generator; its device is the device of the result.
         position: one of :data:`POSITIONS`.
         margin: for ``interior``, the distance kept from the border pixel centres.
-        band: for ``border``, the width of the band along the edges (points lie in the
-            map but not in ``[band, side - 1 - band]`` on both axes).
+        band: for ``border``, the width of the band along the map's edges: points lie in
+            the map but less than ``band`` from an edge (``x < band - 0.5`` or
+            ``x > side - 0.5 - band`` on some axis); a band of half the map or more
+            makes the whole map border.
         sampling: one of :data:`SAMPLINGS`.
         grid_size: ``G`` for ``grid``: offsets ``(i + 0.5) / G - 0.5``, ``i < G``, per axis.
         dtype: dtype of the result.
@@ -191,8 +193,6 @@ def sample_heatmap_points(
     check_sampling_region(heatmap_size, position=position, margin=margin, sampling=sampling)
     height, width = heatmap_size
     sides = torch.tensor([width, height], dtype=torch.float64)
-    if position == "border" and (sides - 1 - 2 * band).min() < 0:
-        band = 0  # the map is all border: the interior box is empty
     if sampling == "random":
         points = _random_points(count, sides, generator, position, margin, band)
     else:
@@ -217,7 +217,8 @@ def _random_points(count, sides, generator, position, margin, band):
     draw = lambda n: low + torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64) * (high - low)  # noqa: E731
     if position != "border":
         return draw(count)
-    return _rejection(count, draw, lambda p: _in_border(p, sides, band))
+    # within `band` of the map's edge, which lies half a pixel beyond the border centres
+    return _rejection(count, draw, lambda p: _in_border(p, sides, band - 0.5))
 
 
 def _grid_points(count, sides, generator, position, margin, band, grid_size):
@@ -328,7 +329,8 @@ def counter_uniform(
     Returns:
         ``(B, count)`` uniforms.
     """
-    key = _hash32_(torch.tensor((seed * 0x9E3779B1 + stream * 0x7F4A7C15) & _MASK32))
+    key = _hash32_(torch.tensor((seed & _MASK32) ^ (stream * 0x7F4A7C15 & _MASK32)))
+    key = _hash32_(key ^ ((seed >> 32) & _MASK32))  # seeds beyond 2**32 differ too
     sample_key = _hash32_(_hash32_(sample_index & _MASK32) ^ key.to(sample_index.device))
     bits = sample_key.unsqueeze(-1) ^ torch.arange(count, device=sample_index.device)
     _hash32_(bits)

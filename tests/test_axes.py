@@ -70,9 +70,12 @@ def test_logit_encoder_softmax_is_the_normalised_gaussian():
     torch.testing.assert_close(decode(logits, "integral"), center, atol=1e-9, rtol=0)
 
 
-def test_seed_encoder_peak_is_ten_whatever_the_amplitude():
-    maps = render_heatmaps(torch.tensor([[[4.0, 4.0]]]), (9, 9), 1.0, amplitude=3.0, encoder="seed")
+def test_seed_encoder_peak_is_ten_and_width_is_the_fwhm():
+    # sigma 4 / 2.3548 is a full width at half maximum of 4 px: 5 at 2 px from the peak
+    maps = render_heatmaps(torch.tensor([[[4.0, 4.0]]], dtype=torch.float64), (9, 9), 4.0 / 2.3548200450309493,
+                           amplitude=3.0, encoder="seed")
     assert maps.max().item() == pytest.approx(10.0)
+    assert maps[0, 0, 4, 6].item() == pytest.approx(5.0) and maps[0, 0, 2, 4].item() == pytest.approx(5.0)
 
 
 # ------------------------------------------------------------------------------ noise
@@ -83,6 +86,12 @@ def test_noise_is_normal_with_the_requested_level():
     assert noisy.std().item() == pytest.approx(0.5, rel=0.005)  # 0.05 x peak 10
     # normal, not uniform: the fraction beyond 2 standard deviations is 4.55%
     assert (noisy.abs() > 1.0).float().mean().item() == pytest.approx(0.0455, abs=0.002)
+
+
+def test_seeds_beyond_32_bits_get_their_own_noise():
+    index = torch.arange(10)
+    assert not torch.equal(counter_uniform(5, 1, index, 8), counter_uniform(5 + 2**32, 1, index, 8))
+    assert not torch.equal(counter_uniform(5, 1, index, 8), counter_uniform(5, 2, index, 8))
 
 
 def test_noise_depends_only_on_the_sample_index():
@@ -103,9 +112,13 @@ def test_noisy_experiment_does_not_depend_on_the_chunk_size():
 
 # ------------------------------------------------------------------------- distractor
 def test_distractor_far_away_leaves_argmax_alone():
-    config = ExperimentConfig(samples=500, device="cpu", decoders=("argmax",), seed=2)
+    config = ExperimentConfig(samples=500, device="cpu", decoders=("argmax", "integral"), seed=2)
     with_distractor = dataclasses.replace(config, distractor=0.5, distractor_distance=15.0)
-    assert run_experiment(config).mean_error.iloc[0] == run_experiment(with_distractor).mean_error.iloc[0]
+    truth = sample_truth(config, torch.device("cpu"))
+    assert (render_maps(with_distractor, truth, 0) != render_maps(config, truth, 0)).any()  # it is there
+    clean, pulled = run_experiment(config), run_experiment(with_distractor)
+    assert pulled.mean_error.iloc[0] == clean.mean_error.iloc[0]  # argmax: unchanged
+    assert pulled.mean_error.iloc[1] > clean.mean_error.iloc[1]  # integral: pulled
 
 
 def test_distractor_pulls_the_integral_by_the_weight_ratio():
@@ -144,6 +157,30 @@ def test_border_errors_are_reported_for_every_point():
     assert rows.loc["integral-l1", "mean_error"] > 10 * interior.loc["integral-l1", "mean_error"]
 
 
+@pytest.mark.parametrize("sampling", ["random", "grid"])
+def test_border_band_is_measured_from_the_edge(sampling):
+    # random and grid sampling cover the same region: within `band` of the map's edge
+    g = torch.Generator().manual_seed(0)
+    points = sample_heatmap_points(4096, (16, 12), g, position="border", band=3, sampling=sampling, grid_size=4)[:, 0]
+    sides = torch.tensor([12.0, 16.0])
+    near_edge = ((points < 3 - 0.5) | (points > sides - 0.5 - 3)).any(dim=-1)
+    assert near_edge.all()
+    assert (points > 2.3).any() and (points < -0.3).any()  # the band is filled to its ends
+
+
+@pytest.mark.parametrize("sampling", ["random", "grid"])
+def test_a_band_wider_than_half_the_map_makes_it_all_border(sampling):
+    g = torch.Generator().manual_seed(0)
+    points = sample_heatmap_points(4096, (8, 8), g, position="border", band=6, sampling=sampling, grid_size=4)[:, 0]
+    # spread over the whole map, not squeezed into its rim
+    assert points.min() < 0 and points.max() > 7 and ((points > 2) & (points < 5)).all(dim=-1).any()
+
+
+def test_margin_is_refused_where_it_does_not_apply():
+    result = CliRunner().invoke(app, ["compare", "--position", "border", "--margin", "2", "--samples", "4"])
+    assert result.exit_code == 2 and "--margin applies to --position interior" in result.output
+
+
 def test_anywhere_covers_the_whole_map():
     g = torch.Generator().manual_seed(0)
     points = sample_heatmap_points(20000, (16, 12), g, position="anywhere")[:, 0]
@@ -162,6 +199,13 @@ def test_corner_encoded_centre_decoded_bias(stride):
     assert row.bias_y == pytest.approx((stride - 1) / 2, abs=0.01)
 
 
+def test_udp_convention_needs_two_heatmap_pixels_per_side():
+    with pytest.raises(ConfigError, match="at least 2 pixels"):
+        ExperimentConfig(convention="udp", image_size=(8, 4), stride=4)
+    with pytest.raises(ConfigError, match="at least 2 pixels"):
+        ExperimentConfig(decode_convention="udp", image_size=(8, 4), stride=4)
+
+
 @pytest.mark.parametrize("convention", ["center", "corner", "udp"])
 def test_matching_conventions_have_no_bias(convention):
     config = ExperimentConfig(convention=convention, samples=500, device="cpu", decoders=("dark",))
@@ -175,6 +219,7 @@ def test_grid_sampling_gives_the_closed_form_to_three_decimals():
     row = run_experiment(config).iloc[0]
     assert row.samples == 4096 and row.grid_size == 64
     assert abs(row.mean_error_hm - MEAN_2D) < 5e-4
+    assert math.isnan(row.ci95_low)  # no interval: a lattice is not a random sample
 
 
 def test_grid_rounds_samples_up_to_whole_lattices():
@@ -211,6 +256,10 @@ def test_sweep_over_strides_with_an_image_space_sigma(tmp_path):
     frame = pd.read_csv(out)
     # sigma_hm = 8 / stride = 4, 2, 1 -> default margins ceil(3 sigma_hm) = 12, 6, 3
     assert frame.margin.tolist() == [12, 6, 3] and set(frame.sigma) == {8}
+    for stride, row in zip((2, 4, 8), frame.itertuples()):
+        same = run_experiment(ExperimentConfig(stride=stride, sigma=8 / stride, samples=50, decoders=("argmax",),
+                                               device="cpu")).iloc[0]
+        assert row.mean_error == pytest.approx(same.mean_error, rel=1e-9)
 
 
 def test_sweep_over_every_axis_writes_the_columns(tmp_path):

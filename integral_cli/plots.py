@@ -1,0 +1,174 @@
+"""Pictures: a metric of a sweep against one axis, and the error field of one decoder.
+
+matplotlib is an optional dependency (``pip install 'integral-cli[plot]'``); it is
+imported only here, with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from integral_cli.errors import ConfigError, MissingDependencyError
+from integral_cli.metrics import SUMMARY_FIELDS
+from integral_cli.sweep import GRID_AXES
+
+#: Mean 2D distance of argmax from a uniformly random sub-pixel point, per heatmap
+#: pixel of stride: ``(sqrt 2 + ln(1 + sqrt 2)) / 6``.
+ARGMAX_MEAN_ERROR_HM = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
+#: Axes ``plot`` can put on x: the numeric grid axes.
+PLOT_AXES: tuple[str, ...] = ("stride", "sigma", "amplitude", "beta", "noise", "distractor", "distractor_distance")
+#: Metrics ``plot`` can draw: the summary columns.
+PLOT_METRICS: tuple[str, ...] = tuple(SUMMARY_FIELDS) + ("seconds",)
+MAX_PANELS = 16
+DPI = 100
+
+
+def require_matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependencyError(
+            "pictures need matplotlib: pip install 'integral-cli[plot]' (or pip install matplotlib)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(size_px: tuple[int, int], rows: int, cols: int) -> tuple[Any, Any]:
+    plt = require_matplotlib()
+    width, height = size_px
+    figure, axes = plt.subplots(rows, cols, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
+    return figure, axes
+
+
+def _save(figure: Any, out: Path) -> None:
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise ConfigError(f"{out}: pictures are written as .png or .svg")
+    figure.savefig(out, dpi=DPI)
+    require_matplotlib().close(figure)
+
+
+def plot_sweep(
+    frame: pd.DataFrame,
+    out: Path,
+    *,
+    x: str = "stride",
+    metric: str = "mean_error",
+    size_px: tuple[int, int] = (1200, 800),
+) -> int:
+    """Draw ``metric`` against ``x``, one line per decoder, one panel per combination of
+    the other grid columns that vary; argmax's closed form as a dashed reference where
+    the metric is the mean error.
+
+    Args:
+        frame: rows of a results CSV (columns :data:`CSV_COLUMNS`).
+        out: a ``.png`` or ``.svg`` path.
+        x: a column of :data:`PLOT_AXES`.
+        metric: a column of :data:`PLOT_METRICS`.
+        size_px: width and height of the picture in pixels.
+
+    Returns:
+        The number of panels drawn.
+
+    Raises:
+        ConfigError: unknown ``x`` or ``metric``, ``x`` does not vary, or too many panels.
+        MissingDependencyError: matplotlib is not installed.
+    """
+    if x not in PLOT_AXES:
+        raise ConfigError(f"cannot plot against {x!r}; choose from {', '.join(PLOT_AXES)}")
+    if metric not in PLOT_METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(PLOT_METRICS)}")
+    if frame[x].nunique() < 2:
+        raise ConfigError(f"{x} has a single value in this CSV; choose an --x that varies")
+    others = [c for c in (*GRID_AXES, "sigma_unit") if c != x and c in frame and frame[c].nunique() > 1]
+    panels = sorted(frame.groupby(others, sort=True).groups) if others else [()]
+    if len(panels) > MAX_PANELS:
+        raise ConfigError(
+            f"{len(panels)} panels ({', '.join(others)} vary); keep fewer than {MAX_PANELS + 1} "
+            "combinations, e.g. plot a sweep over fewer axes"
+        )
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    figure, axes = _figure(size_px, rows, cols)
+    decoders = list(dict.fromkeys(frame["decoder"]))
+    for index, panel in enumerate(panels):
+        ax = axes[index // cols][index % cols]
+        key = panel if isinstance(panel, tuple) else (panel,)
+        subset = frame
+        for column, value in zip(others, key):
+            subset = subset[subset[column] == value]
+        for decoder in decoders:
+            line = subset[subset["decoder"] == decoder].sort_values(x)
+            ax.plot(line[x], line[metric], marker="o", markersize=3, label=decoder)
+        if metric in ("mean_error", "mean_error_hm"):
+            reference = subset.drop_duplicates(x).sort_values(x)
+            scale = reference["stride"] if metric == "mean_error" else 1.0
+            ax.plot(reference[x], ARGMAX_MEAN_ERROR_HM * np.asarray(scale, dtype=float) * np.ones(len(reference)),
+                    "k--", linewidth=1, label="argmax closed form 0.3826·stride")
+        values = subset[metric].to_numpy(dtype=float)
+        positive = values[np.isfinite(values) & (values > 0)]
+        if len(positive) and (values[np.isfinite(values)] > 0).all() and positive.max() / positive.min() > 20:
+            ax.set_yscale("log")
+        if subset[x].min() > 0 and subset[x].max() / subset[x].min() >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x)
+        ax.set_ylabel(metric + (" (heatmap px)" if metric.endswith("_hm") else ""))
+        ax.set_title(", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key)) or metric, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    for index in range(len(panels), rows * cols):
+        axes[index // cols][index % cols].set_visible(False)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(f"{metric} against {x}" + (" (image px)" if metric in _IMAGE_PX else ""))
+    figure.tight_layout()
+    _save(figure, out)
+    return len(panels)
+
+
+_IMAGE_PX = {"mean_error", "median_error", "p95_error", "max_error", "rmse", "bias_x", "bias_y", "ci95_low", "ci95_high"}
+
+
+def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int, int] = (1200, 600)) -> None:
+    """Two panels over the heatmap: the error magnitude as an image, and the signed
+    error (decoded minus true) as arrows.
+
+    Args:
+        field: rows of :func:`integral_cli.field.error_field`.
+        out: a ``.png`` or ``.svg`` path.
+        title: the figure title.
+        size_px: width and height in pixels.
+    """
+    figure, axes = _figure(size_px, 1, 2)
+    xs, ys = np.unique(field["x_img"]), np.unique(field["y_img"])
+    error = field["error"].to_numpy().reshape(len(ys), len(xs))
+    step_x, step_y = (xs[1] - xs[0] if len(xs) > 1 else 1), (ys[1] - ys[0] if len(ys) > 1 else 1)
+    extent = (xs[0] - step_x / 2, xs[-1] + step_x / 2, ys[-1] + step_y / 2, ys[0] - step_y / 2)
+    image = axes[0][0].imshow(error, extent=extent, cmap="viridis", aspect="equal")
+    figure.colorbar(image, ax=axes[0][0], label="error (image px)", shrink=0.8)
+    axes[0][0].set_title("error magnitude", fontsize=10)
+    stride_x = max(1, len(xs) // 24)
+    stride_y = max(1, len(ys) // 32)
+    dx = field["dx"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
+    dy = field["dy"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
+    grid_x, grid_y = np.meshgrid(xs[::stride_x], ys[::stride_y])
+    axes[0][1].quiver(grid_x, grid_y, dx, dy, np.hypot(dx, dy), cmap="viridis", angles="xy",
+                      scale_units="xy", scale=None)
+    axes[0][1].set_xlim(extent[0], extent[1])
+    axes[0][1].set_ylim(extent[2], extent[3])
+    axes[0][1].set_aspect("equal")
+    axes[0][1].set_title("bias: decoded − true (arrows, auto-scaled)", fontsize=10)
+    for ax in axes[0]:
+        ax.set_xlabel("x (image px)")
+        ax.set_ylabel("y (image px)")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, out)
+
+
+__all__ = ["PLOT_AXES", "PLOT_METRICS", "MissingDependencyError", "plot_field", "plot_sweep"]
