@@ -60,7 +60,10 @@ def error_field(
     """
     check_range(density, "density", 1, MAX_DENSITY, integer=True)
     points_hm = lattice_points(config.heatmap_size, density)
-    config = dataclasses.replace(config, decoders=(decoder,), samples=points_hm.shape[0])
+    # the lattice replaces the sampling: no margin applies
+    config = dataclasses.replace(
+        config, decoders=(decoder,), samples=points_hm.shape[0], position="anywhere", sampling="random"
+    )
     device = resolve_device(config.device)
     truth = heatmap_to_image(points_hm, config.stride, config.convention, tuple(config.image_size))
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32

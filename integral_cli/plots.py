@@ -88,7 +88,7 @@ def plot_sweep(
     if frame[x].nunique() < 2:
         raise ConfigError(f"{x} has a single value in this CSV; choose an --x that varies")
     others = [c for c in (*GRID_AXES, "sigma_unit") if c != x and c in frame and frame[c].nunique() > 1]
-    panels = sorted(frame.groupby(others, sort=True).groups) if others else [()]
+    panels = sorted(frame[others].drop_duplicates().itertuples(index=False, name=None)) if others else [()]
     if len(panels) > MAX_PANELS:
         raise ConfigError(
             f"{len(panels)} panels ({', '.join(others)} vary); keep fewer than {MAX_PANELS + 1} "
@@ -118,6 +118,9 @@ def plot_sweep(
             ax.set_yscale("log")
         if subset[x].min() > 0 and subset[x].max() / subset[x].min() >= 8:
             ax.set_xscale("log", base=2)
+            ticks = sorted(subset[x].unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(x)
         ax.set_ylabel(metric + (" (heatmap px)" if metric.endswith("_hm") else ""))
         ax.set_title(", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key)) or metric, fontsize=9)
@@ -149,9 +152,11 @@ def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int
     error = field["error"].to_numpy().reshape(len(ys), len(xs))
     step_x, step_y = (xs[1] - xs[0] if len(xs) > 1 else 1), (ys[1] - ys[0] if len(ys) > 1 else 1)
     extent = (xs[0] - step_x / 2, xs[-1] + step_x / 2, ys[-1] + step_y / 2, ys[0] - step_y / 2)
-    image = axes[0][0].imshow(error, extent=extent, cmap="viridis", aspect="equal")
-    figure.colorbar(image, ax=axes[0][0], label="error (image px)", shrink=0.8)
-    axes[0][0].set_title("error magnitude", fontsize=10)
+    # the border can be far worse than the rest; clip the colours so the rest shows
+    top = float(np.nanpercentile(error, 99)) if np.isfinite(error).any() else 1.0
+    image = axes[0][0].imshow(error, extent=extent, cmap="viridis", aspect="equal", vmin=0, vmax=top or 1.0)
+    figure.colorbar(image, ax=axes[0][0], label="error (image px)", shrink=0.8, extend="max")
+    axes[0][0].set_title("error magnitude (colours clipped at the 99th percentile)", fontsize=10)
     stride_x = max(1, len(xs) // 24)
     stride_y = max(1, len(ys) // 32)
     dx = field["dx"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]

@@ -1,0 +1,173 @@
+"""Pictures (plot, map), the error field, and the committed reference results."""
+
+import builtins
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from integral_cli import ExperimentConfig, run_experiment
+from integral_cli.cli import app
+from integral_cli.field import FIELD_COLUMNS, error_field, lattice_points
+
+runner = CliRunner()
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+MEAN_2D = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path):
+    out = tmp_path / "tiny.csv"
+    result = invoke("sweep", "--strides", "2,4,8", "--sigmas", "1,2", "--samples", "100",
+                    "--decoders", "argmax,dark,integral", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def png_size(path):
+    image = pytest.importorskip("matplotlib.image").imread(path)
+    return image.shape[1], image.shape[0]
+
+
+# ------------------------------------------------------------------------------- plot
+def test_plot_writes_a_png_of_the_requested_size(tiny_sweep, tmp_path):
+    out = tmp_path / "p.png"
+    result = invoke("plot", tiny_sweep, "--x", "stride", "--out", out, "--size", "900x500")
+    assert result.exit_code == 0, result.output
+    assert png_size(out) == (900, 500) and "2 panels" in result.stderr
+
+
+def test_plot_svg_and_default_name(tiny_sweep):
+    pytest.importorskip("matplotlib")
+    result = invoke("plot", tiny_sweep, "--x", "sigma", "--metric", "bias_x", "--out", tiny_sweep.with_suffix(".svg"))
+    assert result.exit_code == 0, result.output
+    assert tiny_sweep.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+    assert invoke("plot", tiny_sweep).exit_code == 0
+    assert tiny_sweep.with_name("tiny_mean_error_vs_stride.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--x", "seed"], "--x"),
+    (["--metric", "speed"], "--metric"),
+    (["--x", "amplitude"], "single value"),
+    (["--out", "p.pdf"], ".png or .svg"),
+    (["--size", "10x10"], "--size"),
+])
+def test_plot_bad_options(tiny_sweep, args, text):
+    pytest.importorskip("matplotlib")
+    result = invoke("plot", tiny_sweep, *args)
+    assert result.exit_code == 2 and text in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content, text", [(None, "does not exist"), ("", "is empty"),
+                                           ("stride,sigma\n4,2\n", "does not have the results columns")])
+def test_plot_bad_csv(tmp_path, content, text):
+    path = tmp_path / "in.csv"
+    if content is not None:
+        path.write_text(content)
+    result = invoke("plot", path)
+    assert result.exit_code == 2 and text in result.stderr
+
+
+def test_plot_truncated_csv(tiny_sweep):
+    tiny_sweep.write_text(tiny_sweep.read_text()[:-15])
+    result = invoke("plot", tiny_sweep)
+    assert result.exit_code == 2 and "partial row" in result.stderr
+
+
+def test_missing_matplotlib_is_a_one_line_error(tiny_sweep, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = invoke("plot", tiny_sweep, "--out", tiny_sweep.with_suffix(".png"))
+    assert result.exit_code == 1 and "pip install 'integral-cli[plot]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -------------------------------------------------------------------------------- map
+def test_map_writes_a_png_and_the_field(tmp_path):
+    out, field = tmp_path / "m.png", tmp_path / "f.csv"
+    result = invoke("map", "--decoder", "integral", "--image-size", "64x48", "--density", "2",
+                    "--out", out, "--csv", field, "--size", "800x400", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert png_size(out) == (800, 400)
+    frame = pd.read_csv(field)
+    assert tuple(frame.columns) == FIELD_COLUMNS and len(frame) == 16 * 12 * 4
+
+
+def test_lattice_covers_the_map_evenly():
+    points = lattice_points((3, 4), 4)
+    assert points.shape == (12 * 16, 2)
+    assert points[:, 0].min() == -0.375 and points[:, 0].max() == 3.375
+    assert points[:, 1].mean() == pytest.approx(1.0)
+
+
+def test_argmax_field_is_the_distance_to_the_nearest_pixel():
+    config = ExperimentConfig(stride=4, image_size=(64, 48), device="cpu")
+    field = error_field(config, "argmax", density=4)
+    nearest = np.hypot(field.x_hm - field.x_hm.round(), field.y_hm - field.y_hm.round()) * 4
+    np.testing.assert_allclose(field.error, nearest, atol=1e-4)
+
+
+def test_integral_field_matches_the_background_pull_closed_form():
+    # E = (N c + S mu) / (N + S), S computed by a plain loop over the 16x12 map
+    config = ExperimentConfig(stride=4, image_size=(64, 48), amplitude=1.0, device="cpu", dtype="float64")
+    field = error_field(config, "integral", density=2)
+    height, width, n = 16, 12, 16 * 12
+    for row in field.sample(5, random_state=0).itertuples():
+        s = sum(math.exp(math.exp(-((x - row.x_hm) ** 2 + (y - row.y_hm) ** 2) / 8.0)) - 1
+                for y in range(height) for x in range(width))
+        expected_x = (n * (width - 1) / 2 + s * row.x_hm) / (n + s)
+        # away from the border the bump is whole and the closed form holds
+        if 3 < row.x_hm < width - 4 and 3 < row.y_hm < height - 4:
+            assert row.dx / 4 == pytest.approx(expected_x - row.x_hm, abs=5e-3)
+
+
+def test_field_agrees_with_compare_on_the_same_lattice():
+    # grid sampling over every pixel (position anywhere) is the field's lattice; with the
+    # argmax decoder both are exact, so their means agree with each other and the closed form
+    config = ExperimentConfig(stride=4, image_size=(64, 48), device="cpu", decoders=("argmax",))
+    field = error_field(config, "argmax", density=8)
+    compare = run_experiment(ExperimentConfig(stride=4, image_size=(64, 48), device="cpu", decoders=("argmax",),
+                                              position="anywhere", sampling="grid", grid_size=8, samples=64 * 50))
+    offsets = [(i + 0.5) / 8 - 0.5 for i in range(8)]
+    lattice_mean = sum(math.hypot(a, b) for a in offsets for b in offsets) / 64  # 0.3804, -> 0.3826 as G grows
+    assert field.error.mean() / 4 == pytest.approx(lattice_mean, abs=1e-6)
+    assert compare.mean_error.iloc[0] == pytest.approx(field.error.mean(), abs=1e-6)
+
+
+def test_map_bad_options():
+    assert invoke("map", "--decoder", "nope").exit_code == 2
+    assert invoke("map", "--density", "0").exit_code == 2
+    assert invoke("map", "--out", "x.txt").exit_code == 2
+
+
+# -------------------------------------------------------------------- reference results
+def test_reference_results_are_reproduced():
+    # Re-run one slice of the committed reference sweep with its recorded settings. Same
+    # seed, same points: the numbers agree to float32 summation order (rtol 1e-5).
+    reference = pd.read_csv(RESULTS / "reference.csv")
+    meta = json.loads((RESULTS / "reference.json").read_text())
+    settings = meta["settings"]
+    config = ExperimentConfig(stride=8, sigma=2.0, amplitude=10.0, samples=settings["samples"], seed=settings["seed"],
+                              image_size=tuple(settings["image_size"]), decoders=tuple(settings["decoders"]),
+                              device="cpu")
+    again = run_experiment(config).set_index("decoder")
+    committed = reference[(reference.stride == 8) & (reference.sigma == 2.0) & (reference.amplitude == 10.0)]
+    assert len(committed) == len(settings["decoders"])
+    for row in committed.itertuples():
+        assert again.loc[row.decoder, "mean_error"] == pytest.approx(row.mean_error, rel=1e-5), row.decoder
+        assert again.loc[row.decoder, "p95_error"] == pytest.approx(row.p95_error, rel=1e-5), row.decoder
