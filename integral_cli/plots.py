@@ -127,14 +127,19 @@ def plot_sweep(
         ax.grid(True, which="both", alpha=0.3)
     for index in range(len(panels), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
     figure.suptitle(f"{metric} against {x}" + (" (image px)" if metric in _IMAGE_PX else ""))
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     _save(figure, out)
     return len(panels)
 
 
 _IMAGE_PX = {"mean_error", "median_error", "p95_error", "max_error", "rmse", "bias_x", "bias_y", "ci95_low", "ci95_high"}
+
+
+def _off_period(step: int, period: int) -> int:
+    return step + 1 if period > 1 and step % period == 0 else step
 
 
 def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int, int] = (1200, 600)) -> None:
@@ -157,8 +162,12 @@ def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int
     image = axes[0][0].imshow(error, extent=extent, cmap="viridis", aspect="equal", vmin=0, vmax=top or 1.0)
     figure.colorbar(image, ax=axes[0][0], label="error (image px)", shrink=0.8, extend="max")
     axes[0][0].set_title("error magnitude (colours clipped at the 99th percentile)", fontsize=10)
-    stride_x = max(1, len(xs) // 24)
-    stride_y = max(1, len(ys) // 32)
+    # an arrow every few lattice points, stepping off the per-pixel period so that the
+    # arrows sample every phase of a pattern that repeats each heatmap pixel
+    xs_hm = np.unique(field["x_hm"])
+    density = round(1 / (xs_hm[1] - xs_hm[0])) if len(xs_hm) > 1 else 1
+    stride_x = _off_period(max(1, len(xs) // 24), density)
+    stride_y = _off_period(max(1, len(ys) // 32), density)
     dx = field["dx"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
     dy = field["dy"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
     grid_x, grid_y = np.meshgrid(xs[::stride_x], ys[::stride_y])
