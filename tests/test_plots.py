@@ -39,6 +39,7 @@ def png_size(path):
 
 # ------------------------------------------------------------------------------- plot
 def test_plot_writes_a_png_of_the_requested_size(tiny_sweep, tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "p.png"
     result = invoke("plot", tiny_sweep, "--x", "stride", "--out", out, "--size", "900x500")
     assert result.exit_code == 0, result.output
@@ -99,6 +100,7 @@ def test_missing_matplotlib_is_a_one_line_error(tiny_sweep, monkeypatch):
 
 # -------------------------------------------------------------------------------- map
 def test_map_writes_a_png_and_the_field(tmp_path):
+    pytest.importorskip("matplotlib")
     out, field = tmp_path / "m.png", tmp_path / "f.csv"
     result = invoke("map", "--decoder", "integral", "--image-size", "64x48", "--density", "2",
                     "--out", out, "--csv", field, "--size", "800x400", "--device", "cpu")
