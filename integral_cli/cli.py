@@ -43,6 +43,7 @@ from integral_cli.report import (
 )
 from integral_cli.seed_note import SEED_DECODERS, SEED_SIZE, run_seed
 from integral_cli.sweep import GRID_AXES, Shard, SweepConfig, SweepProgress, merge_results, run_sweep
+from integral_cli.bench import BenchConfig, run_bench
 from integral_cli.coords import CONVENTIONS
 from integral_cli.synth import ENCODERS, POSITIONS, SAMPLINGS
 
@@ -609,6 +610,57 @@ def error_map(
         if csv is not None:
             field.to_csv(csv, index=False)
     typer.echo(f"wrote {path}" + (f" and {csv}" if csv is not None else ""), err=True)
+
+
+@app.command()
+def bench(
+    device: Device = "auto",
+    size: Annotated[str, typer.Option("--size", metavar="HxW", help="Heatmap size.")] = "64x48",
+    batch: Annotated[int, typer.Option(min=1, max=10**7, help="Maps decoded per call.")] = 4096,
+    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Timed calls per decoder (after one warm-up); the median is reported.")] = 7,
+    decoders: Decoders = None,
+    dtype: Dtype = "float32",
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also time numpy argmax, the per-keypoint loops, the seed note's code, and kornia/dsntnn when installed.")] = True,
+    as_json: AsJson = False,
+    csv: Annotated[Path | None, typer.Option("--csv", metavar="PATH", help="Also write the timings to this CSV.")] = None,
+    force: Force = False,
+) -> None:
+    """Time every decoder on the same batch of maps against reading the batch once (the
+    floor for any decoder) and against the field's usual implementations."""
+    with _reported_errors():
+        config = BenchConfig(device=device, size=_image_size(size), batch=batch, repeat=repeat,
+                             decoders=_decoder_names(decoders), dtype=dtype, baselines=baselines)
+        if csv is not None:
+            check_output_path(csv, force=force)
+        with _progress() as bar:
+            task = bar.add_task("bench", total=None)
+            result = run_bench(config, progress=lambda name: bar.update(task, description=f"bench: {name}"))
+        if csv is not None:
+            pd.DataFrame(result["rows"]).to_csv(csv, index=False)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = _stdout()
+    title = (f"{config.batch} maps of {config.size[0]}x{config.size[1]} {config.dtype} · device "
+             f"{result['device']} · torch {result['torch']} · {result['threads']} threads · median of {config.repeat}")
+    table = Table(title=title)
+    for header in ("", "maps/s", "ns/map", "median ms", "min ms", "max ms", "of read rate"):
+        table.add_column(header, justify="left" if not header else "right")
+    for row in result["rows"]:
+        fraction = "" if row["read_fraction"] is None else f"{row['read_fraction']:.0%}"
+        table.add_row(row["name"], f"{row['maps_per_s']:,.0f}", f"{row['ns_per_map']:,.0f}",
+                      f"{row['median_s'] * 1e3:.2f}", f"{row['min_s'] * 1e3:.2f}", f"{row['max_s'] * 1e3:.2f}", fraction)
+    console.print(table)
+    targets = Table(title="targets (speed ratios in this run; compare: cost ratio, lower is better)")
+    for header in ("ours", "against", "ratio", "target", "met"):
+        targets.add_column(header)
+    for target in result["targets"]:
+        sign = "≤" if target.get("lower_is_better") else "≥"
+        targets.add_row(target["ours"], target["against"], f"{target['ratio']:.2f}", f"{sign} {target['target']:g}",
+                        "yes" if target["met"] else "no")
+    console.print(targets)
+    if result["dark_max_difference"] is not None:
+        console.print(f"dark against the per-keypoint DARK: largest difference {result['dark_max_difference']:.2e} heatmap px")
 
 
 def _warn(message: str) -> None:

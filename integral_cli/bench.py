@@ -1,0 +1,194 @@
+"""``bench``: how fast each decoder runs, against the memory-read floor and the field's
+usual implementations, timed in one run on the same tensor."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from integral_cli import baselines
+from integral_cli.checks import check_range, check_size
+from integral_cli.decoders import DECODERS, decode, get_decoder
+from integral_cli.devices import resolve_device, synchronize
+from integral_cli.errors import ConfigError
+from integral_cli.experiment import DTYPES, ExperimentConfig, run_experiment
+from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
+
+SIGMA = 2.0
+AMPLITUDE = 10.0
+STRIDE = 4
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``bench`` times: ``batch`` maps of ``size`` (H, W) in ``dtype`` on ``device``,
+    each decoder ``repeat`` times after a warm-up."""
+
+    device: str = "auto"
+    size: tuple[int, int] = (64, 48)
+    batch: int = 4096
+    repeat: int = 7
+    decoders: tuple[str, ...] = field(default_factory=lambda: tuple(DECODERS))
+    dtype: str = "float32"
+    baselines: bool = True
+
+    def __post_init__(self) -> None:
+        check_size(self.size, "size")
+        check_range(self.batch, "batch", 1, 10**7, integer=True)
+        check_range(self.repeat, "repeat", 1, 1000, integer=True)
+        for name in self.decoders:
+            get_decoder(name)
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+
+
+def time_call(function: Callable[[], Any], repeat: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``repeat`` calls after one warm-up call, device synchronised."""
+    function()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeat):
+        synchronize(device)
+        began = time.perf_counter()
+        function()
+        synchronize(device)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def _row(name: str, kind: str, seconds: list[float], maps: int, read_seconds: float | None) -> dict[str, Any]:
+    median = statistics.median(seconds)
+    return {
+        "name": name,
+        "kind": kind,
+        "maps": maps,
+        "median_s": median,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "maps_per_s": maps / median,
+        "ns_per_map": median / maps * 1e9,
+        "read_fraction": (read_seconds / maps) / (median / maps) if read_seconds else None,
+    }
+
+
+def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time everything; return ``{"rows": [...], "targets": [...], "dark_max_difference": ...}``.
+
+    Rows have ``name, kind, maps, median_s, min_s, max_s, maps_per_s, ns_per_map,
+    read_fraction`` (the speed as a fraction of reading the tensor once with ``sum``).
+    """
+    device = resolve_device(config.device)
+    dtype = DTYPES[config.dtype]
+    height, width = config.size
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    margin = min(6.0, (min(height, width) - 1) / 2)
+    unit = torch.rand((config.batch, 1, 2), generator=generator, dtype=torch.float64)
+    span = torch.tensor([width - 1 - 2 * margin, height - 1 - 2 * margin], dtype=torch.float64)
+    centers = (margin + unit * span).float().to(device)
+    maps = render_heatmaps(centers, config.size, SIGMA, amplitude=AMPLITUDE).to(dtype).contiguous()
+    step = progress or (lambda name: None)
+    rows: list[dict[str, Any]] = []
+
+    step("read")
+    read = statistics.median(time_call(lambda: maps.sum(), config.repeat, device))
+    rows.append(_row("read the tensor once (sum)", "floor", [read], config.batch, read))
+    for name in config.decoders:
+        step(name)
+        seconds = time_call(lambda name=name: decode(maps, name), config.repeat, device)
+        rows.append(_row(name, "decoder", seconds, config.batch, read))
+    step("render")
+    render_seconds = time_call(
+        lambda: render_heatmaps(centers, config.size, SIGMA, amplitude=AMPLITUDE), config.repeat, device
+    )
+    rows.append(_row("render_heatmaps", "render", render_seconds, config.batch, read))
+
+    step("compare")
+    experiment = ExperimentConfig(
+        stride=STRIDE, sigma=SIGMA, amplitude=AMPLITUDE, image_size=(height * STRIDE, width * STRIDE),
+        samples=config.batch, decoders=config.decoders, device=config.device, dtype=config.dtype,
+        margin=margin,
+    )
+    compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
+    rows.append(_row("compare end to end", "compare", compare_seconds, config.batch, read))
+
+    dark_difference = None
+    if config.baselines:
+        dark_difference = _baselines(config, maps, centers, device, read, rows, step)
+    return {"rows": rows, "targets": _targets(rows), "dark_max_difference": dark_difference,
+            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _baselines(config, maps, centers, device, read, rows, step) -> float | None:
+    maps_np = maps.float().cpu().numpy()
+    slow_repeat = min(config.repeat, 3)
+    step("numpy argmax")
+    rows.append(_row("numpy argmax (MMPose way)", "baseline", time_call(lambda: baselines.numpy_argmax(maps_np), config.repeat, device), config.batch, read))
+    step("loop quarter")
+    rows.append(_row("argmax + per-keypoint quarter loop (MMPose way)", "baseline",
+                     time_call(lambda: baselines.loop_quarter_offset(maps_np), slow_repeat, device), config.batch, read))
+    dark_difference = None
+    if baselines.loop_dark(maps_np[:1]) is not None:
+        step("loop dark")
+        rows.append(_row("whole-map cv2 blur + per-keypoint DARK (MMPose way)", "baseline",
+                         time_call(lambda: baselines.loop_dark(maps_np), slow_repeat, device), config.batch, read))
+        theirs = torch.from_numpy(baselines.loop_dark(maps_np)).to(device)
+        dark_difference = float((decode(maps, "dark").float() - theirs).abs().max())
+    step("seed marginal")
+    rows.append(_row("seed note's marginal decoder", "baseline",
+                     time_call(lambda: baselines.seed_marginal(maps), config.repeat, device), config.batch, read))
+    step("seed generator")
+    count = min(config.batch, 512)
+    joints = centers[:count, 0].cpu().numpy()
+    fwhm = FWHM_PER_SIGMA * SIGMA
+    rows.append(_row("seed note's generator (numpy loop)", "baseline",
+                     time_call(lambda: baselines.seed_generator(joints, *config.size, fwhm), slow_repeat, device), count, None))
+    for name, function in baselines.library_soft_argmax().items():
+        step(name)
+        rows.append(_row(name, "baseline", time_call(lambda f=function: f(maps), config.repeat, device), config.batch, read))
+    return dark_difference
+
+
+# (ours, theirs or None for the read floor, required ratio of speeds)
+_TARGETS: tuple[tuple[str, str | None, float], ...] = (
+    ("argmax", "numpy argmax (MMPose way)", 1.0),
+    ("argmax", None, 0.4),
+    ("argmax-quarter", "argmax + per-keypoint quarter loop (MMPose way)", 3.0),
+    ("argmax-quarter", None, 0.3),
+    ("dark", "whole-map cv2 blur + per-keypoint DARK (MMPose way)", 10.0),
+    ("integral", "kornia spatial_soft_argmax2d", 3.0),
+    ("integral", "dsntnn flat_softmax + dsnt", 1.2),
+    ("integral-marginal", None, 0.3),
+    ("integral-marginal", "seed note's marginal decoder", 1.0),
+    ("render_heatmaps", "seed note's generator (numpy loop)", 20.0),
+)
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    speed = {row["name"]: row["maps_per_s"] for row in rows}
+    read = rows[0]["maps_per_s"]
+    out = []
+    for ours, theirs, required in _TARGETS:
+        if ours not in speed or (theirs is not None and theirs not in speed):
+            continue
+        ratio = speed[ours] / (speed[theirs] if theirs else read)
+        out.append({"ours": ours, "against": theirs or "read rate", "ratio": ratio, "target": required,
+                    "met": ratio >= required})
+    for row in rows:
+        if row["kind"] == "decoder":
+            out.append({"ours": row["name"], "against": "read rate", "ratio": row["read_fraction"],
+                        "target": 0.2, "met": row["read_fraction"] >= 0.2})
+    if "compare end to end" in speed:
+        seconds = {row["name"]: row["median_s"] for row in rows}
+        parts = seconds["render_heatmaps"] + sum(row["median_s"] for row in rows if row["kind"] == "decoder")
+        cost = seconds["compare end to end"] / parts
+        out.append({"ours": "compare end to end", "against": "render + decoders", "ratio": cost,
+                    "target": 2.0, "met": cost <= 2.0, "lower_is_better": True})
+    return out
+
+
+__all__ = ["BenchConfig", "run_bench", "time_call"]
