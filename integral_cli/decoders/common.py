@@ -81,6 +81,7 @@ def gather_patches(
     ys = (y.unsqueeze(-1) + steps).clamp(0, height - 1)
     index = ys.unsqueeze(-1) * width + xs.unsqueeze(-2)
     values = heatmaps.flatten(-2).gather(-1, index.flatten(-2)).view(index.shape)
-    if edge:
+    crosses = (x < radius) | (x >= width - radius) | (y < radius) | (y >= height - radius)
+    if edge or not bool(crosses.any()):
         return values
     return values.masked_fill(~patch_inside(x, y, radius, (height, width)), 0.0)

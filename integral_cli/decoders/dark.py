@@ -124,6 +124,7 @@ def modulated_log_neighbourhood(
     ceiling: float = float("inf"),
     edge: bool = False,
     active: torch.Tensor | None = None,
+    peak: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``log(clip(c * blur(h), floor, ceiling))`` around each argmax pixel.
 
@@ -138,6 +139,7 @@ def modulated_log_neighbourhood(
         edge: outside the map, repeat the nearest border value (UDP) instead of
             leaving values that the caller must not use.
         active: ``(B, K)`` maps whose result is used; others may take the fast path.
+        peak: ``(B, K)`` maxima of the maps, if the caller has them already.
 
     Returns:
         ``(B, K, 2 reach + 1, 2 reach + 1)``, centre at ``[reach, reach]``.
@@ -149,7 +151,8 @@ def modulated_log_neighbourhood(
     blurred = band.mT @ gather_patches(maps, x, y, reach + radius) @ band
     if edge:
         blurred = _edge_reindex(blurred, x, y, size)
-    peak = maps.flatten(-2).amax(-1)
+    if peak is None:
+        peak = maps.flatten(-2).amax(-1)
     inside = patch_inside(x, y, reach, size)
     lowest = blurred.masked_fill(~inside, float("inf")).flatten(-2).amin(-1)
     exact = (peak > 0) & (lowest >= floor) & (peak <= ceiling)
@@ -166,7 +169,9 @@ def modulated_log_neighbourhood(
     return torch.log((scale[..., None, None] * blurred).clamp(floor, ceiling))
 
 
-def refine_dark(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
+def refine_dark(
+    heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int = 11, peak: torch.Tensor | None = None
+) -> torch.Tensor:
     """DARK (Zhang et al., CVPR 2020): one Newton step on the log of the modulated map.
 
     With ``f`` the log of the blurred, rescaled map (clamped at 1e-10), at the pixel
@@ -187,7 +192,7 @@ def refine_dark(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int =
     height, width = maps.shape[-2:]
     x, y, finite = pixel_indices(coords)
     interior = finite & (x >= 2) & (x <= width - 3) & (y >= 2) & (y <= height - 3)
-    f = modulated_log_neighbourhood(maps, x, y, 2, kernel_size, floor=DARK_FLOOR, active=interior)
+    f = modulated_log_neighbourhood(maps, x, y, 2, kernel_size, floor=DARK_FLOOR, active=interior, peak=peak)
     centre = f[..., 2, 2]
     dx = 0.5 * (f[..., 2, 3] - f[..., 2, 1])
     dy = 0.5 * (f[..., 3, 2] - f[..., 1, 2])
@@ -201,7 +206,9 @@ def refine_dark(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int =
     return coords.to(maps.dtype) + torch.where(step.unsqueeze(-1), offset, 0.0)
 
 
-def refine_dark_udp(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
+def refine_dark_udp(
+    heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: int = 11, peak: torch.Tensor | None = None
+) -> torch.Tensor:
     """UDP-DARK (Huang et al., CVPR 2020): the DARK step with step-1 differences.
 
     The modulated map is clipped to ``[1e-3, 50]`` before the log and padded by
@@ -221,7 +228,7 @@ def refine_dark_udp(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: i
     maps = heatmaps.to(working_dtype(heatmaps))
     x, y, finite = pixel_indices(coords)
     f = modulated_log_neighbourhood(
-        maps, x, y, 1, kernel_size, floor=UDP_FLOOR, ceiling=UDP_CEILING, edge=True, active=finite
+        maps, x, y, 1, kernel_size, floor=UDP_FLOOR, ceiling=UDP_CEILING, edge=True, active=finite, peak=peak
     )
     centre = f[..., 1, 1]
     right, left, down, up = f[..., 1, 2], f[..., 1, 0], f[..., 2, 1], f[..., 0, 1]
@@ -237,9 +244,11 @@ def refine_dark_udp(heatmaps: torch.Tensor, coords: torch.Tensor, kernel_size: i
 
 def decode_dark(heatmaps: torch.Tensor, dark_kernel: int = 11) -> torch.Tensor:
     """Argmax, then the DARK step (see :func:`refine_dark`)."""
-    return refine_dark(heatmaps, get_heatmap_maximum(heatmaps)[0], dark_kernel)
+    coords, peak = get_heatmap_maximum(heatmaps)
+    return refine_dark(heatmaps, coords, dark_kernel, peak.to(working_dtype(heatmaps)))
 
 
 def decode_dark_udp(heatmaps: torch.Tensor, dark_kernel: int = 11) -> torch.Tensor:
     """Argmax, then the UDP-DARK step (see :func:`refine_dark_udp`)."""
-    return refine_dark_udp(heatmaps, get_heatmap_maximum(heatmaps)[0], dark_kernel)
+    coords, peak = get_heatmap_maximum(heatmaps)
+    return refine_dark_udp(heatmaps, coords, dark_kernel, peak.to(working_dtype(heatmaps)))
