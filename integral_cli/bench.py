@@ -14,7 +14,7 @@ import torch
 from integral_cli import baselines
 from integral_cli.checks import check_range, check_size
 from integral_cli.decoders import DECODERS, decode, get_decoder
-from integral_cli.devices import resolve_device, synchronize
+from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import DTYPES, ExperimentConfig, run_experiment
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
@@ -83,6 +83,8 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     read_fraction`` (the speed as a fraction of reading the tensor once with ``sum``).
     """
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        limit_allocator_slack()  # time everything under the allocator policy compare runs with
     dtype = DTYPES[config.dtype]
     height, width = config.size
     generator = torch.Generator(device="cpu").manual_seed(0)
