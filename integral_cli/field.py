@@ -10,12 +10,15 @@ import torch
 from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image
 from integral_cli.devices import resolve_device
+from integral_cli.errors import ConfigError
 from integral_cli.experiment import ExperimentConfig, ProgressCallback, evaluate_points
 
 #: Columns of the field table: true position (heatmap and image px), signed error and
 #: its length (image px).
 FIELD_COLUMNS: tuple[str, ...] = ("x_hm", "y_hm", "x_img", "y_img", "dx", "dy", "error")
 MAX_DENSITY = 64
+#: Most lattice points one field may have (each is a whole map to render and decode).
+MAX_POINTS = 2_000_000
 
 
 def lattice_points(heatmap_size: tuple[int, int], density: int) -> torch.Tensor:
@@ -59,6 +62,12 @@ def error_field(
         One row per lattice point, columns :data:`FIELD_COLUMNS`.
     """
     check_range(density, "density", 1, MAX_DENSITY, integer=True)
+    points = config.heatmap_size[0] * config.heatmap_size[1] * density**2
+    if points > MAX_POINTS:
+        raise ConfigError(
+            f"a {config.heatmap_size[0]}x{config.heatmap_size[1]} heatmap at density {density} is {points:,} maps "
+            f"to decode, more than {MAX_POINTS:,}; lower --density or raise --stride"
+        )
     points_hm = lattice_points(config.heatmap_size, density)
     # the lattice replaces the sampling: no margin applies
     config = dataclasses.replace(
