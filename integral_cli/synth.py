@@ -94,9 +94,8 @@ def render_heatmaps(
         return profile_y.unsqueeze(-1) + profile_x.unsqueeze(-2)
     if encoder == "seed":
         amplitude = SEED_PEAK
-    # The amplitude goes on the short profile, and the outer product is a matrix product
-    # with an inner dimension of 1: on the CPU three times faster than a broadcast multiply.
-    return (amplitude * profile_y).unsqueeze(-1) @ profile_x.unsqueeze(-2)
+    # The amplitude goes on the short profile, so the big outer product is one multiply.
+    return (amplitude * profile_y).unsqueeze(-1) * profile_x.unsqueeze(-2)
 
 
 def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: str) -> torch.Tensor:
