@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from rich.table import Table
 from integral_cli import __version__
 from integral_cli.decoders import DECODERS
 from integral_cli.devices import DEVICE_HELP, device_name, resolve_device
-from integral_cli.errors import ConfigError, IntegralError
+from integral_cli.errors import ConfigError, IntegralError, MissingResultsError
 from integral_cli.experiment import (
     DEFAULT_MAX_MEMORY_MIB,
     DTYPES,
@@ -299,7 +300,7 @@ def compare(
         used = resolve_device(config.device)
         with _progress() as progress:
             task = progress.add_task("compare", total=config.total_samples)
-            rows = run_experiment(config, progress=lambda done: progress.update(task, completed=done))
+            rows = run_experiment(config, progress=lambda done: progress.update(task, completed=done), on_warning=_warn)
         rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
         if csv is not None:
             write_csv(csv, rows)
@@ -470,6 +471,8 @@ def sweep(
         def finished(progress_now: SweepProgress) -> None:
             state.skipped, state.written = progress_now.skipped, progress_now.written
 
+        # a scheduler's SIGTERM (preemption) ends the sweep like Ctrl-C: sidecar marked, exit 130
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with _progress() as bar:
                 task = bar.add_task("sweep", total=None)
@@ -493,6 +496,10 @@ def sweep(
                 err=True,
             )
             raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if state.total == 0:
+        _warn(f"shard {part} of this grid is empty: it has no configuration to run")
     skipped = f", {state.skipped} already there" if state.skipped else ""
     typer.echo(
         f"wrote {state.written * len(grid.base.decoders)} rows ({state.written} configurations"
@@ -601,10 +608,17 @@ def error_map(
         require_matplotlib()  # before the long computation, not after it
         with _progress() as bar:
             task = bar.add_task("map", total=config.heatmap_size[0] * config.heatmap_size[1] * density**2)
-            field = error_field(config, decoder, density, progress=lambda n: bar.update(task, completed=n))
+            field = error_field(config, decoder, density, progress=lambda n: bar.update(task, completed=n),
+                                on_warning=_warn)
+        finite = field.error.notna()
+        if not finite.any():
+            raise MissingResultsError(f"{decoder} gave no finite result anywhere on these maps; nothing to draw")
+        if not finite.all():
+            _warn(f"{int((~finite).sum())} of {len(field)} positions gave a non-finite result; they are left blank")
         title = (
             f"{decoder} · stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · "
             f"beta {beta:g} · {encoder} · mean error {field.error.mean():.4f} image px"
+            + ("" if finite.all() else f" over {int(finite.sum())} finite of {len(field)}")
         )
         plot_field(field, path, title=title, size_px=size_px)
         if csv is not None:
@@ -661,6 +675,10 @@ def bench(
     console.print(targets)
     if result["dark_max_difference"] is not None:
         console.print(f"dark against the per-keypoint DARK: largest difference {result['dark_max_difference']:.2e} heatmap px")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _warn(message: str) -> None:

@@ -43,3 +43,7 @@ class OutOfMemoryError(IntegralError, MemoryError):
 
 class MissingDependencyError(IntegralError, ImportError):
     """An optional dependency (matplotlib, for pictures) is not installed."""
+
+
+class MissingResultsError(IntegralError):
+    """A computation produced nothing to report (every result non-finite)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -46,6 +47,7 @@ def error_field(
     density: int = 4,
     *,
     progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Decode a dense lattice of ground-truth positions covering the whole heatmap.
 
@@ -57,6 +59,7 @@ def error_field(
         decoder: the decoder to map.
         density: lattice points per heatmap pixel along each axis.
         progress: called with the number of points finished.
+        on_warning: called when a chunk is halved after running out of memory.
 
     Returns:
         One row per lattice point, columns :data:`FIELD_COLUMNS`.
@@ -77,7 +80,7 @@ def error_field(
     truth = heatmap_to_image(points_hm, config.stride, config.convention, tuple(config.image_size))
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
     truth = truth.float().to(device=device, dtype=render_dtype).unsqueeze(1)
-    offsets, _ = evaluate_points(config, truth, progress=progress)
+    offsets, _ = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
     offsets = offsets[decoder].double().cpu()
     image = truth[:, 0].double().cpu()
     return pd.DataFrame(

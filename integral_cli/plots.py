@@ -7,6 +7,8 @@ imported only here, with the non-interactive Agg backend.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,7 @@ def plot_sweep(
         for decoder in decoders:
             line = subset[subset["decoder"] == decoder].sort_values(x)
             ax.plot(line[x], line[metric], marker="o", markersize=3, label=decoder)
-        if metric in ("mean_error", "mean_error_hm"):
+        if metric in ("mean_error", "mean_error_hm") and "argmax" in decoders:
             reference = subset.drop_duplicates(x).sort_values(x)
             scale = reference["stride"] if metric == "mean_error" else 1.0
             ax.plot(reference[x], ARGMAX_MEAN_ERROR_HM * np.asarray(scale, dtype=float) * np.ones(len(reference)),
@@ -183,6 +185,22 @@ def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     _save(figure, out)
+
+
+def _quiet(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``function`` without numpy's and matplotlib's warnings about NaN fields."""
+
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return function(*args, **kwargs)
+
+    quiet.__doc__ = function.__doc__
+    return quiet
+
+
+plot_field = _quiet(plot_field)
+plot_sweep = _quiet(plot_sweep)
 
 
 __all__ = ["PLOT_AXES", "PLOT_METRICS", "MissingDependencyError", "plot_field", "plot_sweep"]

@@ -57,6 +57,12 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: The CSV columns that hold words, not numbers.
+TEXT_COLUMNS = frozenset(
+    {"sigma_unit", "encoder", "position", "convention", "decode_convention", "sampling", "decoder", "device", "dtype"}
+)
+
+
 def check_output_path(path: Path, *, force: bool = False) -> Path:
     """Refuse an output path that exists (unless ``force``) or cannot be created.
 
@@ -138,6 +144,15 @@ def read_results(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
         raise InputFileError(f"cannot parse {path}: {str(error).splitlines()[0]}") from error
+    for column in CSV_COLUMNS:
+        if column in TEXT_COLUMNS:
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna() & frame[column].notna()
+        if bad.any():
+            line = int(bad.idxmax()) + 2
+            raise InputFileError(f"{path} line {line}: {column} is not a number ({frame[column][bad.idxmax()]!r})")
+        frame[column] = numbers
     short = frame[list(CSV_COLUMNS)].isna().all(axis=1) | frame["seconds"].isna()
     if short.any():
         line = int(short.idxmax()) + 2

@@ -233,6 +233,19 @@ def run_sweep(
 _FREE_SETTINGS = ("max_memory_mib",)
 
 
+def read_sweep_sidecar(path: Path) -> dict[str, Any]:
+    """A sweep's sidecar, checked to hold a settings table with the decoders and a grid
+    with every axis."""
+    payload = read_sidecar(path)
+    settings, grid = payload.get("settings"), payload.get("grid")
+    if not isinstance(settings, dict) or not isinstance(settings.get("decoders"), list):
+        raise InputFileError(f"{path} has no settings with a list of decoders")
+    if not isinstance(grid, dict) or any(not isinstance(grid.get(axis), list) or not grid[axis] for axis in GRID_AXES):
+        missing = [axis for axis in GRID_AXES if not isinstance(grid, dict) or not isinstance(grid.get(axis), list)]
+        raise InputFileError(f"{path} has no grid values for {', '.join(missing) or 'some axes'}")
+    return payload
+
+
 def setting_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, shard: bool = True) -> list[str]:
     """Human-readable differences between two sidecars' settings, grid and shard."""
     differences = []
@@ -242,7 +255,7 @@ def setting_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, shard
             if name in _FREE_SETTINGS or before.get(name) == after.get(name):
                 continue
             differences.append(f"{name}: {before.get(name)!r} then {after.get(name)!r}")
-    if shard and old.get("shard") != new.get("shard"):
+    if shard and (old.get("shard") or "1/1") != (new.get("shard") or "1/1"):
         differences.append(f"shard: {old.get('shard')!r} then {new.get('shard')!r}")
     return differences
 
@@ -251,7 +264,7 @@ def _resumable(
     sweep: SweepConfig, configurations: list[ExperimentConfig], out: Path, sidecar: dict[str, Any]
 ) -> tuple[list[ExperimentConfig], bool]:
     """The configurations still to run in a resumed sweep, and whether to write a header."""
-    old = read_sidecar(sidecar_path(out))
+    old = read_sweep_sidecar(sidecar_path(out))
     differences = setting_differences(old, sidecar)
     if differences:
         raise ConfigError(
@@ -267,6 +280,8 @@ def _resumable(
             raise InputFileError(
                 f"{out} holds a configuration this sweep does not have ({_describe(key, sweep.grid)})"
             )
+        if row["decoder"] in found.get(key, set()):
+            raise InputFileError(f"{out} holds {_describe(key, sweep.grid)} twice; remove the repeated rows")
         found.setdefault(key, set()).add(row["decoder"])
     done = {key for key, names in found.items() if names == decoders}
     if len(done) < len(found):
@@ -312,11 +327,12 @@ def merge_results(
         raise ConfigError("no parts to merge")
     if len(set(map(Path.resolve, parts))) != len(parts):
         raise InputFileError("a part is listed twice")
-    if sidecar_path(out) == out or out.resolve() in {p.resolve() for p in parts}:
+    taken = {p.resolve() for p in parts} | {sidecar_path(p).resolve() for p in parts}
+    if sidecar_path(out) == out or out.resolve() in taken or sidecar_path(out).resolve() in taken:
         raise OutputPathError(f"{out} cannot be both a part and the merged output, or a .json name")
     check_output_path(out, force=force)
     check_output_path(sidecar_path(out), force=force)
-    sidecars = [read_sidecar(sidecar_path(part)) for part in parts]
+    sidecars = [read_sweep_sidecar(sidecar_path(part)) for part in parts]
     reference = sidecars[0]
     for part, other in zip(parts[1:], sidecars[1:]):
         differences = setting_differences(reference, other, shard=False)

@@ -232,3 +232,73 @@ def test_random_options_never_crash(tmp_path_factory, options, command):
     if result.exit_code == 0:
         frame = pd.read_csv(out)
         assert tuple(frame.columns) == CSV_COLUMNS and len(frame) >= 1
+
+
+# ------------------------------------------------------------------ review follow-ups
+def test_sigterm_ends_a_sweep_like_ctrl_c(tmp_path):
+    out = tmp_path / "t.csv"
+    args = [*SWEEP, "--sigmas", "1,1.5,2,2.5", "--max-memory", "8", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "integral_cli", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 3):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "--resume" in stderr
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "interrupted"
+    read_results(out)
+
+
+def test_resume_refuses_repeated_rows(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines + lines[1:2]))
+    result = invoke(*SWEEP, "--strides", "4", "--out", out, "--resume")
+    assert result.exit_code == 2 and "twice" in result.stderr
+
+
+@pytest.mark.parametrize("sidecar", ['{"settings": [], "grid": []}', '{"settings": {}, "grid": {}}', "not json"])
+def test_a_malformed_sidecar_is_refused(tmp_path, sidecar):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
+    out.with_suffix(".json").write_text(sidecar)
+    for result in (invoke(*SWEEP, "--strides", "4", "--out", out, "--resume"), invoke("merge", tmp_path / "m.csv", out)):
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_a_csv_with_words_for_numbers_is_refused(tmp_path):
+    out = tmp_path / "s.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    lines[1] = "abc" + lines[1][lines[1].index(","):]
+    out.write_text("".join(lines))
+    result = invoke("plot", out)
+    assert result.exit_code == 2 and "line 2: stride is not a number" in result.stderr
+
+
+def test_merge_never_overwrites_a_parts_sidecar(tmp_path):
+    part = tmp_path / "p.csv"
+    assert invoke(*SWEEP, "--strides", "4", "--out", part).exit_code == 0
+    before = part.with_suffix(".json").read_text()
+    result = invoke("merge", tmp_path / "p.tsv", part, "--force")
+    assert result.exit_code == 2 and part.with_suffix(".json").read_text() == before
+
+
+def test_map_with_nothing_finite_is_an_error():
+    result = invoke("map", "--decoder", "integral-l1", "--encoder", "logit", "--image-size", "32x32", "--out",
+                    "never.png", "--device", "cpu")
+    assert result.exit_code == 1 and "no finite result" in result.stderr
+
+
+def test_compare_reports_out_of_memory_retries(monkeypatch):
+    real = experiment_module.decode
+
+    def decode_with_little_memory(maps, method, **params):
+        if maps.shape[0] > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(maps, method, **params)
+
+    monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
+    result = invoke("compare", "--samples", "20", "--decoders", "argmax", "--device", "cpu")
+    assert result.exit_code == 0 and "retrying with chunks of 10 maps" in result.stderr
