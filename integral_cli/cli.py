@@ -149,6 +149,7 @@ def _at_least(low: float) -> Callable[[float | None], float | None]:
 
 
 # ------------------------------------------------------------------- shared options
+Stride = Annotated[int, typer.Option(min=1, help="Image pixels per heatmap pixel.")]
 Sigma = Annotated[float, typer.Option(callback=_positive, help="Gaussian standard deviation (see --sigma-unit).")]
 SigmaUnit = Annotated[str, typer.Option(callback=_one_of(SIGMA_UNITS), metavar="[{}]".format("|".join(SIGMA_UNITS)), help="Unit of sigma: heatmap pixels, or image pixels (sigma_hm = sigma / stride).")]
 Amplitude = Annotated[float, typer.Option(callback=_positive, help="Peak value of the rendered maps (10 is the seed note's).")]
@@ -174,6 +175,18 @@ Sampling = Annotated[str, typer.Option(callback=_one_of(SAMPLINGS), metavar="[{}
 GridSize = Annotated[int, typer.Option(min=1, metavar="G", help="Lattice size G of --sampling grid.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _shared_settings(
+    sigma_unit: str, dark_kernel: str, window_radius: int, image_size: str, samples: int,
+    margin: float | None, decoders: str | None, device: str, seed: int, max_memory: float,
+) -> dict[str, Any]:
+    """The settings compare and sweep share, parsed into ExperimentConfig fields."""
+    return {
+        "sigma_unit": sigma_unit, "dark_kernel": _dark_kernel(dark_kernel), "window_radius": window_radius,
+        "image_size": _image_size(image_size), "samples": samples, "margin": margin,
+        "decoders": _decoder_names(decoders), "device": device, "seed": seed, "max_memory_mib": max_memory,
+    }
 
 
 # --------------------------------------------------------------------- error mapping
@@ -230,7 +243,7 @@ def _number(value: Any, digits: int = 4) -> str:
 # ------------------------------------------------------------------------- commands
 @app.command()
 def compare(
-    stride: Annotated[int, typer.Option(min=1, help="Image pixels per heatmap pixel.")] = 4,
+    stride: Stride = 4,
     sigma: Sigma = 2.0,
     sigma_unit: SigmaUnit = "heatmap",
     amplitude: Amplitude = 10.0,
@@ -272,17 +285,10 @@ def compare(
         config = ExperimentConfig(
             stride=stride,
             sigma=sigma,
-            sigma_unit=sigma_unit,
             amplitude=amplitude,
             beta=beta,
-            dark_kernel=_dark_kernel(dark_kernel),
-            window_radius=window_radius,
-            image_size=_image_size(image_size),
-            samples=samples,
-            margin=margin,
-            decoders=_decoder_names(decoders),
-            device=device,
-            seed=seed,
+            **_shared_settings(sigma_unit, dark_kernel, window_radius, image_size, samples, margin, decoders,
+                               device, seed, max_memory),
             encoder=encoder,
             noise=noise,
             distractor=distractor,
@@ -293,7 +299,6 @@ def compare(
             sampling=sampling,
             grid_size=grid_size,
             dtype=dtype,
-            max_memory_mib=max_memory,
         )
         if csv is not None:
             check_output_path(csv, force=force)
@@ -451,17 +456,9 @@ def sweep(
             # the base takes each axis's first value, so it is checked as a real configuration
             base=ExperimentConfig(
                 **{field: values[0] for field, values in axes},
-                sigma_unit=sigma_unit,
-                dark_kernel=_dark_kernel(dark_kernel),
-                window_radius=window_radius,
-                image_size=_image_size(image_size),
-                samples=samples,
-                margin=margin,
+                **_shared_settings(sigma_unit, dark_kernel, window_radius, image_size, samples, margin, decoders,
+                                   device, seed, max_memory),
                 grid_size=grid_size,
-                decoders=_decoder_names(decoders),
-                device=device,
-                seed=seed,
-                max_memory_mib=max_memory,
             ),
             axes=axes,
         )
@@ -570,7 +567,7 @@ def plot(
 @app.command("map")
 def error_map(
     decoder: Annotated[str, typer.Option(callback=_one_of(tuple(DECODERS)), metavar="NAME", help=f"The decoder to map: {', '.join(DECODERS)}.")] = "integral",
-    stride: Annotated[int, typer.Option(min=1, help="Image pixels per heatmap pixel.")] = 4,
+    stride: Stride = 4,
     sigma: Sigma = 2.0,
     sigma_unit: SigmaUnit = "heatmap",
     amplitude: Amplitude = 10.0,

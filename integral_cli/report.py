@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
+from integral_cli.metrics import SUMMARY_FIELDS
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
 #: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
@@ -39,17 +40,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "margin",
     "samples",
     "decoder",
-    "mean_error",
-    "median_error",
-    "p95_error",
-    "max_error",
-    "rmse",
-    "bias_x",
-    "bias_y",
-    "mean_error_hm",
-    "ci95_low",
-    "ci95_high",
-    "nonfinite",
+    *SUMMARY_FIELDS,
     "device",
     "dtype",
     "seed",
