@@ -119,8 +119,11 @@ def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     tensor([[[2., 1.]]])
     """
     maps = heatmaps.to(working_dtype(heatmaps))
-    weights_x = torch.softmax(beta * maps.sum(-2), dim=-1)
-    weights_y = torch.softmax(beta * maps.sum(-1), dim=-1)
+    sum_x, sum_y = maps.sum(-2), maps.sum(-1)
+    if beta != 1:
+        sum_x, sum_y = beta * sum_x, beta * sum_y
+    weights_x = torch.softmax(sum_x, dim=-1)
+    weights_y = torch.softmax(sum_y, dim=-1)
     return stack_xy(expected_coordinate(weights_x), expected_coordinate(weights_y))
 
 
