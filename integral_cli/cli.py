@@ -35,7 +35,6 @@ from integral_cli.experiment import (
 from integral_cli.field import error_field
 from integral_cli.plots import PLOT_AXES, PLOT_METRICS, plot_field, plot_sweep, require_matplotlib
 from integral_cli.report import (
-    CSV_COLUMNS,
     check_output_path,
     read_results,
     rows_as_records,

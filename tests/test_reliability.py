@@ -1,7 +1,6 @@
 """Nothing lost, bad input refused clearly, sweeps split across machines."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
