@@ -48,17 +48,16 @@ def blockwise(
 def weight_moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``sum w``, ``sum w x`` and ``sum w y`` of ``(B, K, H, W)`` weights, float64.
 
-    One pass over the weights: a matrix product with the ``(W, 2)`` basis ``[1, x]``
-    gives each row's sum and x moment (accumulated over ``W`` in the weights' dtype),
-    and the ``H`` rows are then summed in float64, which keeps float32 maps accurate
-    when two such sums are subtracted (``integral-debiased``).
+    Through the two marginals (two reductions of the map, the short sums in the weights'
+    dtype, the rest in float64): faster on the CPU than a matrix product with a
+    two-column basis, whose GEMM is inefficient at that width.
     """
     height, width = weights.shape[-2:]
-    xs = torch.arange(width, device=weights.device, dtype=weights.dtype)
-    basis = torch.stack((torch.ones_like(xs), xs), dim=-1)
-    rows = (weights @ basis).double()  # (B, K, H, 2)
+    columns = weights.sum(-2).double()  # (B, K, W)
+    rows = weights.sum(-1).double()  # (B, K, H)
+    xs = torch.arange(width, device=weights.device, dtype=torch.float64)
     ys = torch.arange(height, device=weights.device, dtype=torch.float64)
-    return rows[..., 0].sum(-1), rows[..., 1].sum(-1), rows[..., 0] @ ys
+    return rows.sum(-1), columns @ xs, rows @ ys
 
 
 def expectation_2d(weights: torch.Tensor) -> torch.Tensor:
