@@ -160,7 +160,9 @@ def test_map_bad_options():
 # -------------------------------------------------------------------- reference results
 def test_reference_results_are_reproduced():
     # Re-run one slice of the committed reference sweep with its recorded settings. Same
-    # seed, same points: the numbers agree to float32 summation order (rtol 1e-5).
+    # seed, same points: the numbers agree up to float32 summation order, which moves a
+    # sub-pixel estimate by ~2e-6 heatmap px, 1.6e-5 image px at stride 8: rel 1e-5 with
+    # an absolute floor of 2e-5 px for the near-exact decoders.
     reference = pd.read_csv(RESULTS / "reference.csv")
     meta = json.loads((RESULTS / "reference.json").read_text())
     settings = meta["settings"]
@@ -171,5 +173,5 @@ def test_reference_results_are_reproduced():
     committed = reference[(reference.stride == 8) & (reference.sigma == 2.0) & (reference.amplitude == 10.0)]
     assert len(committed) == len(settings["decoders"])
     for row in committed.itertuples():
-        assert again.loc[row.decoder, "mean_error"] == pytest.approx(row.mean_error, rel=1e-5), row.decoder
-        assert again.loc[row.decoder, "p95_error"] == pytest.approx(row.p95_error, rel=1e-5), row.decoder
+        assert again.loc[row.decoder, "mean_error"] == pytest.approx(row.mean_error, rel=1e-5, abs=2e-5), row.decoder
+        assert again.loc[row.decoder, "p95_error"] == pytest.approx(row.p95_error, rel=1e-5, abs=2e-5), row.decoder
