@@ -22,26 +22,32 @@ from integral_cli.decoders.common import (
 )
 
 
-#: Maps processed at once by the decoders that build a full-size weight map: small enough
-#: for the weights to stay in cache (a fresh 50 MB buffer for 4096 maps costs about as
-#: much in page faults as the exp that fills it), large enough that the loop over blocks
-#: costs nothing. 128 was fastest of 32 to 4096 on the 2-core machine (bench).
-BLOCK_MAPS = 128
+#: Bytes of weights built at once by the decoders that need a full-size weight map: a
+#: block this small stays in cache and, being under the 1 MiB mmap threshold the tool
+#: sets, comes from the allocator's free list instead of fresh pages (a fresh buffer for
+#: 4096 maps of 64x48 costs about as much in page faults as the exp that fills it). 64
+#: maps of 64x48 float32 ran fastest of 32 to 4096 maps on the 2-core machine (bench).
+BLOCK_BYTES = 768 * 1024
+#: Fewest maps per block, so that large maps do not turn the loop over blocks into one
+#: iteration per map.
+MIN_BLOCK_MAPS = 16
 
 
 def blockwise(
     decode_block: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
 ) -> torch.Tensor:
-    """Apply ``decode_block`` to blocks of :data:`BLOCK_MAPS` maps and join the results.
+    """Apply ``decode_block`` to blocks of about :data:`BLOCK_BYTES` of maps and join the
+    results.
 
     The same numbers as one call on everything (each map is decoded on its own), with
     bounded temporaries. With autograd on, one call, so the graph stays simple.
     """
     batch, keypoints = maps.shape[:2]
     flat = maps.reshape(batch * keypoints, 1, *maps.shape[-2:])
-    if flat.shape[0] <= BLOCK_MAPS or maps.requires_grad:
+    block = max(MIN_BLOCK_MAPS, BLOCK_BYTES // (flat[0].numel() * flat.element_size()))
+    if flat.shape[0] <= block or maps.requires_grad:
         return decode_block(maps)
-    parts = [decode_block(flat[start : start + BLOCK_MAPS]) for start in range(0, flat.shape[0], BLOCK_MAPS)]
+    parts = [decode_block(flat[start : start + block]) for start in range(0, flat.shape[0], block)]
     return torch.cat(parts).view(batch, keypoints, 2)
 
 
