@@ -157,7 +157,10 @@ def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int
     figure, axes = _figure(size_px, 1, 2)
     xs, ys = np.unique(field["x_img"]), np.unique(field["y_img"])
     error = field["error"].to_numpy().reshape(len(ys), len(xs))
-    step_x, step_y = (xs[1] - xs[0] if len(xs) > 1 else 1), (ys[1] - ys[0] if len(ys) > 1 else 1)
+    # the lattice is square in heatmap pixels: an axis with one column takes the other's step
+    step_x = xs[1] - xs[0] if len(xs) > 1 else None
+    step_y = ys[1] - ys[0] if len(ys) > 1 else None
+    step_x, step_y = step_x or step_y or 1.0, step_y or step_x or 1.0
     extent = (xs[0] - step_x / 2, xs[-1] + step_x / 2, ys[-1] + step_y / 2, ys[0] - step_y / 2)
     # the border can be far worse than the rest; clip the colours so the rest shows
     top = float(np.nanpercentile(error, 99)) if np.isfinite(error).any() else 1.0
