@@ -84,4 +84,8 @@ def gather_patches(
     crosses = (x < radius) | (x >= width - radius) | (y < radius) | (y >= height - radius)
     if edge or not bool(crosses.any()):
         return values
-    return values.masked_fill(~patch_inside(x, y, radius, (height, width)), 0.0)
+    # zero what lies outside the map, touching only the patches that cross its border
+    which = crosses.nonzero(as_tuple=True)
+    outside = ~patch_inside(x[which], y[which], radius, (height, width))
+    values[which] = values[which].masked_fill(outside, 0.0)
+    return values
