@@ -101,7 +101,7 @@ def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
 
     def integral(maps: torch.Tensor) -> torch.Tensor:
         logits = maps.flatten(-2) if beta == 1 else beta * maps.flatten(-2)
-        # torch's fused softmax is the fastest way to the weights; one GEMM, the moments
+        # torch's fused softmax is the fastest way to the weights; the marginals give the moments
         return expectation_2d(torch.softmax(logits, dim=-1).view_as(maps))
 
     return blockwise(integral, heatmaps.to(working_dtype(heatmaps)))
