@@ -32,7 +32,10 @@ from integral_cli.experiment import (
     ExperimentConfig,
     run_experiment,
 )
+from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, pck_column
 from integral_cli.field import error_field
+from integral_cli.fit import DEFAULT_LEARNING_RATES, DEFAULT_START_DISTANCE, DEFAULT_STEPS, DEFAULT_THRESHOLD, FIT_COLUMNS, FitConfig, fit_report
+from integral_cli.gradients import DEFAULT_EPSILON, GRAD_COLUMNS, GradConfig, gradient_report
 from integral_cli.plots import PLOT_AXES, PLOT_METRICS, plot_field, plot_sweep, require_matplotlib
 from integral_cli.report import (
     check_output_path,
@@ -49,7 +52,7 @@ from integral_cli.synth import ENCODERS, POSITIONS, SAMPLINGS
 
 app = typer.Typer(
     name="integral-cli",
-    help="Measure the quantization error of keypoint heatmap decoders on synthetic maps.",
+    help="Measure the quantization error of keypoint heatmap decoders on synthetic maps, their gradients, and your own model's heatmaps.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -338,27 +341,29 @@ def _compare_table(config: ExperimentConfig, rows: pd.DataFrame, device: str) ->
     caption = "errors in image pixels; CI = 95% interval of the mean"
     if config.sampling == "grid":
         caption = "errors in image pixels; no CI: a lattice is not a random sample"
+    return _error_table(title, caption, rows)
+
+
+def _error_table(title: str, caption: str, rows: pd.DataFrame, extra: dict[str, str] | None = None) -> Table:
+    """The error table of compare and evaluate; ``extra`` maps more columns (fractions,
+    shown as percentages) to their headers."""
+    extra = extra or {}
     if rows.nonfinite.any():
         caption += "; ! = some results were not finite, statistics are over the finite ones"
     table = Table(title=title, caption=caption)
     for header in ("decoder", "mean", "median", "p95", "max", "rmse", "bias x", "bias y",
-                   "mean (hm px)", "95% CI of mean", "non-finite", "seconds"):
+                   "mean (hm px)", "95% CI of mean", *extra.values(), "non-finite", "seconds"):
         table.add_column(header, justify="left" if header == "decoder" else "right")
-    for row in rows.itertuples(index=False):
-        flag = " !" if row.nonfinite else ""
+    for row in rows.to_dict(orient="records"):
+        flag = " !" if row["nonfinite"] else ""
         table.add_row(
-            row.decoder + flag,
-            _number(row.mean_error),
-            _number(row.median_error),
-            _number(row.p95_error),
-            _number(row.max_error),
-            _number(row.rmse),
-            _number(row.bias_x),
-            _number(row.bias_y),
-            _number(row.mean_error_hm),
-            f"{_number(row.ci95_low)} – {_number(row.ci95_high)}",
-            str(row.nonfinite),
-            f"{row.seconds:.3f}",
+            row["decoder"] + flag,
+            *(_number(row[column]) for column in ("mean_error", "median_error", "p95_error", "max_error",
+                                                   "rmse", "bias_x", "bias_y", "mean_error_hm")),
+            f"{_number(row['ci95_low'])} – {_number(row['ci95_high'])}",
+            *(f"{row[column]:.1%}" for column in extra),
+            str(row["nonfinite"]),
+            f"{row['seconds']:.3f}",
         )
     return table
 
@@ -720,6 +725,207 @@ def list_decoders(as_json: AsJson = False) -> None:
         table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-",
                       d.description, d.reference)
     _stdout().print(table)
+
+
+# ------------------------------------------------------- training: grad, fit, evaluate
+def _toy_maps(
+    stride: int, sigma: float, sigma_unit: str, amplitude: float, beta: float, dark_kernel: str, window_radius: int,
+    image_size: str, samples: int, decoders: str | None, device: str, seed: int, **more: Any,
+) -> ExperimentConfig:
+    """The maps grad and fit work on: interior points, the default memory budget."""
+    return ExperimentConfig(
+        stride=stride, sigma=sigma, amplitude=amplitude, beta=beta, **more,
+        **_shared_settings(sigma_unit, dark_kernel, window_radius, image_size, samples, None, decoders, device,
+                           seed, DEFAULT_MAX_MEMORY_MIB),
+    )
+
+
+def _check_table(rows: pd.DataFrame, title: str) -> Table:
+    caption = "gradients of the image-pixel coordinate; fd = central finite difference"
+    if ((rows["gradient"] != "yes") & (rows["fd_derivative"] > 0)).any():
+        caption += "; a non-zero fd without a gradient is a jump (e.g. the quarter offset flipping on a tie)"
+    table = Table(title=title, caption=caption)
+    for header in ("decoder", "declared", "gradient", "|d(x,y)/dh|", "pixels reached", "mean |fd|",
+                   "largest rel. difference", "agrees"):
+        table.add_column(header, justify="left" if header in ("decoder", "declared", "gradient", "agrees") else "right")
+    for row in rows.to_dict(orient="records"):
+        agrees = "-" if row["agrees"] is None else ("yes" if row["agrees"] else "NO")
+        difference = "-" if math.isnan(row["max_relative_difference"]) else f"{row['max_relative_difference']:.1e}"
+        table.add_row(row["decoder"], "differentiable" if row["declared_differentiable"] else "not differentiable",
+                      row["gradient"], _number(row["grad_norm"]), f"{row['support_px']:.0f}",
+                      _number(row["fd_derivative"]), difference, agrees)
+    return table
+
+
+@app.command()
+def grad(
+    stride: Stride = 4,
+    sigma: Sigma = 2.0,
+    sigma_unit: SigmaUnit = "heatmap",
+    amplitude: Amplitude = 10.0,
+    beta: Beta = 1.0,
+    dark_kernel: DarkKernel = "11",
+    window_radius: WindowRadius = 2,
+    image_size: ImageSize = "256x192",
+    samples: Annotated[int, typer.Option(min=1, max=100_000, help="Maps to check, one per random sub-pixel point.")] = 16,
+    decoders: Decoders = None,
+    device: Device = "auto",
+    seed: Seed = 0,
+    encoder: Encoder = "gaussian",
+    noise: Noise = 0.0,
+    epsilon: Annotated[float, typer.Option(callback=_positive, help="Relative step of the finite differences: each pixel h moves by eps*r*h, r standard normal.")] = DEFAULT_EPSILON,
+    as_json: AsJson = False,
+) -> None:
+    """Show which decoders pass a gradient from the decoded point back to the heatmap,
+    how large it is, and whether autograd agrees with finite differences (float64)."""
+    with _reported_errors():
+        config = GradConfig(
+            _toy_maps(stride, sigma, sigma_unit, amplitude, beta, dark_kernel, window_radius, image_size, samples,
+                      decoders, device, seed, encoder=encoder, noise=noise),
+            epsilon=epsilon,
+        )
+        rows = gradient_report(config)
+    if as_json:
+        typer.echo(json.dumps(rows_as_records(rows, GRAD_COLUMNS), indent=2))
+        return
+    experiment = config.experiment
+    title = (f"stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · {encoder} maps"
+             f"{f' + noise {noise:g}' if noise else ''} · {experiment.total_samples} maps of "
+             f"{experiment.heatmap_size[0]}x{experiment.heatmap_size[1]} · float64 · eps {epsilon:g} · seed {seed}")
+    _stdout().print(_check_table(rows, title))
+
+
+def _learning_rates(text: str) -> tuple[float, ...]:
+    return _positive_floats(text, "--learning-rates")
+
+
+@app.command()
+def fit(
+    stride: Stride = 4,
+    sigma: Sigma = 2.0,
+    sigma_unit: SigmaUnit = "heatmap",
+    amplitude: Amplitude = 10.0,
+    beta: Beta = 1.0,
+    dark_kernel: DarkKernel = "11",
+    window_radius: WindowRadius = 2,
+    image_size: ImageSize = "256x192",
+    samples: Annotated[int, typer.Option(min=1, max=10_000, help="Targets, each with its own free heatmap.")] = 16,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Adam steps per decoder (cosine schedule to 0).")] = DEFAULT_STEPS,
+    learning_rates: Annotated[str, _list_option("Comma-separated Adam learning rates, trained side by side; each decoder is reported at its best.")] = ",".join(f"{r:g}" for r in DEFAULT_LEARNING_RATES),
+    threshold: Annotated[float, typer.Option(callback=_positive, help="Converged when every target is within this many image pixels.")] = DEFAULT_THRESHOLD,
+    start_distance: Annotated[float, typer.Option(callback=_at_least(0), help="How far each starting blob is from its target, heatmap pixels.")] = DEFAULT_START_DISTANCE,
+    decoders: Decoders = None,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    encoder: Encoder = "gaussian",
+    dtype: Annotated[str, typer.Option(callback=_one_of(("float32", "float64")), metavar="[float32|float64]", help="Precision of the trained maps.")] = "float32",
+    as_json: AsJson = False,
+) -> None:
+    """Train a free heatmap per target through each decoder (L1 loss on the decoded
+    point, Adam) and report how close it gets and how many steps it takes.
+
+    Each heatmap starts as the encoder's blob --start-distance away from a random
+    sub-pixel target. Deterministic: the same options give the same numbers.
+    """
+    with _reported_errors():
+        config = FitConfig(
+            _toy_maps(stride, sigma, sigma_unit, amplitude, beta, dark_kernel, window_radius, image_size, samples,
+                      decoders, device, seed, encoder=encoder, dtype=dtype),
+            steps=steps, learning_rates=_learning_rates(learning_rates), threshold=threshold,
+            start_distance=start_distance,
+        )
+        names = config.experiment.decoders
+        with _progress() as bar:
+            task = bar.add_task("fit", total=len(names) * steps)
+            done: dict[str, int] = {}
+
+            def advance(name: str, step: int) -> None:
+                done[name] = step
+                bar.update(task, completed=sum(done.values()), description=f"fit: {name}")
+
+            best, runs = fit_report(config, progress=advance)
+    if as_json:
+        typer.echo(json.dumps({"best": rows_as_records(best, FIT_COLUMNS), "runs": rows_as_records(runs, FIT_COLUMNS)},
+                              indent=2))
+        return
+    title = (f"stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · {encoder} start "
+             f"{start_distance:g} hm px off · {config.experiment.total_samples} targets · {steps} Adam steps · "
+             f"{dtype} · seed {seed}")
+    table = Table(title=title, caption=f"errors in image pixels; steps until every target is within {threshold:g} px")
+    for header in ("decoder", "gradient", "best lr", "start error", "final error", "worst final",
+                   f"steps to {threshold:g} px", "trainable"):
+        table.add_column(header, justify="left" if header in ("decoder", "gradient", "trainable") else "right")
+    for row in best.to_dict(orient="records"):
+        reached = row["steps_to_threshold"]
+        table.add_row(row["decoder"], row["gradient"],
+                      "-" if math.isnan(row["learning_rate"]) else f"{row['learning_rate']:g}",
+                      _number(row["start_error"]), _number(row["final_error"]), _number(row["final_max_error"]),
+                      "never" if pd.isna(reached) else str(reached),
+                      "yes" if row["trainable"] else ("no: no gradient" if row["gradient"] != "yes" else "no"))
+    _stdout().print(table)
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    values = _positive_floats(text, "--pck")
+    if len(set(values)) != len(values):
+        raise typer.BadParameter("a threshold is listed twice", param_hint="--pck")
+    return values
+
+
+@app.command()
+def evaluate(
+    heatmaps: Annotated[Path, typer.Option("--heatmaps", metavar="FILE", help="Your model's heatmaps, (N, K, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict holding one).")],
+    targets: Annotated[Path, typer.Option("--targets", metavar="FILE", help="Ground truth in image pixels: .npy (N, K, 2), or (N, K, 3) with visibility; or .csv with columns sample, keypoint, x, y[, visible]. Visibility 0 leaves a keypoint out.")],
+    stride: Stride = 4,
+    convention: Annotated[str, typer.Option(callback=_one_of(CONVENTIONS), metavar="[{}]".format("|".join(CONVENTIONS)), help="Heatmap-to-image mapping (see README, Conventions).")] = "center",
+    image_size: Annotated[str | None, typer.Option("--image-size", metavar="HxW", show_default="heatmap size x stride", help="Input image size; used by --convention udp.")] = None,
+    decoders: Decoders = None,
+    beta: Beta = 1.0,
+    dark_kernel: Annotated[int, typer.Option(min=1, help="Blur kernel size of dark and dark-udp (odd).")] = 11,
+    window_radius: WindowRadius = 2,
+    pck: Annotated[str, _list_option("Comma-separated PCK thresholds, image pixels.")] = "1,2,4",
+    device: Device = "auto",
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
+    csv: Annotated[Path | None, typer.Option("--csv", metavar="PATH", help="Also write the rows to this CSV.")] = None,
+    force: Force = False,
+    as_json: AsJson = False,
+) -> None:
+    """Decode heatmaps saved from your own model with every decoder and print the same
+    error table as compare, plus PCK.
+
+    Maps are read in chunks that fit --max-memory; .npy, uncompressed .npz and .pt
+    files are memory-mapped, so they may be larger than memory.
+    """
+    with _reported_errors():
+        config = EvaluateConfig(
+            heatmaps=heatmaps, targets=targets, stride=stride, convention=convention,
+            image_size=None if image_size is None else _image_size(image_size), decoders=_decoder_names(decoders),
+            beta=beta, dark_kernel=dark_kernel, window_radius=window_radius, pck=_thresholds(pck),
+            device=device, max_memory_mib=max_memory,
+        )
+        if csv is not None:
+            check_output_path(csv, force=force)
+        with _progress() as bar:
+            task = bar.add_task("evaluate", total=None)
+            rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
+        rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
+        columns = evaluate_columns(config.pck)
+        if csv is not None:
+            write_csv(csv, rows, columns)
+    if as_json:
+        typer.echo(json.dumps(rows_as_records(rows, columns), indent=2))
+        return
+    first = rows.iloc[0]
+    samples, keypoints, height, width = source.shape
+    title = (
+        f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
+        f"{' (memory-mapped)' if source.mapped else ''} · targets {targets}: {first['visible']} keypoints counted\n"
+        f"stride {stride} → image {first['image_h']}x{first['image_w']} · convention {convention} · beta {beta:g} · "
+        f"dark kernel {dark_kernel} · window radius {window_radius} · device {first['device']}"
+    )
+    caption = "errors in image pixels; CI = 95% interval of the mean; PCK@t = share within t px"
+    extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
+    _stdout().print(_error_table(title, caption, rows, extra))
 
 
 def _version(value: bool) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image, image_to_heatmap
-from integral_cli.decoders import DECODERS, check_decoder_params, decode, get_decoder
+from integral_cli.decoders import DECODERS, check_decoder_names, check_decoder_params, decode
 from integral_cli.decoders.dark import kernel_size_for_sigma
 from integral_cli.devices import (
     is_out_of_memory,
@@ -155,12 +155,7 @@ class ExperimentConfig:
         check_range(self.samples, "samples", 1, MAX_SAMPLES, integer=True)
         if self.margin is not None:
             check_range(self.margin, "margin", 0, math.inf)
-        if not self.decoders:
-            raise ConfigError("no decoders given")
-        for name in self.decoders:
-            get_decoder(name)
-        if len(set(self.decoders)) != len(self.decoders):
-            raise ConfigError("a decoder is listed twice")
+        check_decoder_names(self.decoders)
         check_range(self.seed, "seed", 0, MAX_SEED, integer=True)
         _check_choice("encoder", self.encoder, tuple(ENCODERS))
         check_range(self.noise, "noise", 0, MAX_NOISE)

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +169,11 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return payload
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
+def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] = CSV_COLUMNS) -> None:
     """Write a whole table to ``path`` through a temporary file and a rename."""
     temporary = path.with_name(f".{path.name}.partial")
     try:
-        frame.to_csv(temporary, index=False, columns=list(CSV_COLUMNS))
+        frame.to_csv(temporary, index=False, columns=list(columns))
         os.replace(temporary, path)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
@@ -188,12 +189,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-def rows_as_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts keyed by the CSV columns; NaN becomes ``None``."""
-    records = frame.loc[:, list(CSV_COLUMNS)].to_dict(orient="records")
+def rows_as_records(frame: pd.DataFrame, columns: Sequence[str] = CSV_COLUMNS) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts keyed by ``columns``; NaN and missing values become ``None``."""
+    records = frame.loc[:, list(columns)].astype(object).to_dict(orient="records")
     return [
         {
-            key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            key: (None if value is pd.NA or (isinstance(value, float) and not math.isfinite(value)) else value)
             for key, value in record.items()
         }
         for record in records

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -215,3 +216,90 @@ def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "integral_cli", "--version"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("integral-cli ")
+
+
+class TestGrad:
+    def test_json_every_decoder(self):
+        result = invoke("grad", "--samples", "4", "--device", "cpu", "--json")
+        assert result.exit_code == 0, result.output
+        rows = {row["decoder"]: row for row in json.loads(result.stdout)}
+        assert list(rows) == list(DECODERS)
+        for name, row in rows.items():
+            assert (row["gradient"] == "yes") == DECODERS[name].differentiable
+            assert row["agrees"] is (True if DECODERS[name].differentiable else None)
+
+    def test_table(self):
+        result = invoke("grad", "--samples", "2", "--device", "cpu", "--decoders", "argmax,integral")
+        assert result.exit_code == 0, result.output
+        assert "not differentiable" in result.stdout and "yes" in result.stdout
+
+    def test_bad_epsilon_exits_2(self):
+        result = invoke("grad", "--epsilon", "0")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+class TestFit:
+    def test_json(self):
+        result = invoke("fit", "--samples", "2", "--steps", "30", "--decoders", "argmax,integral", "--json",
+                        "--learning-rates", "0.1,0.03")
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        best = {row["decoder"]: row for row in payload["best"]}
+        assert best["argmax"]["gradient"] == "none" and best["argmax"]["trainable"] is False
+        assert best["argmax"]["steps_to_threshold"] is None
+        assert best["integral"]["learning_rate"] in (0.1, 0.03)
+        assert len(payload["runs"]) == 4
+
+    def test_table_says_why_argmax_is_not_trainable(self):
+        result = invoke("fit", "--samples", "2", "--steps", "3", "--decoders", "argmax")
+        assert result.exit_code == 0, result.output
+        assert "no: no gradient" in result.stdout and "never" in result.stdout
+
+    @pytest.mark.parametrize("args", [["--learning-rates", "0.1,x"], ["--learning-rates", "0"], ["--steps", "0"],
+                                      ["--dtype", "float16"], ["--threshold", "-1"]])
+    def test_bad_values_exit_2(self, args):
+        result = invoke("fit", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+class TestEvaluate:
+    @pytest.fixture
+    def files(self, tmp_path):
+        maps = torch.zeros(3, 2, 8, 6)
+        maps[:, :, 2, 4] = 1.0  # argmax at (x, y) = (4, 2): image (17.5, 9.5) at stride 4
+        torch.save(maps, tmp_path / "maps.pt")
+        targets = torch.tensor([17.5, 10.5]).expand(3, 2, 2).numpy()  # 1 image px off in y
+        np.save(tmp_path / "targets.npy", targets)
+        return tmp_path / "maps.pt", tmp_path / "targets.npy"
+
+    def test_table_csv_and_json(self, files, tmp_path):
+        maps, targets = files
+        out = tmp_path / "out.csv"
+        result = invoke("evaluate", "--heatmaps", maps, "--targets", targets, "--device", "cpu", "--csv", out,
+                        "--pck", "0.5,1")
+        assert result.exit_code == 0, result.output
+        assert "PCK@0.5" in result.stdout and "memory-mapped" in result.stdout
+        rows = pd.read_csv(out).set_index("decoder")
+        assert rows.loc["argmax", "mean_error"] == pytest.approx(1.0)
+        assert rows.loc["argmax", "pck_0.5"] == 0 and rows.loc["argmax", "pck_1"] == 1
+        assert rows.loc["argmax", "visible"] == 6
+        result = invoke("evaluate", "--heatmaps", maps, "--targets", targets, "--device", "cpu", "--json",
+                        "--decoders", "argmax")
+        assert json.loads(result.stdout)[0]["bias_y"] == pytest.approx(-1.0)
+
+    def test_bad_file_is_one_line(self, files, tmp_path):
+        maps, _ = files
+        np.save(tmp_path / "short.npy", np.zeros((2, 2, 2)))
+        result = invoke("evaluate", "--heatmaps", maps, "--targets", tmp_path / "short.npy", "--device", "cpu")
+        assert_one_line_error(result, 2, "N=2, K=2 but the heatmaps hold N=3, K=2")
+
+    def test_missing_heatmaps_option(self, files):
+        _, targets = files
+        result = invoke("evaluate", "--targets", targets)
+        assert result.exit_code == 2 and "--heatmaps" in result.output
+
+    @pytest.mark.parametrize("args", [["--pck", "1,1"], ["--pck", "-1"], ["--image-size", "ax3"]])
+    def test_bad_values_exit_2(self, files, args):
+        maps, targets = files
+        result = invoke("evaluate", "--heatmaps", maps, "--targets", targets, *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output

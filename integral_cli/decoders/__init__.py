@@ -135,6 +135,17 @@ def get_decoder(name: str) -> Decoder:
         ) from None
 
 
+def check_decoder_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Check a non-empty list of known decoder names, none repeated."""
+    if not names:
+        raise ConfigError("no decoders given")
+    for name in names:
+        get_decoder(name)
+    if len(set(names)) != len(names):
+        raise ConfigError("a decoder is listed twice")
+    return names
+
+
 #: Largest accepted values: beyond them results stop being meaningful in float32
 #: (beta * amplitude near the float32 range) or the neighbourhoods outgrow any map.
 MAX_BETA = 1e6
@@ -197,6 +208,7 @@ __all__ = [
     "DECODERS",
     "DECODER_PARAMS",
     "Decoder",
+    "check_decoder_names",
     "check_decoder_params",
     "decode",
     "get_decoder",

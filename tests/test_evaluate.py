@@ -1,0 +1,306 @@
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
+from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, open_heatmaps
+from integral_cli.experiment import ExperimentConfig, render_maps, run_experiment, sample_truth
+from integral_cli.metrics import SUMMARY_FIELDS
+
+STRIDE = 4
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Maps and targets the tool renders for a compare run, saved in every format."""
+    config = ExperimentConfig(samples=3000, device="cpu", noise=0.02, seed=5)
+    truth = sample_truth(config, torch.device("cpu"))
+    maps = render_maps(config, truth, 0)
+    folder = tmp_path_factory.mktemp("rendered")
+    np.save(folder / "maps.npy", maps.numpy())
+    np.save(folder / "targets.npy", truth.numpy())
+    np.savez(folder / "maps.npz", heatmaps=maps.numpy(), other=np.zeros(3))
+    np.savez_compressed(folder / "compressed.npz", maps.numpy())
+    torch.save(maps, folder / "maps.pt")
+    torch.save({"heatmaps": maps, "epoch": torch.tensor(3)}, folder / "dict.pt")
+    return config, folder
+
+
+def evaluate(heatmaps, targets, **settings):
+    rows, source = evaluate_files(EvaluateConfig(heatmaps, targets, device="cpu", **settings))
+    return rows.set_index("decoder"), source
+
+
+def test_reproduces_compare(rendered):
+    config, folder = rendered
+    expected = run_experiment(config).set_index("decoder")
+    rows, source = evaluate(folder / "maps.npy", folder / "targets.npy", stride=config.stride)
+    assert source.mapped and source.shape == (3000, 1, 64, 48)
+    for name in config.decoders:
+        for column in ("mean_error", "median_error", "p95_error", "max_error", "rmse", "mean_error_hm"):
+            # compare subtracts in float32, evaluate in float64: they differ by float32 rounding
+            assert rows.loc[name, column] == pytest.approx(expected.loc[name, column], rel=1e-4, abs=2e-5)
+        assert rows.loc[name, "nonfinite"] == expected.loc[name, "nonfinite"]
+
+
+@pytest.mark.parametrize(("name", "mapped"), [("maps.npz", True), ("compressed.npz", False), ("maps.pt", True),
+                                              ("dict.pt", True)])
+def test_every_format_gives_the_same_rows(rendered, name, mapped):
+    _, folder = rendered
+    reference, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
+    rows, source = evaluate(folder / name, folder / "targets.npy")
+    assert source.mapped == mapped
+    pd.testing.assert_frame_equal(rows.drop(columns=["heatmaps", "seconds"]),
+                                  reference.drop(columns=["heatmaps", "seconds"]))
+
+
+def test_chunks_do_not_change_the_numbers(rendered):
+    _, folder = rendered
+    whole, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
+    # 1 MiB holds a few dozen maps at a time: about a hundred chunks
+    chunked, _ = evaluate(folder / "maps.npy", folder / "targets.npy", max_memory_mib=1)
+    pd.testing.assert_frame_equal(chunked.drop(columns="seconds"), whole.drop(columns="seconds"))
+
+
+def argmax_reference(maps: np.ndarray, targets: np.ndarray, visible: np.ndarray, thresholds):
+    """Straightforward argmax decoding and scoring, written out in numpy."""
+    n, k, h, w = maps.shape
+    flat = maps.reshape(n, k, h * w).argmax(-1)
+    decoded = np.stack((flat % w, flat // w), axis=-1) * STRIDE + (STRIDE - 1) / 2  # center convention
+    errors = np.linalg.norm(decoded - targets, axis=-1)[visible]
+    return errors.mean(), np.median(errors), [np.mean(errors <= t) for t in thresholds]
+
+
+@pytest.fixture
+def keypoint_files(tmp_path, rng):
+    """Random maps with K = 3 keypoints and COCO-style visibility."""
+    maps = rng.random((40, 3, 16, 12)).astype(np.float32)
+    targets = rng.uniform(0, 48, (40, 3, 2))
+    visibility = rng.choice([0, 1, 2], size=(40, 3), p=[0.2, 0.3, 0.5])
+    np.save(tmp_path / "maps.npy", maps)
+    np.save(tmp_path / "targets.npy", np.concatenate((targets, visibility[..., None]), axis=-1))
+    return tmp_path, maps, targets, visibility
+
+
+def test_visibility_and_pck_against_a_reference(keypoint_files):
+    folder, maps, targets, visibility = keypoint_files
+    thresholds = (2.0, 8.0, 20.0)
+    rows, _ = evaluate(folder / "maps.npy", folder / "targets.npy", pck=thresholds)
+    mean, median, pck = argmax_reference(maps, targets, visibility > 0, thresholds)
+    row = rows.loc["argmax"]
+    assert row["visible"] == (visibility > 0).sum()
+    assert row["mean_error"] == pytest.approx(mean, rel=1e-12)
+    assert row["median_error"] == pytest.approx(median, rel=1e-12)
+    assert [row["pck_2"], row["pck_8"], row["pck_20"]] == pytest.approx(pck, rel=1e-12)
+    assert list(rows.columns) == [c for c in evaluate_columns(thresholds) if c != "decoder"]
+
+
+def test_csv_targets_match_npy_targets(keypoint_files):
+    folder, _, targets, visibility = keypoint_files
+    n, k = visibility.shape
+    table = pd.DataFrame({
+        "sample": np.repeat(np.arange(n), k), "keypoint": np.tile(np.arange(k), n),
+        "x": targets[..., 0].ravel(), "y": targets[..., 1].ravel(), "visible": visibility.ravel(),
+    }).sample(frac=1.0, random_state=0)  # any row order
+    table.loc[table.visible == 0, ["x", "y"]] = np.nan  # unlabelled points may be empty
+    table.to_csv(folder / "targets.csv", index=False)
+    from_npy, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
+    from_csv, _ = evaluate(folder / "maps.npy", folder / "targets.csv")
+    pd.testing.assert_frame_equal(from_csv.drop(columns=["targets", "seconds"]),
+                                  from_npy.drop(columns=["targets", "seconds"]))
+
+
+def test_integer_and_half_precision_maps_are_read(tmp_path, keypoint_files):
+    folder, maps, targets, visibility = keypoint_files
+    mean, _, _ = argmax_reference(maps, targets, visibility > 0, ())
+    np.save(tmp_path / "u8.npy", (maps * 255).astype(np.uint8))
+    np.save(tmp_path / "f16.npy", maps.astype(np.float16).astype(">f2"))  # big-endian too
+    for name in ("u8.npy", "f16.npy"):
+        rows, _ = evaluate(tmp_path / name, folder / "targets.npy", decoders=("argmax",))
+        stored = np.load(tmp_path / name).astype(np.float64)
+        expected, _, _ = argmax_reference(stored, targets, visibility > 0, ())
+        assert rows.loc["argmax", "mean_error"] == pytest.approx(expected, rel=1e-12)
+    assert mean > 0
+
+
+# -------------------------------------------------------------------------- refusals
+def save(path, array):
+    np.save(path, array)
+    return path
+
+
+@pytest.fixture
+def good(tmp_path):
+    maps = np.random.default_rng(0).random((4, 2, 8, 8)).astype(np.float32)
+    return save(tmp_path / "maps.npy", maps), save(tmp_path / "targets.npy", np.full((4, 2, 2), 10.0))
+
+
+def refused(heatmaps, targets, text, error=InputFileError, **settings):
+    with pytest.raises(error, match=text):
+        evaluate_files(EvaluateConfig(heatmaps, targets, device="cpu", **settings))
+
+
+def test_missing_files(good, tmp_path):
+    maps, targets = good
+    refused(tmp_path / "nope.npy", targets, "no such file")
+    refused(maps, tmp_path / "nope.csv", "no such file")
+
+
+def test_unknown_suffixes(good, tmp_path):
+    maps, targets = good
+    (tmp_path / "maps.h5").write_bytes(b"")
+    refused(tmp_path / "maps.h5", targets, r"\.npy, \.npz, \.pt, \.pth")
+    refused(maps, tmp_path / "maps.h5", r"\.npy, \.csv")
+
+
+@pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8, 1), (0, 2, 8, 8)])
+def test_heatmaps_of_the_wrong_shape(good, tmp_path, shape):
+    _, targets = good
+    refused(save(tmp_path / "bad.npy", np.zeros(shape, np.float32)), targets, r"\(N, K, H, W\)")
+
+
+def test_heatmaps_that_are_not_numbers(good, tmp_path):
+    _, targets = good
+    refused(save(tmp_path / "bool.npy", np.zeros((4, 2, 8, 8), bool)), targets, "must be numbers")
+    refused(save(tmp_path / "complex.npy", np.zeros((4, 2, 8, 8), complex)), targets, "must be numbers")
+
+
+def test_corrupt_files(good, tmp_path):
+    maps, targets = good
+    for suffix in (".npy", ".npz", ".pt"):
+        path = tmp_path / f"junk{suffix}"
+        path.write_bytes(b"not an array at all" * 10)
+        refused(path, targets, "not a")
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(maps.read_bytes()[:-100])
+    refused(truncated, targets, "not a readable .npy")
+
+
+@pytest.mark.parametrize(
+    ("shape", "text"),
+    [((4, 2), r"\(N, K, 2\)"), ((4, 2, 4), r"\(N, K, 2\)"), ((5, 2, 2), "N=5, K=2 but the heatmaps hold N=4, K=2"),
+     ((4, 3, 2), "N=4, K=3 but the heatmaps hold N=4, K=2")],
+)
+def test_targets_of_the_wrong_shape(good, tmp_path, shape, text):
+    maps, _ = good
+    refused(maps, save(tmp_path / "t.npy", np.zeros(shape)), text)
+
+
+def test_nan_in_the_maps_is_named(good, tmp_path):
+    _, targets = good
+    maps = np.ones((4, 2, 8, 8), np.float32)
+    maps[2, 1, 3, 3] = np.nan
+    refused(save(tmp_path / "nan.npy", maps), targets, "sample 2, keypoint 1 holds NaN")
+
+
+def test_nan_in_a_counted_target_is_named(good, tmp_path):
+    maps, _ = good
+    targets = np.full((4, 2, 3), 2.0)
+    targets[1, 0, 0] = np.nan
+    refused(maps, save(tmp_path / "t.npy", targets), "sample 1, keypoint 0 is not finite")
+    targets[1, 0, 2] = 0  # not counted: allowed
+    rows, _ = evaluate(maps, save(tmp_path / "t.npy", targets))
+    assert (rows["visible"] == 7).all()
+
+
+def test_nothing_visible(good, tmp_path):
+    maps, _ = good
+    refused(maps, save(tmp_path / "t.npy", np.zeros((4, 2, 3))), "visibility 0", error=MissingResultsError)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sample,keypoint,x\n0,0,1\n", "missing y"),
+        ("sample,keypoint,x,y\n0,0,1,1\n", "sample 0, keypoint 1 has no row"),
+        ("sample,keypoint,x,y\n" + "".join(f"{n},{k},1,1\n" for n in range(4) for k in range(2)) + "0,0,2,2\n",
+         "sample 0, keypoint 0 has several rows"),
+        ("sample,keypoint,x,y\n9,0,1,1\n", "row 2 names sample 9"),
+        ("sample,keypoint,x,y\n0.5,0,1,1\n", "whole numbers"),
+        ("sample,keypoint,x,y\n0,0,a,1\n", "must hold numbers"),
+        ("", "not a readable CSV"),
+    ],
+)
+def test_bad_target_csvs(good, tmp_path, text, message):
+    maps, _ = good
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    refused(maps, path, message)
+
+
+def test_several_arrays_without_a_heatmaps_name(good, tmp_path):
+    _, targets = good
+    np.savez(tmp_path / "two.npz", a=np.zeros((4, 2, 8, 8)), b=np.zeros(3))
+    refused(tmp_path / "two.npz", targets, "name the heatmaps 'heatmaps'")
+    torch.save({"a": torch.zeros(4, 2, 8, 8), "b": torch.zeros(3)}, tmp_path / "two.pt")
+    refused(tmp_path / "two.pt", targets, "name the heatmaps 'heatmaps'")
+
+
+def test_a_pickled_object_is_not_loaded(good, tmp_path):
+    _, targets = good
+    torch.save({"heatmaps": torch.zeros(4, 2, 8, 8), "config": object()}, tmp_path / "pickled.pt")
+    refused(tmp_path / "pickled.pt", targets, "torch can load safely")
+
+
+def test_files_that_must_be_loaded_whole_are_checked_against_the_budget(good, tmp_path):
+    _, targets = good
+    big = np.random.default_rng(0).random((4, 2, 400, 400)).astype(np.float32)  # 5 MiB, incompressible
+    np.savez_compressed(tmp_path / "big.npz", big)
+    refused(tmp_path / "big.npz", targets, "cannot be memory-mapped", max_memory_mib=2)
+    torch.save(torch.from_numpy(big), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    refused(tmp_path / "legacy.pt", targets, "cannot be memory-mapped", max_memory_mib=2)
+    # the same maps memory-mapped need only one sample's worth of the budget
+    np.savez(tmp_path / "big_stored.npz", big)
+    assert open_heatmaps(tmp_path / "big_stored.npz", 2 * 2**20).mapped
+    rows, _ = evaluate(tmp_path / "big_stored.npz", targets, decoders=("argmax",), max_memory_mib=15)
+    assert rows.loc["argmax", "visible"] == 8
+
+
+def test_a_legacy_torch_file_that_fits_is_loaded(good, tmp_path):
+    maps, targets = good
+    torch.save(torch.from_numpy(np.load(maps)), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    source = open_heatmaps(tmp_path / "legacy.pt", 2**30)
+    assert not source.mapped
+    reference, _ = evaluate(maps, targets)
+    rows, _ = evaluate(tmp_path / "legacy.pt", targets)
+    pd.testing.assert_frame_equal(rows.drop(columns=["heatmaps", "seconds"]),
+                                  reference.drop(columns=["heatmaps", "seconds"]))
+
+
+def test_a_sample_that_does_not_fit_the_budget(good, tmp_path):
+    _, targets = good
+    save(tmp_path / "large.npy", np.zeros((4, 2, 300, 300), np.float32))
+    refused(tmp_path / "large.npy", targets, "raise --max-memory", error=ConfigError, max_memory_mib=1)
+
+
+def test_stored_npz_member_is_mapped_at_the_right_offset(tmp_path):
+    # a long member name and a zip extra field shift the data: the map must still line up
+    maps = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    with zipfile.ZipFile(tmp_path / "odd.npz", "w", compression=zipfile.ZIP_STORED) as archive:
+        info = zipfile.ZipInfo("heatmaps.npy")
+        info.extra = b"\xfe\xca\x04\x00abcd"
+        with archive.open(info, "w") as stream:
+            np.lib.format.write_array(stream, maps)
+        archive.writestr("x" * 300 + ".npy", b"")
+    source = open_heatmaps(tmp_path / "odd.npz", 2**30)
+    assert source.mapped
+    np.testing.assert_array_equal(source.read(0, 2).numpy(), maps)
+
+
+@pytest.mark.parametrize(
+    ("settings", "text"),
+    [({"pck": (1.0, 1.0)}, "listed twice"), ({"pck": (0.0,)}, "PCK threshold"), ({"decoders": ()}, "no decoders"),
+     ({"convention": "middle"}, "unknown convention"), ({"dark_kernel": 4}, "odd")],
+)
+def test_bad_settings(good, settings, text):
+    maps, targets = good
+    with pytest.raises(ConfigError, match=text):
+        EvaluateConfig(maps, targets, **settings)
+
+
+def test_summary_columns_present(good):
+    rows, _ = evaluate(*good)
+    assert set(SUMMARY_FIELDS) <= set(rows.columns)

@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from integral_cli import DECODERS, Decoder, gradients
+from integral_cli.decoders import decode_integral
+from integral_cli.errors import ConfigError
+from integral_cli.experiment import ExperimentConfig, render_maps, sample_truth
+from integral_cli.gradients import AGREEMENT_TOLERANCE, GradConfig, gradient_report
+
+SETTINGS = {"samples": 6, "device": "cpu", "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def report():
+    return gradient_report(GradConfig(ExperimentConfig(**SETTINGS))).set_index("decoder")
+
+
+def test_one_row_per_decoder_in_order():
+    rows = gradient_report(GradConfig(ExperimentConfig(decoders=("integral", "argmax"), **SETTINGS)))
+    assert rows["decoder"].tolist() == ["integral", "argmax"]
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_gradient_present_exactly_where_declared(report, name):
+    row = report.loc[name]
+    if DECODERS[name].differentiable:
+        assert row["gradient"] == "yes" and row["grad_norm"] > 0
+        assert row["agrees"] is True or row["agrees"] == True  # noqa: E712 - numpy bool
+        assert row["max_relative_difference"] <= AGREEMENT_TOLERANCE
+    else:
+        assert row["gradient"] == "none" and row["grad_norm"] == 0 and row["support_px"] == 0
+        assert row["agrees"] is None and math.isnan(row["max_relative_difference"])
+        # argmax is piecewise constant: a small step changes nothing
+        assert row["fd_derivative"] == 0
+
+
+def test_integral_gradient_norm_matches_the_closed_form(report):
+    # x = sum p_j x_j with p = softmax(h): dx/dh_j = p_j (x_j - x); likewise y. In image
+    # pixels (center convention) both scale by the stride.
+    config = ExperimentConfig(**SETTINGS)
+    maps = render_maps(config, sample_truth(config, torch.device("cpu")).double(), 0)[:, 0]
+    height, width = maps.shape[-2:]
+    p = torch.softmax(maps.flatten(-2), dim=-1).view_as(maps)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    ex = (p * xs).sum((-2, -1), keepdim=True)
+    ey = (p * ys).sum((-2, -1), keepdim=True)
+    norms = config.stride * torch.sqrt((p**2 * ((xs - ex) ** 2 + (ys - ey) ** 2)).sum((-2, -1)))
+    assert report.loc["integral", "grad_norm"] == pytest.approx(norms.mean().item(), rel=1e-9)
+
+
+def test_support_is_the_pixels_a_decoder_reads(report):
+    # a (2r+1)^2 window for soft-argmax-local (r = 2, points away from the border); every
+    # pixel for the integral family
+    assert report.loc["soft-argmax-local", "support_px"] == 25
+    assert report.loc["integral", "support_px"] == 64 * 48
+
+
+def test_a_wrong_gradient_is_caught(monkeypatch):
+    class HalfGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, maps):
+            return maps.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 0.5 * grad
+
+    wrong = Decoder("integral", lambda maps, beta=1.0: decode_integral(HalfGradient.apply(maps), beta),
+                    differentiable=True, reference="test", description="test", params=("beta",))
+    monkeypatch.setitem(DECODERS, "integral", wrong)
+    row = gradient_report(GradConfig(ExperimentConfig(decoders=("integral",), **SETTINGS))).iloc[0]
+    assert row["gradient"] == "yes"
+    # half the true derivative: off by |<g, v>| / sum |g_i v_i| of the halved terms, which
+    # is at most 1 and large unless the terms cancel
+    assert 0.1 < row["max_relative_difference"] <= 1
+    assert not row["agrees"]
+
+
+def test_a_jump_shows_as_a_finite_difference_without_gradient():
+    # msra maps are symmetric about the rounded centre: the quarter offset sits on a tie,
+    # and any step breaks it by +-0.25 heatmap px
+    config = ExperimentConfig(decoders=("argmax-quarter",), encoder="msra", **SETTINGS)
+    row = gradient_report(GradConfig(config)).iloc[0]
+    assert row["gradient"] == "none" and row["fd_derivative"] > 1e3
+
+
+def test_a_zero_gradient_is_reported_as_zero():
+    # DARK takes no step where the log of the blurred map is undefined (logit maps are
+    # <= 0), so its point does not depend on the map
+    row = gradient_report(GradConfig(ExperimentConfig(decoders=("dark",), encoder="logit", **SETTINGS))).iloc[0]
+    assert row["gradient"] == "zero" and row["grad_norm"] == 0
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1e-6, 2.0])
+def test_bad_epsilon(epsilon):
+    with pytest.raises(ConfigError, match="epsilon"):
+        GradConfig(ExperimentConfig(**SETTINGS), epsilon=epsilon)
+
+
+def test_float64_refused_on_mps(monkeypatch):
+    monkeypatch.setattr(gradients, "resolve_device", lambda spec: torch.device("mps"))
+    with pytest.raises(gradients.DeviceError, match="float64"):
+        gradient_report(GradConfig(ExperimentConfig(**SETTINGS)))
