@@ -848,9 +848,9 @@ def fit(
         typer.echo(json.dumps({"best": rows_as_records(best, FIT_COLUMNS), "runs": rows_as_records(runs, FIT_COLUMNS)},
                               indent=2))
         return
-    title = (f"stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · {encoder} start "
-             f"{start_distance:g} hm px off · {config.experiment.total_samples} targets · {steps} Adam steps · "
-             f"{dtype} · seed {seed}")
+    title = (f"stride {stride} · sigma {sigma:g} {sigma_unit} px · amplitude {amplitude:g} · {encoder} blobs starting "
+             f"{start_distance:g} hm px off\n{config.experiment.total_samples} targets · {steps} Adam steps at "
+             f"{len(config.learning_rates)} learning rates · {dtype} · seed {seed}")
     table = Table(title=title, caption=f"errors in image pixels; steps until every target is within {threshold:g} px")
     for header in ("decoder", "gradient", "best lr", "start error", "final error", "worst final",
                    f"steps to {threshold:g} px", "trainable"):

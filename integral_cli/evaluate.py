@@ -161,7 +161,7 @@ def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
 def _check_input(path: Path, suffixes: tuple[str, ...], what: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in suffixes:
-        raise InputFileError(f"{path}: {what} must be a {', '.join(suffixes)} file")
+        raise InputFileError(f"{path}: {what} must be a {', '.join(suffixes[:-1])} or {suffixes[-1]} file")
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     return suffix

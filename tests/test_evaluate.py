@@ -152,8 +152,8 @@ def test_missing_files(good, tmp_path):
 def test_unknown_suffixes(good, tmp_path):
     maps, targets = good
     (tmp_path / "maps.h5").write_bytes(b"")
-    refused(tmp_path / "maps.h5", targets, r"\.npy, \.npz, \.pt, \.pth")
-    refused(maps, tmp_path / "maps.h5", r"\.npy, \.csv")
+    refused(tmp_path / "maps.h5", targets, r"\.npy, \.npz, \.pt or \.pth file")
+    refused(maps, tmp_path / "maps.h5", r"\.npy or \.csv file")
 
 
 @pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8, 1), (0, 2, 8, 8)])
