@@ -730,13 +730,13 @@ def list_decoders(as_json: AsJson = False) -> None:
 # ------------------------------------------------------- training: grad, fit, evaluate
 def _toy_maps(
     stride: int, sigma: float, sigma_unit: str, amplitude: float, beta: float, dark_kernel: str, window_radius: int,
-    image_size: str, samples: int, decoders: str | None, device: str, seed: int, **more: Any,
+    image_size: str, samples: int, decoders: str | None, device: str, seed: int, max_memory: float, **more: Any,
 ) -> ExperimentConfig:
-    """The maps grad and fit work on: interior points, the default memory budget."""
+    """The maps grad and fit work on: interior points at the default margin."""
     return ExperimentConfig(
         stride=stride, sigma=sigma, amplitude=amplitude, beta=beta, **more,
         **_shared_settings(sigma_unit, dark_kernel, window_radius, image_size, samples, None, decoders, device,
-                           seed, DEFAULT_MAX_MEMORY_MIB),
+                           seed, max_memory),
     )
 
 
@@ -773,7 +773,8 @@ def grad(
     seed: Seed = 0,
     encoder: Encoder = "gaussian",
     noise: Noise = 0.0,
-    epsilon: Annotated[float, typer.Option(callback=_positive, help="Relative step of the finite differences: each pixel h moves by eps*r*h, r standard normal.")] = DEFAULT_EPSILON,
+    epsilon: Annotated[float, typer.Option(callback=_positive, help="Step of the finite differences: each pixel moves by up to eps, and by at most half its value.")] = DEFAULT_EPSILON,
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
     as_json: AsJson = False,
 ) -> None:
     """Show which decoders pass a gradient from the decoded point back to the heatmap,
@@ -781,7 +782,7 @@ def grad(
     with _reported_errors():
         config = GradConfig(
             _toy_maps(stride, sigma, sigma_unit, amplitude, beta, dark_kernel, window_radius, image_size, samples,
-                      decoders, device, seed, encoder=encoder, noise=noise),
+                      decoders, device, seed, max_memory, encoder=encoder, noise=noise),
             epsilon=epsilon,
         )
         rows = gradient_report(config)
@@ -819,6 +820,7 @@ def fit(
     seed: Seed = 0,
     encoder: Encoder = "gaussian",
     dtype: Annotated[str, typer.Option(callback=_one_of(("float32", "float64")), metavar="[float32|float64]", help="Precision of the trained maps.")] = "float32",
+    max_memory: MaxMemory = DEFAULT_MAX_MEMORY_MIB,
     as_json: AsJson = False,
 ) -> None:
     """Train a free heatmap per target through each decoder (L1 loss on the decoded
@@ -830,7 +832,7 @@ def fit(
     with _reported_errors():
         config = FitConfig(
             _toy_maps(stride, sigma, sigma_unit, amplitude, beta, dark_kernel, window_radius, image_size, samples,
-                      decoders, device, seed, encoder=encoder, dtype=dtype),
+                      decoders, device, seed, max_memory, encoder=encoder, dtype=dtype),
             steps=steps, learning_rates=_learning_rates(learning_rates), threshold=threshold,
             start_distance=start_distance,
         )

@@ -79,7 +79,7 @@ def _scales(
                 "the 'udp' convention needs a heatmap at least 2 pixels on each side "
                 f"(this one is {h_hm}x{w_hm})"
             )
-        return torch.tensor([(w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)]), 0.0
+        return torch.tensor([(w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)], dtype=torch.float64), 0.0
     raise ConfigError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
 
 

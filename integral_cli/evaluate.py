@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from integral_cli.checks import check_range
-from integral_cli.coords import CONVENTIONS, heatmap_to_image
+from integral_cli.checks import check_range, check_size
+from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image
 from integral_cli.decoders import DECODERS, check_decoder_names, check_decoder_params, decode
 from integral_cli.devices import resolve_device, synchronize
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
@@ -87,6 +87,8 @@ class EvaluateConfig:
         if len(set(self.pck)) != len(self.pck):
             raise ConfigError("a PCK threshold is listed twice")
         check_range(self.max_memory_mib, "max_memory_mib", 1, MAX_MEMORY_MIB)
+        if self.image_size is not None:
+            check_size(self.image_size, "image_size")
 
     @property
     def decoder_params(self) -> dict[str, float | int]:
@@ -117,14 +119,22 @@ class HeatmapFile:
     mapped: bool
     array: np.ndarray | torch.Tensor
 
+    @property
+    def itemsize(self) -> int:
+        """Bytes per stored value."""
+        return self.array.dtype.itemsize if isinstance(self.array, np.ndarray) else self.array.element_size()
+
     def read(self, start: int, stop: int) -> torch.Tensor:
-        """Samples ``start:stop`` as a CPU floating-point tensor (integers -> float32)."""
+        """Samples ``start:stop`` as a CPU floating-point tensor: integers become float32,
+        floats wider than float64 float64; never part of an autograd graph."""
         part = self.array[start:stop]
         if isinstance(part, np.ndarray):
-            # a copy in native byte order: torch reads neither big-endian nor read-only maps
-            part = torch.from_numpy(np.array(part, dtype=part.dtype.newbyteorder("=")))
-        else:
-            part = part.clone()
+            # a native-byte-order copy in a dtype torch holds: torch reads neither
+            # big-endian nor read-only maps, nor integers wider than it knows
+            kind, size = part.dtype.kind, part.dtype.itemsize
+            dtype = np.float32 if kind in "iu" else (np.float64 if size > 8 else part.dtype.newbyteorder("="))
+            return torch.from_numpy(np.array(part, dtype=dtype))
+        part = part.detach().clone()
         return part if part.is_floating_point() else part.float()
 
 
@@ -149,6 +159,8 @@ def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
         numeric = array.dtype.kind in "fiu"
     else:
         numeric = not (array.is_complex() or array.dtype == torch.bool)
+        if array.layout != torch.strided:
+            raise InputFileError(f"{path}: heatmaps must be a dense tensor, got layout {array.layout}")
     if not numeric:
         raise InputFileError(f"{path}: heatmaps must be numbers, got dtype {name}")
     if len(array.shape) != 4 or min(array.shape) < 1:
@@ -191,6 +203,8 @@ def _load_npz(path: Path, budget_bytes: float) -> tuple[np.ndarray, bool]:
             _check_fits(path, math.prod(shape) * dtype.itemsize, budget_bytes)
             with archive.open(info) as stream:
                 return np.lib.format.read_array(stream, allow_pickle=False), False
+    except InputFileError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise InputFileError(f"{path}: not a readable .npz archive ({_reason(error)})") from None
 
@@ -234,12 +248,13 @@ def _load_torch(path: Path, budget_bytes: float) -> tuple[torch.Tensor, bool]:
 
 
 def _pick_key(keys: list[str], path: Path) -> str:
+    if not keys:
+        raise InputFileError(f"{path}: holds no arrays")
     if len(keys) == 1:
         return keys[0]
     if HEATMAPS_KEY in keys:
         return HEATMAPS_KEY
-    found = ", ".join(keys) if keys else "none"
-    raise InputFileError(f"{path}: holds several arrays ({found}); name the heatmaps {HEATMAPS_KEY!r}")
+    raise InputFileError(f"{path}: holds several arrays ({', '.join(keys)}); name the heatmaps {HEATMAPS_KEY!r}")
 
 
 def _check_fits(path: Path, size_bytes: float, budget_bytes: float) -> None:
@@ -327,14 +342,14 @@ def _targets_from_csv(path: Path, samples: int, keypoints: int) -> tuple[np.ndar
     index = values[:, :2]
     if not np.isfinite(index).all() or (index != np.round(index)).any():
         raise InputFileError(f"{path}: sample and keypoint must be whole numbers")
-    sample, keypoint = index[:, 0].astype(np.int64), index[:, 1].astype(np.int64)
-    outside = (sample < 0) | (sample >= samples) | (keypoint < 0) | (keypoint >= keypoints)
+    outside = (index[:, 0] < 0) | (index[:, 0] >= samples) | (index[:, 1] < 0) | (index[:, 1] >= keypoints)
     if outside.any():
         row = int(np.argmax(outside))
         raise InputFileError(
-            f"{path}: row {row + 2} names sample {sample[row]}, keypoint {keypoint[row]}, outside the "
+            f"{path}: row {row + 2} names sample {index[row, 0]:.0f}, keypoint {index[row, 1]:.0f}, outside the "
             f"heatmaps' N={samples}, K={keypoints}"
         )
+    sample, keypoint = index[:, 0].astype(np.int64), index[:, 1].astype(np.int64)
     flat = sample * keypoints + keypoint
     counts = np.bincount(flat, minlength=samples * keypoints)
     if (counts > 1).any():
@@ -403,37 +418,42 @@ def evaluate_files(
     budget = config.max_memory_mib * 2**20
     source = open_heatmaps(config.heatmaps, budget)
     samples, keypoints, height, width = source.shape
-    image_size = config.image_size or (height * config.stride, width * config.stride)
-    # checks the convention against the sizes (udp needs maps of at least 2x2) before any work
-    heatmap_to_image(torch.zeros(1, 2), config.stride, config.convention, image_size)
+    image_size = _image_size(config, (height, width))
     targets, visible = load_targets(config.targets, samples, keypoints)
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
-    step = chunk_samples(source.shape, budget, len(config.decoders),
-                         working_bytes=8 if source.dtype == "float64" else 4)
     device = resolve_device(config.device)
+    # MPS has no float64: decode and score in float32 there
+    exact = torch.float32 if device.type == "mps" else torch.float64
+    wide = source.dtype == "float64" and device.type != "mps"
+    # a file that had to be loaded whole already holds part of the budget
+    loaded = 0 if source.mapped else samples * keypoints * height * width * source.itemsize
+    step = chunk_samples(source.shape, budget - loaded, len(config.decoders), working_bytes=8 if wide else 4)
     decoded = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
-    for start in range(0, samples, step):
-        maps = source.read(start, start + step).to(device)
-        _check_finite(maps, source.path, start)
-        for name in config.decoders:
-            synchronize(device)
-            began = time.perf_counter()
-            points = decode(maps, name, **config.decoder_params)
-            synchronize(device)
-            seconds[name] += time.perf_counter() - began
-            decoded[name].append(points.to(torch.float64))
-        if progress is not None:
-            progress(min(samples, start + step), samples)
-    targets, visible = targets.to(device), visible.to(device)
+    with torch.inference_mode():
+        for start in range(0, samples, step):
+            maps = source.read(start, start + step)
+            narrow = maps.dtype == torch.float64 and not wide
+            maps = maps.to(device, torch.float32 if narrow else maps.dtype)
+            _check_finite(maps, source.path, start)
+            for name in config.decoders:
+                synchronize(device)
+                began = time.perf_counter()
+                points = decode(maps, name, **config.decoder_params)
+                synchronize(device)
+                seconds[name] += time.perf_counter() - began
+                decoded[name].append(points.to(exact))
+            if progress is not None:
+                progress(min(samples, start + step), samples)
+    targets, visible = targets.to(device, exact), visible.to(device)
     rows = []
     for name in config.decoders:
         points = heatmap_to_image(torch.cat(decoded[name]), config.stride, config.convention, image_size)
         offsets = (points - targets)[visible]
         summary = summarize_offsets(offsets, config.stride)
         errors = torch.linalg.vector_norm(offsets, dim=-1)
-        pck = {pck_column(t): (errors <= t).double().mean().item() for t in config.pck}
+        pck = {pck_column(t): (errors <= t).sum().item() / errors.numel() for t in config.pck}
         rows.append({
             "heatmaps": str(config.heatmaps), "targets": str(config.targets), "samples": samples,
             "keypoints": keypoints, "heatmap_h": height, "heatmap_w": width, "stride": config.stride,
@@ -442,6 +462,24 @@ def evaluate_files(
             "device": str(device), "dtype": source.dtype, "seconds": seconds[name],
         })
     return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+
+
+def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, int]:
+    """The image size, checked against the maps: ``heatmap`` times the stride unless
+    given, and if given, one whose heatmap at the stride is exactly ``heatmap``."""
+    if config.image_size is None:
+        size = (heatmap[0] * config.stride, heatmap[1] * config.stride)
+    else:
+        size = config.image_size
+        if heatmap_size(size, config.stride) != heatmap:
+            raise ConfigError(
+                f"image size {size[0]}x{size[1]} at stride {config.stride} gives "
+                f"{size[0] // config.stride}x{size[1] // config.stride} heatmaps, but the file holds "
+                f"{heatmap[0]}x{heatmap[1]} maps"
+            )
+    # checks the convention against the sizes (udp needs maps of at least 2x2) before any work
+    heatmap_to_image(torch.zeros(1, 2), config.stride, config.convention, size)
+    return size
 
 
 def evaluate_columns(pck: tuple[float, ...]) -> list[str]:

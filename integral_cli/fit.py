@@ -25,7 +25,7 @@ from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode
 from integral_cli.devices import resolve_device
-from integral_cli.errors import ConfigError
+from integral_cli.errors import ConfigError, DeviceError
 from integral_cli.experiment import DTYPES, ExperimentConfig, check_runnable, render_maps, sample_truth
 
 DEFAULT_STEPS = 200
@@ -81,7 +81,9 @@ class FitConfig:
         for rate in self.learning_rates:
             check_range(rate, "learning rate", 0, 10.0, low_open=True)
         check_range(self.threshold, "threshold", 0, math.inf, low_open=True)
-        check_range(self.start_distance, "start_distance", 0, 1e3)
+        # farther than the margin, a starting blob could leave the map
+        check_range(self.start_distance, "start_distance (heatmap px, at most the margin)", 0,
+                    self.experiment.resolved_margin)
         if self.experiment.dtype not in ("float32", "float64"):
             raise ConfigError(f"fit trains in float32 or float64, not {self.experiment.dtype}")
 
@@ -99,18 +101,23 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
         threshold; if none gets there, the smallest final error). ``runs`` has the same
         columns for every decoder and learning rate. Errors are Euclidean, in image
         pixels, averaged over the targets (``final_max_error``: the worst target);
-        ``steps_to_threshold`` is the first step after which every target is within
-        ``threshold`` (``None``: never); ``trainable`` says it got there.
+        ``steps_to_threshold`` is the number of steps taken when every target was
+        first within ``threshold`` (0: at the start; ``None``: never); ``trainable``
+        says it got there.
 
     Raises:
-        ConfigError: a setting out of range.
-        DeviceError: the device is not available.
+        ConfigError: a setting out of range, or the run does not fit the memory budget.
+        DeviceError: the device is not available, or is MPS with float64.
     """
     experiment = config.experiment
     check_runnable(experiment)
+    _check_memory(config)
     device = resolve_device(experiment.device)
+    if device.type == "mps" and experiment.dtype == "float64":
+        raise DeviceError("MPS has no float64; use --dtype float32 or --device cpu")
     dtype = DTYPES[experiment.dtype]
-    targets = sample_truth(experiment, device).to(torch.float64)  # (B, 1, 2) image px
+    exact = torch.float32 if device.type == "mps" else torch.float64
+    targets = sample_truth(experiment, device).to(exact)  # (B, 1, 2) image px
     starts = _start_points(config, targets)
     start_maps = render_maps(experiment, starts, 0).to(dtype)
     runs = []
@@ -121,6 +128,25 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
     best = pd.DataFrame([_best_run(runs[runs["decoder"] == name]) for name in experiment.decoders])
     best["steps_to_threshold"] = best["steps_to_threshold"].astype("Int64")
     return best.reset_index(drop=True), runs
+
+
+#: Working-precision map-sized buffers per map and learning rate while training: the
+#: parameter, its gradient, Adam's two moments, the joined batch, and the decoders'
+#: temporaries and autograd graph (DARK's is the largest).
+FIT_BUFFERS = 24
+
+
+def _check_memory(config: FitConfig) -> None:
+    experiment = config.experiment
+    height, width = experiment.heatmap_size
+    maps = experiment.total_samples * len(config.learning_rates)
+    need = maps * height * width * DTYPES[experiment.dtype].itemsize * FIT_BUFFERS
+    if need > experiment.max_memory_mib * 2**20:
+        raise ConfigError(
+            f"training {experiment.total_samples} maps of {height}x{width} at {len(config.learning_rates)} learning "
+            f"rates needs about {math.ceil(need / 2**20)} MiB, more than the memory budget of "
+            f"{experiment.max_memory_mib:g} MiB; lower --samples or raise --max-memory"
+        )
 
 
 def _start_points(config: FitConfig, targets: torch.Tensor) -> torch.Tensor:

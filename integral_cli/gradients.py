@@ -1,8 +1,8 @@
 """Which decoders can be trained through: autograd gradients of the decoded coordinate
 with respect to the heatmap, checked against finite differences.
 
-Everything is computed in float64 on rendered maps, one map per ground-truth point. The
-maps are independent, so one backward pass of the summed x coordinates gives every
+Everything is computed in float64 on rendered maps, one map per ground-truth point,
+in chunks that fit the memory budget. The maps are independent, so one backward pass of the summed x coordinates gives every
 map's own gradient of its x (likewise y): no loop over maps.
 """
 
@@ -18,11 +18,11 @@ from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image
 from integral_cli.decoders import decode, get_decoder
 from integral_cli.devices import resolve_device
-from integral_cli.errors import DeviceError
+from integral_cli.errors import ConfigError, DeviceError
 from integral_cli.experiment import ExperimentConfig, check_runnable, render_maps, sample_truth
+from integral_cli.synth import DIRECTION_STREAM, counter_uniform
 
-#: Default relative step of the central finite differences: each pixel moves by
-#: ``eps * r * h`` with ``r`` standard normal.
+#: Default step of the central finite differences, in heatmap value units.
 DEFAULT_EPSILON = 1e-6
 #: Largest relative difference between the autograd and the finite-difference
 #: directional derivatives for them to count as agreeing (float64, central differences).
@@ -48,8 +48,8 @@ class GradConfig:
     Attributes:
         experiment: the maps (stride, sigma, amplitude, encoder, image size, decoder
             parameters, seed, device); ``experiment.samples`` maps are checked.
-        epsilon: relative step of the central differences (each pixel ``h`` moves by
-            ``epsilon * r * h``, ``r`` standard normal and seeded).
+        epsilon: step of the central differences: each pixel moves by up to
+            ``epsilon``, and by at most half its value (see :func:`gradient_report`).
     """
 
     experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(samples=16))
@@ -65,11 +65,14 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
 
     The coordinate is read in image pixels (``experiment.convention``), so gradients are
     image pixels per unit of heatmap value. The finite-difference check compares, per map
-    and axis, the autograd directional derivative ``<grad, v>`` along ``v = r * h`` (``r``
-    standard normal, seeded) with ``(f(h + eps v) - f(h - eps v)) / (2 eps)``. A step in
-    proportion to each pixel's value keeps every pixel on its side of zero, so the check
-    never straddles the kink of ``integral-l1``'s relu at 0 (where Gaussian tails sit);
-    it still moves every pixel whose value is not 0.
+    and axis, the autograd directional derivative ``<grad, v>`` with
+    ``(f(h + eps v) - f(h - eps v)) / (2 eps)`` along ``v_i = r_i min(1, |h_i| / (2 eps))``,
+    ``r`` uniform in ``[-1, 1]`` (a function of the seed and the map's index, not of the
+    chunking). Every pixel at least ``2 eps`` from zero moves by up to ``eps``; one closer
+    to zero moves by at most half its value, so no pixel crosses zero and the check never
+    straddles the kink of ``integral-l1``'s relu, where Gaussian tails sit.
+
+    Maps are checked in chunks that fit ``experiment.max_memory_mib``.
 
     Returns:
         One row per decoder with the columns :data:`GRAD_COLUMNS`:
@@ -85,13 +88,13 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
         * ``max_relative_difference``: the largest ``|auto - fd| / (sum_i |g_i v_i| + R)``
           over maps and axes: the terms of ``<g, v>`` set the size of its rounding
           errors, and ``R`` is the smallest derivative the difference quotient can
-          resolve to :data:`AGREEMENT_TOLERANCE` (float64 rounding of the coordinates
+          resolve to :data:`AGREEMENT_TOLERANCE` (float64 rounding of the coordinate
           over the step); NaN without a gradient.
         * ``agrees``: the difference is within :data:`AGREEMENT_TOLERANCE`; ``None``
           without a gradient (there is nothing to agree with).
 
     Raises:
-        ConfigError: a setting out of range.
+        ConfigError: a setting out of range, or not even one map fits the budget.
         DeviceError: the device is missing or cannot compute in float64 (MPS).
     """
     experiment = config.experiment
@@ -99,12 +102,42 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     device = resolve_device(experiment.device)
     if device.type == "mps":
         raise DeviceError("the gradient check computes in float64, which MPS does not support; use --device cpu")
+    step = _chunk_maps(experiment)
     truth = sample_truth(experiment, device).double()
-    maps = render_maps(experiment, truth, 0)
-    generator = torch.Generator(device=device).manual_seed(experiment.seed)
-    direction = torch.randn(maps.shape, generator=generator, device=device, dtype=maps.dtype) * maps
-    rows = [_check_decoder(experiment, name, maps, direction, config.epsilon) for name in experiment.decoders]
+    parts: dict[str, list[dict[str, torch.Tensor]]] = {name: [] for name in experiment.decoders}
+    for start in range(0, truth.shape[0], step):
+        maps = render_maps(experiment, truth[start : start + step], start)
+        direction = _direction(maps, experiment.seed, start, config.epsilon)
+        for name in experiment.decoders:
+            parts[name].append(_check_chunk(experiment, name, maps, direction, config.epsilon))
+    rows = [_row(name, parts[name]) for name in experiment.decoders]
     return pd.DataFrame(rows, columns=list(GRAD_COLUMNS))
+
+
+#: Float64 map-sized buffers alive per map while it is checked: the map, the direction,
+#: two perturbed copies, two Jacobian rows, their product, and the decoders' own
+#: temporaries and autograd graph (16 covers the most demanding, measured).
+GRAD_BUFFERS = 16
+
+
+def _chunk_maps(experiment: ExperimentConfig) -> int:
+    height, width = experiment.heatmap_size
+    per_map = height * width * 8 * GRAD_BUFFERS
+    budget = experiment.max_memory_mib * 2**20
+    if per_map > budget:
+        raise ConfigError(
+            f"checking one {height}x{width} map needs about {math.ceil(per_map / 2**20)} MiB, more than the "
+            f"memory budget of {experiment.max_memory_mib:g} MiB"
+        )
+    return int(budget // per_map)
+
+
+def _direction(maps: torch.Tensor, seed: int, first_sample: int, epsilon: float) -> torch.Tensor:
+    """``r * min(1, |h| / (2 eps))`` with ``r`` uniform in ``[-1, 1]`` per pixel."""
+    batch = maps.shape[0]
+    index = torch.arange(first_sample, first_sample + batch, device=maps.device)
+    uniform = counter_uniform(seed, DIRECTION_STREAM, index, maps[0].numel()).view(maps.shape)
+    return (2 * uniform - 1) * (maps.abs() / (2 * epsilon)).clamp(max=1.0)
 
 
 def _decoded_image(experiment: ExperimentConfig, maps: torch.Tensor, name: str) -> torch.Tensor:
@@ -113,32 +146,27 @@ def _decoded_image(experiment: ExperimentConfig, maps: torch.Tensor, name: str) 
                             tuple(experiment.image_size))
 
 
-def _resolution(coords: torch.Tensor, epsilon: float) -> float:
-    """The smallest directional derivative a central difference resolves to
-    :data:`AGREEMENT_TOLERANCE`: float64 rounding of the coordinates (a few units in
-    the last place of the largest) divided by the step, and by the tolerance."""
-    largest = coords.abs().nan_to_num(0.0).max().item()
-    rounding = 16 * torch.finfo(torch.float64).eps * max(largest, 1.0)
+def _resolution(coords: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Per coordinate, the smallest directional derivative a central difference resolves
+    to :data:`AGREEMENT_TOLERANCE`: float64 rounding of the coordinate (a few units in the
+    last place) divided by the step, and by the tolerance."""
+    rounding = 16 * torch.finfo(torch.float64).eps * coords.abs().nan_to_num(0.0).clamp(min=1.0)
     return rounding / (2 * epsilon) / AGREEMENT_TOLERANCE
 
 
-def _check_decoder(
+def _check_chunk(
     experiment: ExperimentConfig, name: str, maps: torch.Tensor, direction: torch.Tensor, epsilon: float
-) -> dict[str, object]:
+) -> dict[str, torch.Tensor]:
+    """Per map of one chunk: the finite differences and, with a graph, the gradient's
+    norm, support and relative difference."""
     leaf = maps.detach().requires_grad_()
     coords = _decoded_image(experiment, leaf, name)  # (B, 1, 2)
     with torch.no_grad():
         ahead = _decoded_image(experiment, maps + epsilon * direction, name)
         behind = _decoded_image(experiment, maps - epsilon * direction, name)
-    finite_difference = ((ahead - behind) / (2 * epsilon)).flatten()  # (B * 2,) per map: x, y
-    row: dict[str, object] = {
-        "decoder": name,
-        "declared_differentiable": get_decoder(name).differentiable,
-        "fd_derivative": finite_difference.abs().mean().item(),
-    }
+    result = {"fd": ((ahead - behind) / (2 * epsilon)).flatten()}  # (B * 2,) per map: x, y
     if not coords.requires_grad:
-        return row | {"gradient": "none", "grad_norm": 0.0, "support_px": 0.0,
-                      "max_relative_difference": math.nan, "agrees": None}
+        return result
     # the maps are independent, so the gradient of a sum holds each map's own gradient
     grad_x, grad_y = (
         torch.autograd.grad(coords[..., axis].sum(), leaf, retain_graph=axis == 0, allow_unused=True)[0]
@@ -151,14 +179,30 @@ def _check_decoder(
     autograd = terms.sum(-1).flatten()
     # rounding in either estimate scales with the size of the terms summed, not with
     # the sum, which cancels to nearly 0 for a point at a pixel centre
-    scale = terms.abs().sum(-1).flatten() + _resolution(coords.detach(), epsilon)
-    relative = torch.where(scale > 0, (autograd - finite_difference).abs() / scale, 0.0)
-    largest = relative.max().item()
+    scale = terms.abs().sum(-1).flatten() + _resolution(coords.detach().flatten(), epsilon)
     nonzero = jacobian.ne(0).any(dim=2)  # (B, 1, H*W)
+    return result | {
+        "relative": (autograd - result["fd"]).abs() / scale,
+        "norm": torch.linalg.vector_norm(jacobian, dim=(-2, -1)).flatten(),
+        "support": nonzero.sum(-1).flatten().double(),
+    }
+
+
+def _row(name: str, chunks: list[dict[str, torch.Tensor]]) -> dict[str, object]:
+    joined = {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    row: dict[str, object] = {
+        "decoder": name,
+        "declared_differentiable": get_decoder(name).differentiable,
+        "fd_derivative": joined["fd"].abs().mean().item(),
+    }
+    if "norm" not in joined:
+        return row | {"gradient": "none", "grad_norm": 0.0, "support_px": 0.0,
+                      "max_relative_difference": math.nan, "agrees": None}
+    largest = joined["relative"].max().item()
     return row | {
-        "gradient": "yes" if bool(nonzero.any()) else "zero",
-        "grad_norm": torch.linalg.vector_norm(jacobian, dim=(-2, -1)).mean().item(),
-        "support_px": nonzero.sum(-1).double().mean().item(),
+        "gradient": "yes" if bool(joined["support"].gt(0).any()) else "zero",
+        "grad_norm": joined["norm"].mean().item(),
+        "support_px": joined["support"].mean().item(),
         "max_relative_difference": largest,
         "agrees": largest <= AGREEMENT_TOLERANCE,
     }

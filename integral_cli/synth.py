@@ -296,7 +296,7 @@ def sample_points(
 _MASK32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B
 #: Independent random streams drawn from :func:`counter_uniform`.
-NOISE_STREAM, DISTRACTOR_STREAM = 1, 2
+NOISE_STREAM, DISTRACTOR_STREAM, DIRECTION_STREAM = 1, 2, 3
 
 
 def _hash32_(values: torch.Tensor) -> torch.Tensor:

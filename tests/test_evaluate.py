@@ -220,6 +220,7 @@ def test_nothing_visible(good, tmp_path):
          "sample 0, keypoint 0 has several rows"),
         ("sample,keypoint,x,y\n9,0,1,1\n", "row 2 names sample 9"),
         ("sample,keypoint,x,y\n0.5,0,1,1\n", "whole numbers"),
+        ("sample,keypoint,x,y\n1e30,0,1,1\n", "row 2 names sample 1000000000000000019884624838656, keypoint 0"),
         ("sample,keypoint,x,y\n0,0,a,1\n", "must hold numbers"),
         ("", "not a readable CSV"),
     ],
@@ -234,7 +235,9 @@ def test_bad_target_csvs(good, tmp_path, text, message):
 def test_several_arrays_without_a_heatmaps_name(good, tmp_path):
     _, targets = good
     np.savez(tmp_path / "two.npz", a=np.zeros((4, 2, 8, 8)), b=np.zeros(3))
-    refused(tmp_path / "two.npz", targets, "name the heatmaps 'heatmaps'")
+    refused(tmp_path / "two.npz", targets, r"^\S+two.npz: holds several arrays \(a, b\); name the heatmaps 'heatmaps'$")
+    np.savez(tmp_path / "empty.npz")
+    refused(tmp_path / "empty.npz", targets, r"^\S+empty.npz: holds no arrays$")
     torch.save({"a": torch.zeros(4, 2, 8, 8), "b": torch.zeros(3)}, tmp_path / "two.pt")
     refused(tmp_path / "two.pt", targets, "name the heatmaps 'heatmaps'")
 
@@ -249,9 +252,13 @@ def test_files_that_must_be_loaded_whole_are_checked_against_the_budget(good, tm
     _, targets = good
     big = np.random.default_rng(0).random((4, 2, 400, 400)).astype(np.float32)  # 5 MiB, incompressible
     np.savez_compressed(tmp_path / "big.npz", big)
-    refused(tmp_path / "big.npz", targets, "cannot be memory-mapped", max_memory_mib=2)
+    refused(tmp_path / "big.npz", targets, r"^\S+big.npz: 5 MiB must be loaded whole \(this format cannot be "
+            r"memory-mapped\) and exceeds the memory budget of 2 MiB", max_memory_mib=2)
     torch.save(torch.from_numpy(big), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    refused(tmp_path / "legacy.pt", targets, "cannot be memory-mapped", max_memory_mib=2)
+    refused(tmp_path / "legacy.pt", targets, r"^\S+legacy.pt: 5 MiB must be loaded whole", max_memory_mib=2)
+    # loaded whole, the maps leave less of the budget for the chunks: 5 MiB of 6 leaves
+    # too little for one sample of 400x400 maps
+    refused(tmp_path / "big.npz", targets, "raise --max-memory", error=ConfigError, max_memory_mib=6)
     # the same maps memory-mapped need only one sample's worth of the budget
     np.savez(tmp_path / "big_stored.npz", big)
     assert open_heatmaps(tmp_path / "big_stored.npz", 2 * 2**20).mapped
@@ -277,17 +284,67 @@ def test_a_sample_that_does_not_fit_the_budget(good, tmp_path):
 
 
 def test_stored_npz_member_is_mapped_at_the_right_offset(tmp_path):
-    # a long member name and a zip extra field shift the data: the map must still line up
+    # a member before it with a long name, and a zip extra field on its own header,
+    # shift the data: the map must still line up
     maps = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
     with zipfile.ZipFile(tmp_path / "odd.npz", "w", compression=zipfile.ZIP_STORED) as archive:
+        with archive.open("x" * 300 + ".npy", "w") as stream:
+            np.lib.format.write_array(stream, np.ones(7))
         info = zipfile.ZipInfo("heatmaps.npy")
         info.extra = b"\xfe\xca\x04\x00abcd"
         with archive.open(info, "w") as stream:
             np.lib.format.write_array(stream, maps)
-        archive.writestr("x" * 300 + ".npy", b"")
     source = open_heatmaps(tmp_path / "odd.npz", 2**30)
     assert source.mapped
     np.testing.assert_array_equal(source.read(0, 2).numpy(), maps)
+    np.savez(tmp_path / "second.npz", aaa=np.ones(5), heatmaps=maps)
+    np.testing.assert_array_equal(open_heatmaps(tmp_path / "second.npz", 2**30).read(1, 2).numpy(), maps[1:])
+
+
+def test_nan_in_a_later_chunk_is_named_by_its_global_sample(tmp_path):
+    maps = np.ones((400, 1, 64, 48), np.float32)  # 1 MiB holds a few dozen samples at a time
+    maps[333, 0, 5, 5] = np.inf
+    targets = save(tmp_path / "t.npy", np.full((400, 1, 2), 10.0))
+    refused(save(tmp_path / "m.npy", maps), targets, "sample 333, keypoint 0 holds NaN or infinite", max_memory_mib=1)
+
+
+def test_image_size_must_match_the_maps(good):
+    maps, targets = good  # 8x8 maps
+    refused(maps, targets, "image size 64x48 at stride 4 gives 16x12 heatmaps, but the file holds 8x8 maps",
+            error=ConfigError, image_size=(64, 48))
+    refused(maps, targets, "nearest valid height: 32 or 36", error=ConfigError, image_size=(33, 32))
+    rows, _ = evaluate(maps, targets, image_size=(32, 32), convention="udp")
+    assert (rows["image_h"] == 32).all()
+
+
+def test_udp_targets_decode_exactly(tmp_path):
+    # udp maps image [0, W_img - 1] onto heatmap [0, W - 1]: pixel (x, y) of a 16x12 map
+    # from a 64x48 image is image point (x * 47 / 11, y * 63 / 15)
+    maps = np.zeros((2, 1, 16, 12), np.float32)
+    maps[0, 0, 3, 5] = maps[1, 0, 15, 11] = 1.0
+    targets = np.array([[[5 * 47 / 11, 3 * 63 / 15]], [[47.0, 63.0]]])
+    rows, _ = evaluate(save(tmp_path / "m.npy", maps), save(tmp_path / "t.npy", targets), convention="udp",
+                       decoders=("argmax",))
+    assert rows.loc["argmax", "max_error"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_maps_saved_with_gradients_are_read_without_a_graph(tmp_path, good):
+    _, targets = good
+    parameter = torch.nn.Parameter(torch.rand(4, 2, 8, 8))
+    torch.save(parameter, tmp_path / "param.pt")
+    rows, _ = evaluate(tmp_path / "param.pt", targets, decoders=("integral",))
+    assert rows.loc["integral", "visible"] == 8
+    assert not open_heatmaps(tmp_path / "param.pt", 2**30).read(0, 4).requires_grad
+
+
+def test_wide_and_unusual_dtypes(tmp_path, good):
+    _, targets = good
+    maps = np.random.default_rng(1).random((4, 2, 8, 8))
+    for dtype in (np.longdouble, np.uint16, np.int64):
+        rows, _ = evaluate(save(tmp_path / "m.npy", (maps * 1000).astype(dtype)), targets, decoders=("argmax",))
+        assert rows.loc["argmax", "visible"] == 8
+    torch.save(torch.rand(4, 2, 8, 8).to_sparse(), tmp_path / "sparse.pt")
+    refused(tmp_path / "sparse.pt", targets, "dense tensor")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -77,6 +78,34 @@ def test_a_wrong_gradient_is_caught(monkeypatch):
     # is at most 1 and large unless the terms cancel
     assert 0.1 < row["max_relative_difference"] <= 1
     assert not row["agrees"]
+
+
+def test_a_gradient_wrong_only_in_the_tails_is_caught(monkeypatch):
+    # at amplitude 1 the background pixels carry much of the integral's gradient (the
+    # pull toward the centre): a gradient that drops them must not pass
+    class TailsDropped(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, maps):
+            ctx.save_for_backward(maps)
+            return maps.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            (maps,) = ctx.saved_tensors
+            return grad * (maps.abs() >= 1e-5)
+
+    wrong = Decoder("integral", lambda maps, beta=1.0: decode_integral(TailsDropped.apply(maps), beta),
+                    differentiable=True, reference="test", description="test", params=("beta",))
+    monkeypatch.setitem(DECODERS, "integral", wrong)
+    row = gradient_report(GradConfig(ExperimentConfig(decoders=("integral",), amplitude=1.0, **SETTINGS))).iloc[0]
+    assert not row["agrees"] and row["max_relative_difference"] > 100 * AGREEMENT_TOLERANCE
+
+
+def test_chunks_do_not_change_the_report():
+    # 1 MiB holds 2 float64 maps of 64x48 at a time
+    whole = gradient_report(GradConfig(ExperimentConfig(**SETTINGS)))
+    chunked = gradient_report(GradConfig(ExperimentConfig(max_memory_mib=1, **SETTINGS)))
+    pd.testing.assert_frame_equal(chunked, whole)
 
 
 def test_a_jump_shows_as_a_finite_difference_without_gradient():
