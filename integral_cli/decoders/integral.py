@@ -33,52 +33,47 @@ BLOCK_BYTES = 768 * 1024
 MIN_BLOCK_MAPS = 16
 
 
-def blockwise(
-    decode_block: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
-) -> torch.Tensor:
-    """Apply ``decode_block`` to blocks of about :data:`BLOCK_BYTES` of maps and join the
-    results.
+def weight_marginals(
+    weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column and row sums, ``(B, K, W)`` and ``(B, K, H)``, of the weights
+    ``weigh(maps)``, built a block of about :data:`BLOCK_BYTES` at a time.
 
-    The same numbers as one call on everything (each map is decoded on its own), with
-    bounded temporaries. With autograd on, one call, so the graph stays simple.
+    The same numbers as one call on everything (each map is weighed on its own), with
+    bounded temporaries; each block's sums go straight into the outputs, so a block
+    costs three operations besides its weighing. With autograd on, one call, so the
+    graph stays simple.
     """
-    batch, keypoints = maps.shape[:2]
-    flat = maps.reshape(batch * keypoints, 1, *maps.shape[-2:])
+    batch, keypoints, height, width = maps.shape
+    flat = maps.reshape(batch * keypoints, 1, height, width)
     block = max(MIN_BLOCK_MAPS, BLOCK_BYTES // (flat[0].numel() * flat.element_size()))
     if flat.shape[0] <= block or maps.requires_grad:
-        return decode_block(maps)
-    parts = [decode_block(flat[start : start + block]) for start in range(0, flat.shape[0], block)]
-    return torch.cat(parts).view(batch, keypoints, 2)
+        weights = weigh(maps)
+        return weights.sum(-2), weights.sum(-1)
+    columns = maps.new_empty(flat.shape[0], 1, width)
+    rows = maps.new_empty(flat.shape[0], 1, height)
+    for start in range(0, flat.shape[0], block):
+        weights = weigh(flat[start : start + block])
+        torch.sum(weights, -2, out=columns[start : start + block])
+        torch.sum(weights, -1, out=rows[start : start + block])
+    return columns.view(batch, keypoints, width), rows.view(batch, keypoints, height)
 
 
-def weight_moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``sum w``, ``sum w x`` and ``sum w y`` of ``(B, K, H, W)`` weights, float64.
+def expectation_2d(
+    weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
+) -> torch.Tensor:
+    """``(B, K, 2)`` expected ``(x, y)`` under the non-negative weights ``weigh(maps)``.
 
-    Through the two marginals (two reductions of the map, the short sums in the weights'
-    dtype, the rest in float64): faster on the CPU than a matrix product with a
-    two-column basis, whose GEMM is inefficient at that width.
+    The moments come from the two marginals (two reductions of each map, in the maps'
+    dtype; the short sums that follow in float64): faster on the CPU than a matrix
+    product with a two-column basis, whose GEMM is inefficient at that width.
     """
-    height, width = weights.shape[-2:]
-    columns = weights.sum(-2).double()  # (B, K, W)
-    rows = weights.sum(-1).double()  # (B, K, H)
-    xs = torch.arange(width, device=weights.device, dtype=torch.float64)
-    ys = torch.arange(height, device=weights.device, dtype=torch.float64)
-    return rows.sum(-1), columns @ xs, rows @ ys
-
-
-def expectation_2d(weights: torch.Tensor) -> torch.Tensor:
-    """``(B, K, H, W)`` non-negative weights -> ``(B, K, 2)`` expected ``(x, y)``."""
-    total, moment_x, moment_y = weight_moments(weights)
-    return stack_xy(moment_x / total, moment_y / total).to(weights.dtype)
-
-
-def softmax_weights(maps: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Un-normalised softmax ``exp(beta * (h - max h))`` and the ``(B, K)`` maxima."""
-    peak = maps.flatten(-2).amax(-1)
-    weights = maps - peak[..., None, None]  # a new tensor: the steps below work in place
-    if beta != 1:
-        weights.mul_(beta)
-    return weights.exp_(), peak
+    columns, rows = weight_marginals(weigh, maps)
+    columns, rows = columns.double(), rows.double()
+    xs = torch.arange(columns.shape[-1], device=maps.device, dtype=torch.float64)
+    ys = torch.arange(rows.shape[-1], device=maps.device, dtype=torch.float64)
+    total = rows.sum(-1)
+    return stack_xy((columns @ xs) / total, (rows @ ys) / total).to(maps.dtype)
 
 
 def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -99,12 +94,12 @@ def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     tensor([[[2., 1.]]])
     """
 
-    def integral(maps: torch.Tensor) -> torch.Tensor:
+    def weigh(maps: torch.Tensor) -> torch.Tensor:
         logits = maps.flatten(-2) if beta == 1 else beta * maps.flatten(-2)
-        # torch's fused softmax is the fastest way to the weights; the marginals give the moments
-        return expectation_2d(torch.softmax(logits, dim=-1).view_as(maps))
+        # torch's fused softmax is the fastest way to the weights
+        return torch.softmax(logits, dim=-1).view_as(maps)
 
-    return blockwise(integral, heatmaps.to(working_dtype(heatmaps)))
+    return expectation_2d(weigh, heatmaps.to(working_dtype(heatmaps)))
 
 
 def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -140,11 +135,13 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     ``mu = (C * E - N * c) / (C - N)``: each background pixel at 0 adds ``exp(0) = 1`` to
     ``C`` and pulls ``E`` toward ``c``, and this takes exactly that out. Since
     ``C * E - N * c = sum (exp(beta h) - 1) * x`` and ``C - N = sum (exp(beta h) - 1)``,
-    it is the expectation under the weights ``exp(beta h) - 1``, computed as
-    ``exp(beta (h - max h)) - exp(-beta max h)`` (the same weights scaled by
-    ``exp(-beta max h)``, so nothing overflows). Subtracting per pixel rather than from
-    the large sums keeps float32 maps accurate when the bump is small next to the
-    background (``C`` close to ``N``).
+    it is the expectation under the weights ``exp(beta h) - 1``, computed scaled by
+    ``exp(-beta max h) / sum exp(beta (h - max h))`` so that nothing overflows, as
+    ``softmax(beta h) - exp(-beta max h) max softmax(beta h)`` (the largest softmax
+    weight is ``1 / sum exp(beta (h - max h))``; torch's fused softmax is several times
+    faster than its plain ``exp`` on these maps). The background's 1 comes off every
+    pixel before summing, not off the large sums, which keeps float32 maps accurate
+    when the bump is small next to the background (``C`` close to ``N``).
 
     Args:
         heatmaps: ``(B, K, H, W)``, background at 0.
@@ -157,16 +154,18 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     >>> decode_integral_debiased(maps)
     tensor([[[1., 0.]]])
     """
-    def debiased(maps: torch.Tensor) -> torch.Tensor:
-        weights, peak = softmax_weights(maps, beta)
-        # take the background's exp(0) = 1 (in the exp(-beta max h) scale) off every pixel
-        # before summing, so the sums hold only the bump and float32 keeps its digits
-        background = torch.exp(-beta * peak)[..., None, None]
-        # in place unless autograd needs the exp's output as it was
+    def weigh(maps: torch.Tensor) -> torch.Tensor:
+        flat = maps.flatten(-2)
+        weights = torch.softmax(flat if beta == 1 else beta * flat, dim=-1)
+        # the background's exp(0) = 1 in the softmax's scale 1 / sum exp(beta (h - max h)),
+        # which is the largest weight, exp(0) over that sum
+        background = torch.exp(-beta * flat.amax(-1, keepdim=True)) * weights.amax(-1, keepdim=True)
+        # taken off every pixel before summing, so the sums hold only the bump and float32
+        # keeps its digits; in place unless autograd needs the softmax's output as it was
         weights = weights - background if weights.requires_grad else weights.sub_(background)
-        return expectation_2d(weights)
+        return weights.view_as(maps)
 
-    return blockwise(debiased, heatmaps.to(working_dtype(heatmaps)))
+    return expectation_2d(weigh, heatmaps.to(working_dtype(heatmaps)))
 
 
 def decode_integral_l1(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -177,7 +176,7 @@ def decode_integral_l1(heatmaps: torch.Tensor) -> torch.Tensor:
     >>> decode_integral_l1(maps)
     tensor([[[1.7500, 0.0000]]])
     """
-    return blockwise(lambda maps: expectation_2d(maps.clamp(min=0)), heatmaps.to(working_dtype(heatmaps)))
+    return expectation_2d(lambda maps: maps.clamp(min=0), heatmaps.to(working_dtype(heatmaps)))
 
 
 def decode_soft_argmax_local(
