@@ -98,19 +98,34 @@ def render_heatmaps(
     return (amplitude * profile_y).unsqueeze(-1) * profile_x.unsqueeze(-2)
 
 
+#: Where a float32 (or narrower) profile's exponent falls below this, the profile is 0
+#: (``e^-40 = 4e-18``, past 8.9 sigma). Float32 cannot tell such a tail from 0 next to
+#: the peak (its resolution is 6e-8), and without it the far tails, and their products
+#: in the outer product, land in float32's subnormal range, where the CPU's exp and
+#: multiply run several times slower. Float64 profiles are left exact.
+PROFILE_EXPONENT_FLOOR = -40.0
+
+
+def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
+    """``exp(exponent)``; for float32 and narrower, 0 below :data:`PROFILE_EXPONENT_FLOOR`."""
+    if exponent.dtype == torch.float64:
+        return torch.exp(exponent)
+    return torch.exp(exponent.clamp(min=PROFILE_EXPONENT_FLOOR)) * (exponent >= PROFILE_EXPONENT_FLOOR)
+
+
 def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: str) -> torch.Tensor:
     """One axis of an encoder: ``(N,)`` pixel centres, ``(B, K, 1)`` centre -> ``(B, K, N)``."""
     if encoder == "seed":
         fwhm = FWHM_PER_SIGMA * sigma
-        return torch.exp(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
+        return _gaussian(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
     if encoder == "logit":
         return -((pixels - center) ** 2) / (2.0 * sigma**2)
     if encoder == "gaussian":
-        return torch.exp(-((pixels - center) ** 2) / (2.0 * sigma**2))
+        return _gaussian(-((pixels - center) ** 2) / (2.0 * sigma**2))
     rounded = torch.floor(center + 0.5)
     peak_at = rounded if encoder == "msra" else center
     window = (pixels - rounded).abs() <= 3.0 * sigma
-    return torch.exp(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
+    return _gaussian(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
 def default_margin(sigma_hm: float) -> int:

@@ -44,6 +44,16 @@ class TestRenderHeatmaps:
         expected = 10 * np.exp(-4 * np.log(2) * ((xs - center[0]) ** 2 + (ys - center[1]) ** 2) / fwhm**2)
         np.testing.assert_allclose(maps[0, 0].numpy(), expected, rtol=1e-12)
 
+    def test_float32_tails_stop_short_of_subnormals(self):
+        # each axis's Gaussian is exact down to e^-40 and 0 beyond, so no product of the
+        # two is a float32 subnormal
+        maps = render_heatmaps(torch.tensor([[[5.0, 7.0]]]), (200, 150), 1.0)[0, 0].double()
+        ys, xs = np.mgrid[0:200, 0:150]
+        ex, ey = -((xs - 5.0) ** 2) / 2, -((ys - 7.0) ** 2) / 2
+        expected = np.where((ex >= -40) & (ey >= -40), np.exp(ex + ey), 0.0)
+        np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-6, atol=0)
+        assert not ((maps != 0) & (maps < torch.finfo(torch.float32).tiny)).any()
+
     def test_input_not_modified(self):
         centers = torch.rand(2, 1, 2)
         before = centers.clone()
