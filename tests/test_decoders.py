@@ -402,6 +402,23 @@ def test_debiased_integral_removes_the_background_pull(amplitude):
     assert debiased.max() < 0.01
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_debiased_integral_where_exp_overflows_float32(beta):
+    # exp(beta h) - 1 overflows float32 above beta h = 88.7: such maps are weighed again in
+    # the softmax's scale, and must give the formula's value, as must their neighbours
+    centers = torch.tensor([[[5.3, 4.6]], [[6.1, 3.2]], [[4.4, 7.9]]])
+    maps = render_heatmaps(centers, (12, 13), 1.5, amplitude=10.0)
+    maps[1] *= 30.0  # peak 300
+    maps[2, 0, 0, 0] = float("nan")
+    decoded = decode(maps, "integral-debiased", beta=beta)
+    # the formula in float64, where exp(300 beta) is finite: expectation under exp(beta h) - 1
+    weights = torch.expm1(beta * maps[:2, 0].double())
+    ys, xs = torch.meshgrid(torch.arange(12.0).double(), torch.arange(13.0).double(), indexing="ij")
+    expected = torch.stack(((weights * xs).sum((-2, -1)), (weights * ys).sum((-2, -1))), -1) / weights.sum((-2, -1))[:, None]
+    torch.testing.assert_close(decoded[:2, 0].double(), expected, atol=1e-4, rtol=0)
+    assert torch.isnan(decoded[2]).all()
+
+
 def test_integral_l1_is_exact_on_an_untruncated_gaussian():
     # The sampled Gaussian's first moment is mu up to aliasing of order exp(-2 pi^2 sigma^2).
     centers = interior_points(300)

@@ -62,18 +62,23 @@ def weight_marginals(
 def expectation_2d(
     weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
 ) -> torch.Tensor:
-    """``(B, K, 2)`` expected ``(x, y)`` under the non-negative weights ``weigh(maps)``.
+    """``(B, K, 2)`` expected ``(x, y)`` under the non-negative weights ``weigh(maps)``."""
+    return marginal_expectation(*weight_marginals(weigh, maps)).to(maps.dtype)
 
-    The moments come from the two marginals (two reductions of each map, in the maps'
-    dtype; the short sums that follow in float64): faster on the CPU than a matrix
-    product with a two-column basis, whose GEMM is inefficient at that width.
+
+def marginal_expectation(columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``(B, K, 2)`` expected ``(x, y)`` from the column and row sums of the weights, in
+    float64.
+
+    Moments from the two marginals (two reductions of each map, then these short sums)
+    are faster on the CPU than a matrix product with a two-column basis, whose GEMM is
+    inefficient at that width.
     """
-    columns, rows = weight_marginals(weigh, maps)
     columns, rows = columns.double(), rows.double()
-    xs = torch.arange(columns.shape[-1], device=maps.device, dtype=torch.float64)
-    ys = torch.arange(rows.shape[-1], device=maps.device, dtype=torch.float64)
+    xs = torch.arange(columns.shape[-1], device=columns.device, dtype=torch.float64)
+    ys = torch.arange(rows.shape[-1], device=rows.device, dtype=torch.float64)
     total = rows.sum(-1)
-    return stack_xy((columns @ xs) / total, (rows @ ys) / total).to(maps.dtype)
+    return stack_xy((columns @ xs) / total, (rows @ ys) / total)
 
 
 def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -135,13 +140,13 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     ``mu = (C * E - N * c) / (C - N)``: each background pixel at 0 adds ``exp(0) = 1`` to
     ``C`` and pulls ``E`` toward ``c``, and this takes exactly that out. Since
     ``C * E - N * c = sum (exp(beta h) - 1) * x`` and ``C - N = sum (exp(beta h) - 1)``,
-    it is the expectation under the weights ``exp(beta h) - 1``, computed scaled by
-    ``exp(-beta max h) / sum exp(beta (h - max h))`` so that nothing overflows, as
+    it is the expectation under the weights ``exp(beta h) - 1``, computed as such. Maps
+    where that overflows (``beta h`` above 88 in float32) are weighed again, scaled by
+    ``exp(-beta max h) / sum exp(beta (h - max h))``, as
     ``softmax(beta h) - exp(-beta max h) max softmax(beta h)`` (the largest softmax
-    weight is ``1 / sum exp(beta (h - max h))``; torch's fused softmax is several times
-    faster than its plain ``exp`` on these maps). The background's 1 comes off every
-    pixel before summing, not off the large sums, which keeps float32 maps accurate
-    when the bump is small next to the background (``C`` close to ``N``).
+    weight is ``1 / sum exp(beta (h - max h))``). Either way the background's 1 comes
+    off every pixel before summing, not off the large sums, which keeps float32 maps
+    accurate when the bump is small next to the background (``C`` close to ``N``).
 
     Args:
         heatmaps: ``(B, K, H, W)``, background at 0.
@@ -154,18 +159,29 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     >>> decode_integral_debiased(maps)
     tensor([[[1., 0.]]])
     """
-    def weigh(maps: torch.Tensor) -> torch.Tensor:
-        flat = maps.flatten(-2)
-        weights = torch.softmax(flat if beta == 1 else beta * flat, dim=-1)
-        # the background's exp(0) = 1 in the softmax's scale 1 / sum exp(beta (h - max h)),
-        # which is the largest weight, exp(0) over that sum
-        background = torch.exp(-beta * flat.amax(-1, keepdim=True)) * weights.amax(-1, keepdim=True)
-        # taken off every pixel before summing, so the sums hold only the bump and float32
-        # keeps its digits; in place unless autograd needs the softmax's output as it was
-        weights = weights - background if weights.requires_grad else weights.sub_(background)
-        return weights.view_as(maps)
+    maps = heatmaps.to(working_dtype(heatmaps))
 
-    return expectation_2d(weigh, heatmaps.to(working_dtype(heatmaps)))
+    def exp_minus_one(block: torch.Tensor) -> torch.Tensor:
+        weights = torch.exp(block if beta == 1 else beta * block)
+        # in place unless autograd needs the exp's output as it was
+        return weights - 1 if weights.requires_grad else weights.sub_(1)
+
+    def scaled(block: torch.Tensor) -> torch.Tensor:
+        flat = block.flatten(-2)
+        weights = torch.softmax(flat if beta == 1 else beta * flat, dim=-1)
+        # the background's 1 in the softmax's scale 1 / sum exp(beta (h - max h)), which
+        # is the largest weight, exp(0) over that sum
+        background = torch.exp(-beta * flat.amax(-1, keepdim=True)) * weights.amax(-1, keepdim=True)
+        weights = weights - background if weights.requires_grad else weights.sub_(background)
+        return weights.view_as(block)
+
+    columns, rows = weight_marginals(exp_minus_one, maps)
+    overflowed = ~torch.isfinite(rows.sum(-1))  # (B, K); NaN maps too, which stay NaN
+    if bool(overflowed.any()):
+        again = weight_marginals(scaled, maps[overflowed].unsqueeze(1))
+        columns, rows = columns.clone(), rows.clone()
+        columns[overflowed], rows[overflowed] = again[0].squeeze(1), again[1].squeeze(1)
+    return marginal_expectation(columns, rows).to(maps.dtype)
 
 
 def decode_integral_l1(heatmaps: torch.Tensor) -> torch.Tensor:
