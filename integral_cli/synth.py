@@ -98,19 +98,22 @@ def render_heatmaps(
     return (amplitude * profile_y).unsqueeze(-1) * profile_x.unsqueeze(-2)
 
 
-#: Where a float32 (or narrower) profile's exponent falls below this, the profile is 0
-#: (``e^-40 = 4e-18``, past 8.9 sigma). Float32 cannot tell such a tail from 0 next to
-#: the peak (its resolution is 6e-8), and without it the far tails, and their products
-#: in the outer product, land in float32's subnormal range, where the CPU's exp and
-#: multiply run several times slower. Float64 profiles are left exact.
+#: Where a float32 (or narrower) profile falls more than this below its own largest
+#: exponent, the profile is 0 (``e^-40 = 4e-18`` of its peak: past 8.9 sigma when the
+#: peak sits on a pixel). Float32 cannot tell such a tail from 0 next to the peak (its
+#: resolution is 6e-8), and without it the far tails, and their products in the outer
+#: product, land in float32's subnormal range, where the CPU's exp and multiply run
+#: several times slower. Float64 profiles are left exact.
 PROFILE_EXPONENT_FLOOR = -40.0
 
 
 def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
-    """``exp(exponent)``; for float32 and narrower, 0 below :data:`PROFILE_EXPONENT_FLOOR`."""
+    """``exp(exponent)`` along the last axis; for float32 and narrower, 0 where the
+    exponent is more than :data:`PROFILE_EXPONENT_FLOOR` below the axis's largest."""
     if exponent.dtype == torch.float64:
         return torch.exp(exponent)
-    return torch.exp(exponent.clamp(min=PROFILE_EXPONENT_FLOOR)) * (exponent >= PROFILE_EXPONENT_FLOOR)
+    floor = exponent.amax(-1, keepdim=True) + PROFILE_EXPONENT_FLOOR
+    return torch.exp(torch.maximum(exponent, floor)) * (exponent >= floor)
 
 
 def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: str) -> torch.Tensor:

@@ -226,6 +226,20 @@ class TestEveryDecoder:
             assert not out.requires_grad
 
 
+def test_neighbourhoods_with_autograd_are_read_pixel_by_pixel(monkeypatch):
+    # the window view's backward would allocate (2r+1)^2 times the maps
+    from integral_cli.decoders import common
+
+    calls = []
+    real = common._gather_clamped
+    monkeypatch.setattr(common, "_gather_clamped", lambda *a, **k: calls.append(1) or real(*a, **k))
+    maps = render_heatmaps(torch.tensor([[[20.3, 30.6]]], dtype=torch.float64), (64, 48), 2.0)
+    common.gather_patches(maps, torch.tensor([[20]]), torch.tensor([[30]]), 7)
+    assert calls == []
+    common.gather_patches(maps.requires_grad_(), torch.tensor([[20]]), torch.tensor([[30]]), 7)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("name", ["dark", "dark-udp"])
 def test_dark_blurs_whole_maps_only_where_the_clip_bites(name, rng, monkeypatch):
     # The local blur is exact only where the clip cannot bite; the clamped family needs
@@ -417,6 +431,24 @@ def test_debiased_integral_where_exp_overflows_float32(beta):
     expected = torch.stack(((weights * xs).sum((-2, -1)), (weights * ys).sum((-2, -1))), -1) / weights.sum((-2, -1))[:, None]
     torch.testing.assert_close(decoded[:2, 0].double(), expected, atol=1e-4, rtol=0)
     assert torch.isnan(decoded[2]).all()
+    # the gradient stays finite, the overflowing map's included
+    leaf = maps[:2].clone().requires_grad_()
+    decode(leaf, "integral-debiased", beta=beta).sum().backward()
+    assert torch.isfinite(leaf.grad).all() and leaf.grad[1].abs().sum() > 0
+
+
+def test_debiased_integral_gradient_where_exp_overflows_float64():
+    # float64 overflows past beta h = 709.8: a peak of 800 takes the fallback
+    maps = render_heatmaps(torch.tensor([[[4.3, 5.6]], [[6.2, 3.7]]], dtype=torch.float64), (10, 11), 1.5)
+    maps = (maps * torch.tensor([800.0, 1.0], dtype=torch.float64)[:, None, None, None]).requires_grad_()
+    assert torch.autograd.gradcheck(lambda m: decode(m, "integral-debiased"), (maps,))
+
+
+def test_debiased_integral_where_only_the_moments_would_overflow():
+    # the total exp(708) is finite in float64, its moments (times a coordinate) are not
+    maps = torch.zeros(1, 1, 64, 64, dtype=torch.float64)
+    maps[0, 0, 50, 40] = 708.0
+    torch.testing.assert_close(decode(maps, "integral-debiased"), torch.tensor([[[40.0, 50.0]]], dtype=torch.float64))
 
 
 def test_integral_l1_is_exact_on_an_untruncated_gaussian():

@@ -54,6 +54,12 @@ class TestRenderHeatmaps:
         np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-6, atol=0)
         assert not ((maps != 0) & (maps < torch.finfo(torch.float32).tiny)).any()
 
+    def test_a_tiny_sigma_between_pixels_still_peaks_there(self):
+        # sigma 0.05 with the centre half a pixel from every pixel centre: the largest
+        # values are e^-50 of the peak, kept, since the floor is relative to each axis's own
+        maps = render_heatmaps(torch.tensor([[[2.5, 2.5]]]), (6, 6), 0.05)
+        assert maps[0, 0, 2:4, 2:4].gt(0).all() and maps[0, 0, :2].eq(0).all()
+
     def test_input_not_modified(self):
         centers = torch.rand(2, 1, 2)
         before = centers.clone()

@@ -176,8 +176,13 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
         return weights.view_as(block)
 
     columns, rows = weight_marginals(exp_minus_one, maps)
-    overflowed = ~torch.isfinite(rows.sum(-1))  # (B, K); NaN maps too, which stay NaN
+    # (B, K), NaN maps too (they stay NaN); the factor covers the moments, which are at
+    # most the total times the largest coordinate
+    overflowed = ~torch.isfinite(rows.sum(-1) * max(maps.shape[-2:]))
     if bool(overflowed.any()):
+        if columns.requires_grad:
+            # the infinite exp of an overflowing map would turn its zero gradient into NaN
+            columns, rows = weight_marginals(exp_minus_one, maps.masked_fill(overflowed[..., None, None], 0.0))
         again = weight_marginals(scaled, maps[overflowed].unsqueeze(1))
         columns, rows = columns.clone(), rows.clone()
         columns[overflowed], rows[overflowed] = again[0].squeeze(1), again[1].squeeze(1)
