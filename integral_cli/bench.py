@@ -51,13 +51,49 @@ def time_call(function: Callable[[], Any], repeat: int, device: torch.device) ->
     """Seconds of each of ``repeat`` calls after one warm-up call, device synchronised."""
     function()
     synchronize(device)
-    seconds = []
-    for _ in range(repeat):
-        synchronize(device)
-        began = time.perf_counter()
-        function()
-        synchronize(device)
-        seconds.append(time.perf_counter() - began)
+    return [_seconds(function, device) for _ in range(repeat)]
+
+
+def _seconds(function: Callable[[], Any], device: torch.device) -> float:
+    synchronize(device)
+    began = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - began
+
+
+@dataclass
+class Contender:
+    """One thing ``bench`` times: ``function`` decodes (or renders) ``maps`` maps; it is
+    called ``repeat`` times."""
+
+    name: str
+    kind: str
+    function: Callable[[], Any]
+    maps: int
+    repeat: int
+
+
+def time_interleaved(
+    contenders: list[Contender], device: torch.device, progress: Callable[[str], None] | None = None
+) -> dict[str, list[float]]:
+    """Seconds of each call of every contender, after one warm-up call each, taken in
+    rounds: one call of each contender per round, in turn. On a shared machine whose
+    speed drifts, every contender then sees the same conditions, so the ratios of their
+    medians hold within the run."""
+    seconds: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for contender in contenders:
+        if progress is not None:
+            progress(f"warm-up {contender.name}")
+        contender.function()
+    synchronize(device)
+    rounds = max(c.repeat for c in contenders)
+    for number in range(rounds):
+        if progress is not None:
+            progress(f"round {number + 1} of {rounds}")
+        for contender in contenders:
+            if number < contender.repeat:
+                seconds[contender.name].append(_seconds(contender.function, device))
     return seconds
 
 
@@ -76,11 +112,17 @@ def _row(name: str, kind: str, seconds: list[float], maps: int, read_seconds: fl
     }
 
 
+READ = "read the tensor once (sum)"
+
+
 def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time everything; return ``{"rows": [...], "targets": [...], "dark_max_difference": ...}``.
 
-    Rows have ``name, kind, maps, median_s, min_s, max_s, maps_per_s, ns_per_map,
-    read_fraction`` (the speed as a fraction of reading the tensor once with ``sum``).
+    The read floor, the decoders, ``render_heatmaps`` and the baselines are timed in
+    interleaved rounds (see :func:`time_interleaved`); the end-to-end ``compare`` once,
+    after them. Rows have ``name, kind, maps, median_s, min_s, max_s, maps_per_s,
+    ns_per_map, read_fraction`` (the speed as a fraction of reading the tensor once with
+    ``sum``).
     """
     device = resolve_device(config.device)
     if device.type == "cpu":
@@ -94,20 +136,23 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     centers = (margin + unit * span).float().to(device)
     maps = render_heatmaps(centers, config.size, SIGMA, amplitude=AMPLITUDE).to(dtype).contiguous()
     step = progress or (lambda name: None)
-    rows: list[dict[str, Any]] = []
 
-    step("read")
-    read = statistics.median(time_call(lambda: maps.sum(), config.repeat, device))
-    rows.append(_row("read the tensor once (sum)", "floor", [read], config.batch, read))
-    for name in config.decoders:
-        step(name)
-        seconds = time_call(lambda name=name: decode(maps, name), config.repeat, device)
-        rows.append(_row(name, "decoder", seconds, config.batch, read))
-    step("render")
-    render_seconds = time_call(
-        lambda: render_heatmaps(centers, config.size, SIGMA, amplitude=AMPLITUDE), config.repeat, device
-    )
-    rows.append(_row("render_heatmaps", "render", render_seconds, config.batch, read))
+    contenders = [Contender(READ, "floor", lambda: maps.sum(), config.batch, config.repeat)]
+    contenders += [
+        Contender(name, "decoder", lambda name=name: decode(maps, name), config.batch, config.repeat)
+        for name in config.decoders
+    ]
+    contenders.append(Contender("render_heatmaps", "render",
+                                lambda: render_heatmaps(centers, config.size, SIGMA, amplitude=AMPLITUDE),
+                                config.batch, config.repeat))
+    dark_difference = None
+    if config.baselines:
+        more, dark_difference = _baselines(config, maps, centers, device)
+        contenders += more
+    seconds = time_interleaved(contenders, device, step)
+    read = statistics.median(seconds[READ])
+    rows = [_row(c.name, c.kind, seconds[c.name], c.maps, None if c.kind == "baseline" and c.maps != config.batch
+                 else read) for c in contenders]
 
     step("compare")
     experiment = ExperimentConfig(
@@ -116,43 +161,40 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
         margin=margin,
     )
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
-    rows.append(_row("compare end to end", "compare", compare_seconds, config.batch, read))
-
-    dark_difference = None
-    if config.baselines:
-        dark_difference = _baselines(config, maps, centers, device, read, rows, step)
+    rows.insert(len(config.decoders) + 2, _row("compare end to end", "compare", compare_seconds, config.batch, read))
     return {"rows": rows, "targets": _targets(rows), "dark_max_difference": dark_difference,
             "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def _baselines(config, maps, centers, device, read, rows, step) -> float | None:
+def _baselines(config: BenchConfig, maps: torch.Tensor, centers: torch.Tensor,
+               device: torch.device) -> tuple[list[Contender], float | None]:
+    """The field's usual implementations, on the same maps; and how far the per-keypoint
+    DARK lands from ours (``None`` without OpenCV)."""
     maps_np = maps.float().cpu().numpy()
-    slow_repeat = min(config.repeat, 3)
-    step("numpy argmax")
-    rows.append(_row("numpy argmax (MMPose way)", "baseline", time_call(lambda: baselines.numpy_argmax(maps_np), config.repeat, device), config.batch, read))
-    step("loop quarter")
-    rows.append(_row("argmax + per-keypoint quarter loop (MMPose way)", "baseline",
-                     time_call(lambda: baselines.loop_quarter_offset(maps_np), slow_repeat, device), config.batch, read))
+    slow = min(config.repeat, 3)
+    batch = config.batch
+    contenders = [
+        Contender("numpy argmax (MMPose way)", "baseline", lambda: baselines.numpy_argmax(maps_np), batch,
+                  config.repeat),
+        Contender("argmax + per-keypoint quarter loop (MMPose way)", "baseline",
+                  lambda: baselines.loop_quarter_offset(maps_np), batch, slow),
+    ]
     dark_difference = None
     if baselines.loop_dark(maps_np[:1]) is not None:
-        step("loop dark")
-        rows.append(_row("whole-map cv2 blur + per-keypoint DARK (MMPose way)", "baseline",
-                         time_call(lambda: baselines.loop_dark(maps_np), slow_repeat, device), config.batch, read))
+        contenders.append(Contender("whole-map cv2 blur + per-keypoint DARK (MMPose way)", "baseline",
+                                    lambda: baselines.loop_dark(maps_np), batch, slow))
         theirs = torch.from_numpy(baselines.loop_dark(maps_np)).to(device)
         dark_difference = float((decode(maps, "dark").float() - theirs).abs().max())
-    step("seed marginal")
-    rows.append(_row("seed note's marginal decoder", "baseline",
-                     time_call(lambda: baselines.seed_marginal(maps), config.repeat, device), config.batch, read))
-    step("seed generator")
-    count = min(config.batch, 512)
+    contenders.append(Contender("seed note's marginal decoder", "baseline", lambda: baselines.seed_marginal(maps),
+                                batch, config.repeat))
+    count = min(batch, 512)
     joints = centers[:count, 0].cpu().numpy()
     fwhm = FWHM_PER_SIGMA * SIGMA
-    rows.append(_row("seed note's generator (numpy loop)", "baseline",
-                     time_call(lambda: baselines.seed_generator(joints, *config.size, fwhm), slow_repeat, device), count, None))
+    contenders.append(Contender("seed note's generator (numpy loop)", "baseline",
+                                lambda: baselines.seed_generator(joints, *config.size, fwhm), count, slow))
     for name, function in baselines.library_soft_argmax().items():
-        step(name)
-        rows.append(_row(name, "baseline", time_call(lambda f=function: f(maps), config.repeat, device), config.batch, read))
-    return dark_difference
+        contenders.append(Contender(name, "baseline", lambda f=function: f(maps), batch, config.repeat))
+    return contenders, dark_difference
 
 
 # (ours, theirs or None for the read floor, required ratio of speeds)
@@ -193,4 +235,4 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["BenchConfig", "run_bench", "time_call"]
+__all__ = ["BenchConfig", "Contender", "run_bench", "time_call", "time_interleaved"]

@@ -12,20 +12,20 @@ def working_dtype(heatmaps: torch.Tensor) -> torch.dtype:
     return torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
 
 
-def expected_coordinate(weights: torch.Tensor) -> torch.Tensor:
-    """Expectation of the pixel index under non-negative, not necessarily normalised weights.
+def softmax_expectation(logits: torch.Tensor) -> torch.Tensor:
+    """Expectation of the pixel index under ``softmax(logits)`` along the last axis.
 
     Args:
-        weights: ``(..., N)`` weights over pixel centres ``0 .. N - 1``.
+        logits: ``(..., N)`` over pixel centres ``0 .. N - 1``.
 
     Returns:
-        ``(...)``: ``sum_i w_i * i / sum_i w_i``.
+        ``(...)``: ``sum_i softmax(logits)_i * i`` (the weights sum to 1, so no division).
 
-    >>> expected_coordinate(torch.tensor([1.0, 1.0, 2.0]))
+    >>> softmax_expectation(torch.log(torch.tensor([1.0, 1.0, 2.0])))
     tensor(1.2500)
     """
-    positions = pixel_coordinates(weights.shape[-1], device=weights.device, dtype=weights.dtype)
-    return (weights @ positions) / weights.sum(-1)
+    positions = pixel_coordinates(logits.shape[-1], device=logits.device, dtype=logits.dtype)
+    return torch.softmax(logits, dim=-1) @ positions
 
 
 def stack_xy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,10 @@ import torch
 
 from integral_cli.decoders.argmax import get_heatmap_maximum
 from integral_cli.decoders.common import (
-    expected_coordinate,
     gather_patches,
     patch_inside,
     pixel_indices,
+    softmax_expectation,
     stack_xy,
     working_dtype,
 )
@@ -127,9 +127,7 @@ def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     sum_x, sum_y = maps.sum(-2), maps.sum(-1)
     if beta != 1:
         sum_x, sum_y = beta * sum_x, beta * sum_y
-    weights_x = torch.softmax(sum_x, dim=-1)
-    weights_y = torch.softmax(sum_y, dim=-1)
-    return stack_xy(expected_coordinate(weights_x), expected_coordinate(weights_y))
+    return stack_xy(softmax_expectation(sum_x), softmax_expectation(sum_y))
 
 
 def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
