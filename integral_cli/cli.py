@@ -671,7 +671,10 @@ def bench(
         targets.add_column(header)
     for target in result["targets"]:
         sign = "≤" if target.get("lower_is_better") else "≥"
-        targets.add_row(target["ours"], target["against"], f"{target['ratio']:.2f}", f"{sign} {target['target']:g}",
+        ratio = f"{target['ratio']:.2f}"
+        if ratio == f"{target['target']:.2f}":
+            ratio = f"{target['ratio']:.3f}"  # so that a ratio just short of its target does not read as on it
+        targets.add_row(target["ours"], target["against"], ratio, f"{sign} {target['target']:g}",
                         "yes" if target["met"] else "no")
     console.print(targets)
     if result["dark_max_difference"] is not None:
