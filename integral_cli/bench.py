@@ -4,7 +4,6 @@ usual implementations, timed in one run on the same tensor."""
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ import torch
 from integral_cli import baselines
 from integral_cli.checks import check_range, check_size
 from integral_cli.decoders import DECODERS, decode, get_decoder
-from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize
+from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize, timed
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import DTYPES, ExperimentConfig, run_experiment
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
@@ -55,11 +54,7 @@ def time_call(function: Callable[[], Any], repeat: int, device: torch.device) ->
 
 
 def _seconds(function: Callable[[], Any], device: torch.device) -> float:
-    synchronize(device)
-    began = time.perf_counter()
-    function()
-    synchronize(device)
-    return time.perf_counter() - began
+    return timed(function, device)[1]
 
 
 @dataclass

@@ -35,6 +35,13 @@ def check_points(points: object, name: str = "points") -> torch.Tensor:
     return points
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of ``choices``; the message lists them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
 def check_positive(value: float, name: str) -> float:
     """Check that ``value`` is a finite number greater than zero."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -799,10 +799,6 @@ def grad(
     _stdout().print(_check_table(rows, title))
 
 
-def _learning_rates(text: str) -> tuple[float, ...]:
-    return _positive_floats(text, "--learning-rates")
-
-
 @app.command()
 def fit(
     stride: Stride = 4,
@@ -836,7 +832,7 @@ def fit(
         config = FitConfig(
             _toy_maps(stride, sigma, sigma_unit, amplitude, beta, dark_kernel, window_radius, image_size, samples,
                       decoders, device, seed, max_memory, encoder=encoder, dtype=dtype),
-            steps=steps, learning_rates=_learning_rates(learning_rates), threshold=threshold,
+            steps=steps, learning_rates=_positive_floats(learning_rates, "--learning-rates"), threshold=threshold,
             start_distance=start_distance,
         )
         names = config.experiment.decoders
@@ -870,13 +866,6 @@ def fit(
     _stdout().print(table)
 
 
-def _thresholds(text: str) -> tuple[float, ...]:
-    values = _positive_floats(text, "--pck")
-    if len(set(values)) != len(values):
-        raise typer.BadParameter("a threshold is listed twice", param_hint="--pck")
-    return values
-
-
 @app.command()
 def evaluate(
     heatmaps: Annotated[Path, typer.Option("--heatmaps", metavar="FILE", help="Your model's heatmaps, (N, K, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict holding one).")],
@@ -905,7 +894,7 @@ def evaluate(
         config = EvaluateConfig(
             heatmaps=heatmaps, targets=targets, stride=stride, convention=convention,
             image_size=None if image_size is None else _image_size(image_size), decoders=_decoder_names(decoders),
-            beta=beta, dark_kernel=dark_kernel, window_radius=window_radius, pck=_thresholds(pck),
+            beta=beta, dark_kernel=dark_kernel, window_radius=window_radius, pck=_positive_floats(pck, "--pck"),
             device=device, max_memory_mib=max_memory,
         )
         if csv is not None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import ctypes
 import re
 import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from integral_cli.errors import ConfigError, DeviceError
+
+T = TypeVar("T")
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -94,6 +99,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def timed(function: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """``function()`` and the seconds it took, ``device`` synchronised on both sides of
+    the clock reads."""
+    synchronize(device)
+    began = time.perf_counter()
+    result = function()
+    synchronize(device)
+    return result, time.perf_counter() - began
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number

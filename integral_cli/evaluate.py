@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from integral_cli.checks import check_range, check_size
+from integral_cli.checks import check_choice, check_range, check_size
 from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image
 from integral_cli.decoders import DECODERS, check_decoder_names, check_decoder_params, decode
-from integral_cli.devices import resolve_device, synchronize
+from integral_cli.devices import resolve_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.experiment import DEFAULT_MAX_MEMORY_MIB, MAP_BUFFERS, MAX_MEMORY_MIB, MAX_STRIDE
 from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets
@@ -78,8 +77,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         check_range(self.stride, "stride", 1, MAX_STRIDE, integer=True)
-        if self.convention not in CONVENTIONS:
-            raise ConfigError(f"unknown convention {self.convention!r}; choose from {', '.join(CONVENTIONS)}")
+        check_choice("convention", self.convention, CONVENTIONS)
         check_decoder_names(self.decoders)
         check_decoder_params(self.decoder_params)
         for threshold in self.pck:
@@ -438,11 +436,8 @@ def evaluate_files(
             maps = maps.to(device, torch.float32 if narrow else maps.dtype)
             _check_finite(maps, source.path, start)
             for name in config.decoders:
-                synchronize(device)
-                began = time.perf_counter()
-                points = decode(maps, name, **config.decoder_params)
-                synchronize(device)
-                seconds[name] += time.perf_counter() - began
+                points, spent = timed(lambda name=name: decode(maps, name, **config.decoder_params), device)
+                seconds[name] += spent
                 decoded[name].append(points.to(exact))
             if progress is not None:
                 progress(min(samples, start + step), samples)

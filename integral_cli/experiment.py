@@ -9,14 +9,13 @@ same rows on the same device.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
-from integral_cli.checks import check_range
+from integral_cli.checks import check_choice, check_range
 from integral_cli.coords import CONVENTIONS, heatmap_size, heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import DECODERS, check_decoder_names, check_decoder_params, decode
 from integral_cli.decoders.dark import kernel_size_for_sigma
@@ -25,7 +24,7 @@ from integral_cli.devices import (
     limit_allocator_slack,
     release_cached_memory,
     resolve_device,
-    synchronize,
+    timed,
 )
 from integral_cli.errors import ConfigError, OutOfMemoryError
 from integral_cli.metrics import summarize_offsets
@@ -145,7 +144,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         check_range(self.stride, "stride", 1, MAX_STRIDE, integer=True)
         check_range(self.sigma, "sigma", 0, math.inf, low_open=True)
-        _check_choice("sigma_unit", self.sigma_unit, SIGMA_UNITS)
+        check_choice("sigma_unit", self.sigma_unit, SIGMA_UNITS)
         check_range(self.sigma_hm, "sigma in heatmap pixels", MIN_SIGMA_HM, MAX_SIGMA_HM)
         check_range(self.amplitude, "amplitude", 0, MAX_AMPLITUDE, low_open=True)
         if self.dark_kernel != "auto":
@@ -157,18 +156,18 @@ class ExperimentConfig:
             check_range(self.margin, "margin", 0, math.inf)
         check_decoder_names(self.decoders)
         check_range(self.seed, "seed", 0, MAX_SEED, integer=True)
-        _check_choice("encoder", self.encoder, tuple(ENCODERS))
+        check_choice("encoder", self.encoder, tuple(ENCODERS))
         check_range(self.noise, "noise", 0, MAX_NOISE)
         check_range(self.distractor, "distractor", 0, MAX_AMPLITUDE)
         check_range(self.distractor_distance, "distractor_distance", 0, MAX_DISTANCE)
-        _check_choice("position", self.position, POSITIONS)
-        _check_choice("convention", self.convention, CONVENTIONS)
-        _check_choice("decode_convention", self.decode_convention, ("same", *CONVENTIONS))
+        check_choice("position", self.position, POSITIONS)
+        check_choice("convention", self.convention, CONVENTIONS)
+        check_choice("decode_convention", self.decode_convention, ("same", *CONVENTIONS))
         if "udp" in (self.convention, self.decode_convention):
             image_to_heatmap(torch.zeros(1, 2), self.stride, "udp", tuple(self.image_size))
-        _check_choice("sampling", self.sampling, SAMPLINGS)
+        check_choice("sampling", self.sampling, SAMPLINGS)
         check_range(self.grid_size, "grid_size", 1, MAX_GRID_SIZE, integer=True)
-        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        check_choice("dtype", self.dtype, tuple(DTYPES))
         check_range(self.max_memory_mib, "max_memory_mib", 1, MAX_MEMORY_MIB)
 
     @property
@@ -205,6 +204,10 @@ class ExperimentConfig:
         """The decode convention, ``"same"`` resolved."""
         return self.convention if self.decode_convention == "same" else self.decode_convention
 
+    def decoded_to_image(self, points_hm: torch.Tensor) -> torch.Tensor:
+        """Decoded heatmap points to image pixels, with the decode convention."""
+        return heatmap_to_image(points_hm, self.stride, self.resolved_decode_convention, tuple(self.image_size))
+
     @property
     def total_samples(self) -> int:
         """The number of points: ``samples``, rounded up to whole lattices for ``grid``."""
@@ -212,11 +215,6 @@ class ExperimentConfig:
             cells = self.grid_size**2
             return -(-self.samples // cells) * cells
         return self.samples
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
 
 
 def chunk_size(config: ExperimentConfig) -> int:
@@ -368,15 +366,8 @@ def _run_chunk(
     maps = render_maps(config, truth_chunk, first_sample).to(DTYPES[config.dtype])
     offsets, seconds = {}, {}
     for name in config.decoders:
-        synchronize(device)
-        began = time.perf_counter()
-        decoded = decode(maps, name, **params)
-        synchronize(device)
-        seconds[name] = time.perf_counter() - began
-        decoded_img = heatmap_to_image(
-            decoded.to(truth_chunk.dtype), config.stride, config.resolved_decode_convention,
-            tuple(config.image_size),
-        )
+        decoded, seconds[name] = timed(lambda name=name: decode(maps, name, **params), device)
+        decoded_img = config.decoded_to_image(decoded.to(truth_chunk.dtype))
         offsets[name] = (decoded_img - truth_chunk).reshape(-1, 2).float()
     return offsets, seconds
 

@@ -178,9 +178,8 @@ def _train(
     start_error = None
     gradient = "yes"
     for step in range(config.steps + 1):
-        decoded = heatmap_to_image(
-            decode(torch.cat(params), name, **experiment.decoder_params).to(goal.dtype),
-            experiment.stride, experiment.resolved_decode_convention, tuple(experiment.image_size),
+        decoded = experiment.decoded_to_image(
+            decode(torch.cat(params), name, **experiment.decoder_params).to(goal.dtype)
         )
         errors = torch.linalg.vector_norm(decoded.detach() - goal, dim=-1).view(count, batch)
         if start_error is None:

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from integral_cli.checks import check_range
-from integral_cli.coords import heatmap_to_image
 from integral_cli.decoders import decode, get_decoder
 from integral_cli.devices import resolve_device
 from integral_cli.errors import ConfigError, DeviceError
@@ -141,9 +140,7 @@ def _direction(maps: torch.Tensor, seed: int, first_sample: int, epsilon: float)
 
 
 def _decoded_image(experiment: ExperimentConfig, maps: torch.Tensor, name: str) -> torch.Tensor:
-    decoded = decode(maps, name, **experiment.decoder_params)
-    return heatmap_to_image(decoded, experiment.stride, experiment.resolved_decode_convention,
-                            tuple(experiment.image_size))
+    return experiment.decoded_to_image(decode(maps, name, **experiment.decoder_params))
 
 
 def _resolution(coords: torch.Tensor, epsilon: float) -> torch.Tensor:

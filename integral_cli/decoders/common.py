@@ -85,14 +85,16 @@ def gather_patches(
     """
     height, width = heatmaps.shape[-2:]
     side = 2 * radius + 1
-    crosses = (x < radius) | (x >= width - radius) | (y < radius) | (y >= height - radius)
     if (
         side < WINDOW_VIEW_SIDE or side > height or side > width
         # the window view's backward allocates the whole view, (2r+1)^2 times the maps
         or (heatmaps.requires_grad and torch.is_grad_enabled())
-        # the crossing patches are redone one index per pixel: with many, that costs more
-        or bool(crosses.sum() > WINDOW_VIEW_MAX_CROSSING * crosses.numel())
     ):
+        return _gather_clamped(heatmaps, x, y, radius, edge)
+    crosses = (x < radius) | (x >= width - radius) | (y < radius) | (y >= height - radius)
+    crossing = int(crosses.sum())
+    if crossing > WINDOW_VIEW_MAX_CROSSING * crosses.numel():
+        # the crossing patches are redone one index per pixel: with many, that costs more
         return _gather_clamped(heatmaps, x, y, radius, edge)
     # A window view of every map (no copy) indexed once per map: faster than gathering
     # each of the (2r+1)^2 pixels by its own index (DARK 10-15% faster on 64x48 maps).
@@ -100,7 +102,7 @@ def gather_patches(
     batch = torch.arange(x.shape[0], device=x.device).unsqueeze(-1)
     keypoint = torch.arange(x.shape[1], device=x.device)
     values = windows[batch, keypoint, (y - radius).clamp(0, height - side), (x - radius).clamp(0, width - side)]
-    if bool(crosses.any()):
+    if crossing:
         # windows moved inside the map hold the wrong pixels: redo those few pixel by pixel
         which = crosses.nonzero(as_tuple=True)
         maps = which[0] * x.shape[1] + which[1]
