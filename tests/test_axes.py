@@ -16,6 +16,7 @@ from integral_cli.cli import app
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import render_maps, sample_truth
 from integral_cli.synth import add_noise, counter_uniform, sample_heatmap_points
+from support import assert_rows_equal
 
 MEAN_2D = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6  # argmax, x stride
 STD_2D = math.sqrt(1 / 6 - MEAN_2D**2)
@@ -105,7 +106,9 @@ def test_noisy_experiment_does_not_depend_on_the_chunk_size():
     base = ExperimentConfig(samples=300, noise=0.1, device="cpu", dtype="float64", decoders=("argmax", "dark"))
     small = dataclasses.replace(base, max_memory_mib=2)
     a, b = run_experiment(base), run_experiment(small)
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), rtol=1e-9)
+    # the noise is a function of the sample index, so both see the same maps; float64
+    # batched kernels may sum in another order (about 1e-12 relative, see test_experiment)
+    assert_rows_equal(a, b, rtol=1e-9)
     clean = run_experiment(dataclasses.replace(base, noise=0.0))
     assert (a.mean_error > clean.mean_error).all()
 

@@ -9,6 +9,7 @@ from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, open_heatmaps
 from integral_cli.experiment import ExperimentConfig, render_maps, run_experiment, sample_truth
 from integral_cli.metrics import SUMMARY_FIELDS
+from support import assert_rows_equal
 
 STRIDE = 4
 
@@ -53,8 +54,8 @@ def test_every_format_gives_the_same_rows(rendered, name, mapped):
     reference, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
     rows, source = evaluate(folder / name, folder / "targets.npy")
     assert source.mapped == mapped
-    pd.testing.assert_frame_equal(rows.drop(columns=["heatmaps", "seconds"]),
-                                  reference.drop(columns=["heatmaps", "seconds"]))
+    # the same maps, read whole in one chunk either way: bit-identical
+    assert_rows_equal(rows, reference, ignore=("heatmaps", "seconds"))
 
 
 def test_chunks_do_not_change_the_numbers(rendered):
@@ -62,7 +63,13 @@ def test_chunks_do_not_change_the_numbers(rendered):
     whole, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
     # 1 MiB holds a few dozen maps at a time: about a hundred chunks
     chunked, _ = evaluate(folder / "maps.npy", folder / "targets.npy", max_memory_mib=1)
-    pd.testing.assert_frame_equal(chunked.drop(columns="seconds"), whole.drop(columns="seconds"))
+    # float32 maps decoded in batches of another size: a batched kernel may sum in
+    # another order, which moves a float32 sub-pixel estimate by up to ~4e-6 heatmap px
+    # on a few maps (DARK's Newton step amplifies it); in image px at stride 4 that is
+    # under 2e-5, and on the statistics of 3000 maps (means of errors of 1e-3 to 70 px,
+    # or a single order statistic such as max and p95) a relative 1e-4 with an
+    # absolute 2e-5 px floor covers it.
+    assert_rows_equal(chunked, whole, rtol=1e-4, atol=2e-5)
 
 
 def argmax_reference(maps: np.ndarray, targets: np.ndarray, visible: np.ndarray, thresholds):
@@ -109,8 +116,8 @@ def test_csv_targets_match_npy_targets(keypoint_files):
     table.to_csv(folder / "targets.csv", index=False)
     from_npy, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
     from_csv, _ = evaluate(folder / "maps.npy", folder / "targets.csv")
-    pd.testing.assert_frame_equal(from_csv.drop(columns=["targets", "seconds"]),
-                                  from_npy.drop(columns=["targets", "seconds"]))
+    # the same maps and points: bit-identical
+    assert_rows_equal(from_csv, from_npy, ignore=("targets", "seconds"))
 
 
 def test_integer_and_half_precision_maps_are_read(tmp_path, keypoint_files):
@@ -273,8 +280,7 @@ def test_a_legacy_torch_file_that_fits_is_loaded(good, tmp_path):
     assert not source.mapped
     reference, _ = evaluate(maps, targets)
     rows, _ = evaluate(tmp_path / "legacy.pt", targets)
-    pd.testing.assert_frame_equal(rows.drop(columns=["heatmaps", "seconds"]),
-                                  reference.drop(columns=["heatmaps", "seconds"]))
+    assert_rows_equal(rows, reference, ignore=("heatmaps", "seconds"))  # same maps, one chunk
 
 
 def test_a_sample_that_does_not_fit_the_budget(good, tmp_path):

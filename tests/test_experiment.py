@@ -3,13 +3,13 @@ import math
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from integral_cli import ExperimentConfig, run_experiment
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import MAP_BUFFERS, chunk_size
 from integral_cli.report import CSV_COLUMNS
+from support import assert_rows_equal
 
 # Argmax on uniformly random sub-pixel positions (offsets uniform in a stride-wide square):
 MEAN_2D = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6  # x stride: E|e|, 0.38260
@@ -74,7 +74,7 @@ def test_same_seed_same_rows():
     config = ExperimentConfig(samples=300, device="cpu", seed=11)
     a = run_experiment(config).drop(columns="seconds")
     b = run_experiment(config).drop(columns="seconds")
-    assert a.equals(b)
+    assert_rows_equal(a, b)  # the same command twice: bit-identical
     c = run_experiment(dataclasses.replace(config, seed=12)).drop(columns="seconds")
     assert not a.equals(c)
 
@@ -84,8 +84,10 @@ def test_numbers_do_not_depend_on_the_chunk_size():
     small = dataclasses.replace(big, max_memory_mib=1)  # 1 MiB: 10 maps of 64x48 per chunk
     assert chunk_size(small) < 50 and chunk_size(big) == 500
     a, b = run_experiment(big), run_experiment(small)
-    # Same points, same maps; only the summation order inside a batch may differ.
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), rtol=1e-9)
+    # Same points, same maps; only the summation order inside a batched kernel may
+    # differ. In float64 a decoded point is a sum of at most 3072 terms, so reordering
+    # moves it by about 3072 eps ~ 1e-12 relative; 1e-9 leaves a thousandfold margin.
+    assert_rows_equal(a, b, rtol=1e-9)
 
 
 def test_progress_reports_every_chunk():

@@ -18,6 +18,7 @@ from integral_cli import experiment as experiment_module
 from integral_cli.cli import app
 from integral_cli.errors import InputFileError, OutOfMemoryError
 from integral_cli.report import CSV_COLUMNS, read_results
+from support import assert_rows_equal
 
 runner = CliRunner()
 SWEEP = ["sweep", "--strides", "1,2,4,8", "--sigmas", "1,2", "--samples", "300", "--decoders", "argmax,dark",
@@ -55,7 +56,8 @@ def test_sigkill_leaves_whole_rows_and_resume_completes_it(tmp_path):
     assert f"{len(partial) // 2} already there" in resumed.stderr
     reference = tmp_path / "straight.csv"
     assert invoke(*args[:-1], reference).exit_code == 0
-    pd.testing.assert_frame_equal(without_seconds(out), without_seconds(reference))
+    # the same configurations, chunks and operations: bit-identical
+    assert_rows_equal(pd.read_csv(out), pd.read_csv(reference))
 
 
 def test_resume_refuses_other_settings_and_names_them(tmp_path):
@@ -127,7 +129,9 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_numbers(monkeypatch):
     assert warnings == ["cpu ran out of memory; retrying with chunks of 100 maps",
                         "cpu ran out of memory; retrying with chunks of 50 maps"]
     assert max(seen[2:]) <= 50
-    pd.testing.assert_frame_equal(got.drop(columns="seconds"), expected.drop(columns="seconds"), rtol=1e-12)
+    # chunks of 50 instead of 200: float64 batched kernels may sum in another order,
+    # about 3072 eps ~ 1e-12 relative on a decoded point; 1e-9 leaves a wide margin
+    assert_rows_equal(got, expected, rtol=1e-9)
 
 
 def test_out_of_memory_for_one_map_is_an_error(monkeypatch):
@@ -162,7 +166,8 @@ def test_shards_merged_equal_the_unsharded_sweep(tmp_path):
     assert invoke(*SWEEP, "--out", tmp_path / "whole.csv").exit_code == 0
     result = invoke("merge", tmp_path / "merged.csv", *parts)
     assert result.exit_code == 0 and "8 of 8 configurations present" in result.stderr
-    pd.testing.assert_frame_equal(without_seconds(tmp_path / "merged.csv"), without_seconds(tmp_path / "whole.csv"))
+    # each configuration is computed by the same operations in a shard as in the whole
+    assert_rows_equal(pd.read_csv(tmp_path / "merged.csv"), pd.read_csv(tmp_path / "whole.csv"))
     assert json.loads((tmp_path / "merged.json").read_text())["status"] == "complete"
 
 
