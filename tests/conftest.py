@@ -1,6 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests explore the same examples on every run and every machine.
+settings.register_profile("derandomized", derandomize=True, database=None)
+settings.load_profile("derandomized")
 
 
 @pytest.fixture(autouse=True)

@@ -32,8 +32,13 @@ class TestCompare:
         result = invoke("compare", "--stride", 4, *FAST)
         assert result.exit_code == 0, result.output
         assert "stride 4" in result.stdout and "device cpu" in result.stdout
-        for name in DECODERS:
-            assert name in result.stdout
+        rows = json.loads(invoke("compare", "--stride", 4, "--json", *FAST).stdout)
+        lines = [line.split() for line in result.stdout.splitlines() if line.startswith("│")]
+        # one line per decoder, in the JSON's order (by mean error), with its mean
+        assert [words[1] for words in lines] == [row["decoder"] for row in rows]
+        for words, row in zip(lines, rows):
+            mean = row["mean_error"]
+            assert words[3] == (f"{mean:.2e}" if mean < 1e-3 else f"{mean:.4f}"), (words, mean)
 
     def test_json_rows_sorted_by_mean_error(self):
         result = invoke("compare", "--json", *FAST)
@@ -199,7 +204,13 @@ def test_seed_json():
 
 def test_seed_table():
     result = invoke("seed")
-    assert result.exit_code == 0 and "integral-marginal" in result.stdout and "(3, 8)" in result.stdout
+    assert result.exit_code == 0, result.output
+    rows = json.loads(invoke("seed", "--json").stdout)
+    assert len(rows) == 9
+    # every decoded point the JSON holds is printed, to four decimals, on its joint's line
+    for row in rows:
+        line = next(text for text in result.stdout.splitlines() if text.strip().startswith(f"│     {row['joint']} │"))
+        assert f"({row['x']:.4f}, {row['y']:.4f})" in line, (row, line)
 
 
 def test_decoders_lists_every_decoder():
@@ -215,7 +226,9 @@ def test_decoders_lists_every_decoder():
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "integral_cli", "--version"],
                             capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and result.stdout.startswith("integral-cli ")
+    from integral_cli import __version__
+
+    assert result.returncode == 0 and result.stdout == f"integral-cli {__version__}\n"
 
 
 class TestGrad:
@@ -231,7 +244,11 @@ class TestGrad:
     def test_table(self):
         result = invoke("grad", "--samples", "2", "--device", "cpu", "--decoders", "argmax,integral")
         assert result.exit_code == 0, result.output
-        assert "not differentiable" in result.stdout and "yes" in result.stdout
+        lines = {line.split()[1]: line.split()[2:] for line in result.stdout.splitlines()
+                 if line.startswith("│") and line.split()[1] in ("argmax", "integral")}
+        assert lines["argmax"][:5] == ["│", "not", "differentiable", "│", "none"]
+        assert lines["integral"][:4] == ["│", "differentiable", "│", "yes"]
+        assert lines["integral"][-2:] == ["yes", "│"]  # autograd agrees with the differences
 
     def test_bad_epsilon_exits_2(self):
         result = invoke("grad", "--epsilon", "0")

@@ -1,4 +1,4 @@
-"""Decoders against closed forms and straightforward per-map references written here."""
+"""Decoders against closed forms and the straightforward per-map references in ``references``."""
 
 import math
 
@@ -8,146 +8,7 @@ import torch
 
 from integral_cli import DECODERS, decode, render_heatmaps
 from integral_cli.errors import ConfigError, ShapeError
-
-
-# ----------------------------------------------------------- straightforward references
-# Plain loops over one (H, W) numpy map at a time, written from the papers' formulas.
-def ref_argmax(h):
-    best, where = -math.inf, (0, 0)
-    for y in range(h.shape[0]):
-        for x in range(h.shape[1]):
-            if h[y, x] > best:
-                best, where = h[y, x], (x, y)
-    return where
-
-
-def ref_argmax_quarter(h):
-    x, y = ref_argmax(h)
-    height, width = h.shape
-    fx, fy = float(x), float(y)
-    if 1 <= x <= width - 2:
-        fx += 0.25 * np.sign(h[y, x + 1] - h[y, x - 1])
-    if 1 <= y <= height - 2:
-        fy += 0.25 * np.sign(h[y + 1, x] - h[y - 1, x])
-    return fx, fy
-
-
-def opencv_kernel(k):
-    # cv2.getGaussianKernel(k, 0): fixed taps up to 7, else sigma = 0.3((k-1)/2 - 1) + 0.8
-    small = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
-             7: [1 / 32, 3.5 / 32, 7 / 32, 9 / 32, 7 / 32, 3.5 / 32, 1 / 32]}
-    if k in small:
-        return np.array(small[k])
-    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-    taps = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma**2))
-    return taps / taps.sum()
-
-
-def ref_blur(h, k):
-    """Zero-padded 2D Gaussian blur, one output pixel at a time."""
-    g, r = opencv_kernel(k), (k - 1) // 2
-    height, width = h.shape
-    out = np.zeros_like(h)
-    for y in range(height):
-        for x in range(width):
-            for j in range(-r, r + 1):
-                for i in range(-r, r + 1):
-                    if 0 <= y + j < height and 0 <= x + i < width:
-                        out[y, x] += g[j + r] * g[i + r] * h[y + j, x + i]
-    return out
-
-
-def ref_modulated(h, k):
-    b = ref_blur(h, k)
-    return b * (h.max() / b.max())
-
-
-def ref_dark(h, k=11):
-    x, y = ref_argmax(h)
-    f = np.log(np.maximum(ref_modulated(h, k), 1e-10))
-    height, width = h.shape
-    if not (2 <= x <= width - 3 and 2 <= y <= height - 3):
-        return float(x), float(y)
-    dx = 0.5 * (f[y, x + 1] - f[y, x - 1])
-    dy = 0.5 * (f[y + 1, x] - f[y - 1, x])
-    dxx = 0.25 * (f[y, x + 2] - 2 * f[y, x] + f[y, x - 2])
-    dyy = 0.25 * (f[y + 2, x] - 2 * f[y, x] + f[y - 2, x])
-    dxy = 0.25 * (f[y + 1, x + 1] - f[y - 1, x + 1] - f[y + 1, x - 1] + f[y - 1, x - 1])
-    hessian = np.array([[dxx, dxy], [dxy, dyy]])
-    if dxx * dyy - dxy**2 == 0:
-        return float(x), float(y)
-    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
-    return x + offset[0], y + offset[1]
-
-
-def ref_dark_udp(h, k=11):
-    x, y = ref_argmax(h)
-    f = np.pad(np.log(np.clip(ref_modulated(h, k), 1e-3, 50.0)), 1, mode="edge")
-    px, py = x + 1, y + 1  # in the padded map
-    dx = 0.5 * (f[py, px + 1] - f[py, px - 1])
-    dy = 0.5 * (f[py + 1, px] - f[py - 1, px])
-    dxx = f[py, px + 1] - 2 * f[py, px] + f[py, px - 1]
-    dyy = f[py + 1, px] - 2 * f[py, px] + f[py - 1, px]
-    dxy = 0.5 * (f[py + 1, px + 1] - f[py, px + 1] - f[py + 1, px] + 2 * f[py, px]
-                 - f[py, px - 1] - f[py - 1, px] + f[py - 1, px - 1])
-    hessian = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
-    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
-    return x + offset[0], y + offset[1]
-
-
-def ref_integral(h, beta):
-    z = np.exp(beta * (h - h.max()))
-    p = z / z.sum()
-    ys, xs = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
-    return (p * xs).sum(), (p * ys).sum()
-
-
-def ref_softmax_expectation(values, beta):
-    w = np.exp(beta * (values - values.max()))
-    return (w * np.arange(len(values))).sum() / w.sum()
-
-
-def ref_integral_marginal(h, beta):
-    return ref_softmax_expectation(h.sum(0), beta), ref_softmax_expectation(h.sum(1), beta)
-
-
-def ref_integral_debiased(h, beta):
-    height, width = h.shape
-    n, big_c = h.size, np.exp(beta * h).sum()
-    e = ref_integral(h, beta)
-    centre = ((width - 1) / 2, (height - 1) / 2)
-    return tuple((big_c * e[i] - n * centre[i]) / (big_c - n) for i in range(2))
-
-
-def ref_integral_l1(h):
-    w = np.maximum(h, 0)
-    ys, xs = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
-    return (w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()
-
-
-def ref_soft_argmax_local(h, beta, radius):
-    x0, y0 = ref_argmax(h)
-    total = sx = sy = 0.0
-    for y in range(y0 - radius, y0 + radius + 1):
-        for x in range(x0 - radius, x0 + radius + 1):
-            if 0 <= y < h.shape[0] and 0 <= x < h.shape[1]:
-                w = math.exp(beta * (h[y, x] - h[y0, x0]))
-                total, sx, sy = total + w, sx + w * x, sy + w * y
-    return sx / total, sy / total
-
-
-PARAMS = {"beta": 1.7, "dark_kernel": 7, "window_radius": 3}
-REFERENCES = {
-    "argmax": lambda h: ref_argmax(h),
-    "argmax-quarter": ref_argmax_quarter,
-    "dark": lambda h: ref_dark(h, PARAMS["dark_kernel"]),
-    "dark-udp": lambda h: ref_dark_udp(h, PARAMS["dark_kernel"]),
-    "integral": lambda h: ref_integral(h, PARAMS["beta"]),
-    "integral-marginal": lambda h: ref_integral_marginal(h, PARAMS["beta"]),
-    "integral-debiased": lambda h: ref_integral_debiased(h, PARAMS["beta"]),
-    "integral-l1": ref_integral_l1,
-    "soft-argmax-local": lambda h: ref_soft_argmax_local(h, PARAMS["beta"], PARAMS["window_radius"]),
-}
+from references import PARAMS, REFERENCES, opencv_kernel
 
 
 def noisy_maps(rng):
@@ -172,6 +33,40 @@ def clamped_maps(rng):
     return np.concatenate([spikes, tall]) + 0.01 * rng.random((3, 2, 12, 15))
 
 
+def interior_maps(rng):
+    """... and larger maps with their peaks well inside, so the refinements read their
+    neighbourhoods through the window view; one map of the eight lies near the border
+    (under the window view's 20% share of crossing patches), so that path's redo of the
+    crossing neighbourhoods runs too."""
+    centers = rng.uniform(13, 23, (4, 2, 2))
+    centers[3, 1] = (1.2, 30.4)
+    maps = render_heatmaps(torch.from_numpy(centers), (40, 36), 2.0, amplitude=5.0).numpy()
+    return maps + 0.05 * rng.random(maps.shape)
+
+
+def loud_float32_maps(rng):
+    """... and float32 maps loud enough that beta * h (1.7 x 70 = 119) overflows float32's
+    exp (past 88.7): only decoders that subtract the maximum first stay finite. Wide bumps
+    (sigma 4), so the softmax is not one-hot."""
+    centers = np.concatenate([rng.uniform(2, 12, (3, 2, 1)), rng.uniform(2, 9, (3, 2, 1))], -1)
+    maps = render_heatmaps(torch.from_numpy(centers), (12, 15), 4.0, amplitude=70.0)
+    return (maps + 0.1 * torch.from_numpy(rng.random(maps.shape))).float().numpy()
+
+
+#: Map families of the reference test, each with the agreement it must reach. float64
+#: maps agree with the float64 references to rounding. float32 maps are decoded in
+#: float32: sums of up to 180 weights and DARK's log differences (log values of about 4
+#: rounded to 3e-7, divided by a curvature of at least 0.04) move a point by up to
+#: ~1e-5 heatmap px; 1e-4 is ten times that.
+FAMILIES = {
+    "noisy": (noisy_maps, 1e-9),
+    "bump": (bump_maps, 1e-9),
+    "clamped": (clamped_maps, 1e-9),
+    "interior": (interior_maps, 1e-9),
+    "loud float32": (loud_float32_maps, 1e-4),
+}
+
+
 def test_every_decoder_has_a_reference():
     assert set(REFERENCES) == set(DECODERS)
 
@@ -183,18 +78,23 @@ class TestEveryDecoder:
         assert out.shape == (3, 5, 2) and out.dtype == torch.float32
         assert decode(torch.rand(1, 1, 8, 8, dtype=torch.float64), name).dtype == torch.float64
 
-    @pytest.mark.parametrize("family", [noisy_maps, bump_maps, clamped_maps])
+    @pytest.mark.parametrize("family", list(FAMILIES))
     def test_matches_reference(self, name, family, rng):
-        maps = family(rng)
-        got = decode(torch.from_numpy(maps), name, **PARAMS).numpy()
+        make, tolerance = FAMILIES[family]
+        maps = make(rng)
+        got = decode(torch.from_numpy(maps), name, **PARAMS)
+        assert got.dtype == torch.from_numpy(maps).dtype
         for b in range(maps.shape[0]):
             for k in range(maps.shape[1]):
-                expected = REFERENCES[name](maps[b, k])
-                np.testing.assert_allclose(got[b, k], expected, rtol=1e-9, atol=1e-9, err_msg=f"map {b},{k}")
+                expected = REFERENCES[name](maps[b, k].astype(np.float64))
+                np.testing.assert_allclose(got[b, k].double().numpy(), expected, rtol=tolerance, atol=tolerance,
+                                           err_msg=f"map {b},{k}")
 
     def test_recovers_centred_gaussian_on_integer_pixel_exactly(self, name):
         # An odd 33x25 map: its centre (12, 16) is a pixel centre, and the Gaussian there is
-        # symmetric about it, so even the background pull of the softmax cancels.
+        # symmetric about it, so even the background pull of the softmax cancels. (A decoder
+        # that returned the map centre would pass here: the off-centre peak of the test
+        # below, and the round trip, catch that.)
         for amplitude in (1.0, 10.0):
             maps = render_heatmaps(torch.tensor([[[12.0, 16.0]]]), (33, 25), 2.0, amplitude=amplitude)
             torch.testing.assert_close(decode(maps, name), torch.tensor([[[12.0, 16.0]]]), atol=1e-4, rtol=0)
@@ -212,8 +112,13 @@ class TestEveryDecoder:
         assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()
 
     def test_no_overflow_with_large_values(self, name):
-        maps = render_heatmaps(torch.tensor([[[5.0, 4.0]]]), (9, 11), 1.0, amplitude=1e4)
-        torch.testing.assert_close(decode(maps, name), torch.tensor([[[5.0, 4.0]]]), atol=1e-4, rtol=0)
+        # A float32 peak of 1e4 (exp overflows past 88.7) on a pixel 2 px from the centre
+        # (8, 7) of a 15x17 map along x and 1 px along y: the softmax is one-hot, so every
+        # decoder must return the peak, not NaN and not a point pulled toward the centre.
+        # The Gaussian (sigma 1) has at least 6 px on every side: its cut tails move the
+        # L1 expectation by under 1e-7 px.
+        maps = render_heatmaps(torch.tensor([[[6.0, 8.0]]]), (15, 17), 1.0, amplitude=1e4)
+        torch.testing.assert_close(decode(maps, name), torch.tensor([[[6.0, 8.0]]]), atol=1e-4, rtol=0)
 
     def test_gradient_matches_declaration(self, name):
         # A peak in the interior, so every refinement takes its step, plus noise.
@@ -496,3 +401,46 @@ def test_round_trip(name):
     centers = torch.rand(500, 1, 2) * torch.tensor([35.0, 51.0]) + 6.0
     maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0)
     assert (decode(maps, name) - centers).abs().max() <= ROUND_TRIP_BOUNDS[name]
+
+
+@pytest.mark.parametrize("edge", [False, True])
+@pytest.mark.parametrize("radius", [1, 3, 5])
+def test_gather_patches_against_a_plain_loop(rng, radius, edge):
+    # Both ways of reading a neighbourhood (one index per pixel below 7x7; a window view
+    # with the crossing patches redone at 7x7 and up) against reading pixel by pixel.
+    from integral_cli.decoders.common import gather_patches
+
+    maps = torch.from_numpy(rng.random((5, 2, 20, 18)))
+    x = torch.from_numpy(rng.integers(5, 13, (5, 2)))
+    y = torch.from_numpy(rng.integers(5, 15, (5, 2)))
+    x[4, 1], y[4, 1] = 0, 19  # one patch crosses the corner
+    got = gather_patches(maps, x, y, radius, edge=edge).numpy()
+    for b in range(5):
+        for k in range(2):
+            for j in range(-radius, radius + 1):
+                for i in range(-radius, radius + 1):
+                    row, col = int(y[b, k]) + j, int(x[b, k]) + i
+                    if edge:
+                        expected = maps[b, k, min(max(row, 0), 19), min(max(col, 0), 17)].item()
+                    else:
+                        expected = maps[b, k, row, col].item() if 0 <= row < 20 and 0 <= col < 18 else 0.0
+                    assert got[b, k, j + radius, i + radius] == expected, (b, k, j, i)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 11, 17, 25])
+def test_the_blur_kernel_is_opencvs(size):
+    # The references above, and DARK itself, use OpenCV's kernel for a size with no
+    # sigma given; OpenCV is in the test extra, so this compares against the real thing.
+    import cv2
+
+    from integral_cli.decoders.dark import blur_maps, gaussian_kernel
+
+    theirs = cv2.getGaussianKernel(size, 0, ktype=cv2.CV_64F).ravel()
+    np.testing.assert_allclose(opencv_kernel(size), theirs, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gaussian_kernel(size).numpy(), theirs, rtol=1e-12, atol=1e-15)
+    # and the whole-map blur is OpenCV's GaussianBlur with zero padding
+    image = np.random.default_rng(size).random((19, 23))
+    padded = cv2.copyMakeBorder(image, size, size, size, size, cv2.BORDER_CONSTANT, value=0)
+    expected = cv2.GaussianBlur(padded, (size, size), 0)[size:-size, size:-size]
+    got = blur_maps(torch.from_numpy(image)[None], gaussian_kernel(size)).numpy()[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)

@@ -20,7 +20,20 @@ def two_gpus(monkeypatch):
 def test_cpu():
     assert resolve_device("cpu") == torch.device("cpu")
     assert device_name(torch.device("cpu")) == "cpu"
-    synchronize(torch.device("cpu"))  # a no-op that must not fail
+    assert synchronize(torch.device("cpu")) is None  # nothing to wait for
+
+
+def test_timed_synchronises_around_the_clock(monkeypatch):
+    from integral_cli import devices
+
+    events = []
+    monkeypatch.setattr(devices, "synchronize", lambda device: events.append(("sync", device.type)))
+    clock = iter([10.0, 12.5])
+    monkeypatch.setattr(devices.time, "perf_counter", lambda: events.append(("clock",)) or next(clock))
+    result, seconds = devices.timed(lambda: events.append(("work",)) or 42, torch.device("cuda"))
+    assert (result, seconds) == (42, 2.5)
+    # the queued work is waited for before the first clock read and before the second
+    assert events == [("sync", "cuda"), ("clock",), ("work",), ("sync", "cuda"), ("clock",)]
 
 
 def test_auto_without_cuda_is_cpu(no_cuda):

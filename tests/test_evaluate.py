@@ -9,6 +9,8 @@ from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, open_heatmaps
 from integral_cli.experiment import ExperimentConfig, render_maps, run_experiment, sample_truth
 from integral_cli.metrics import SUMMARY_FIELDS
+from integral_cli.synth import render_heatmaps
+from references import PARAMS, REFERENCES
 from support import assert_rows_equal
 
 STRIDE = 4
@@ -367,3 +369,34 @@ def test_bad_settings(good, settings, text):
 def test_summary_columns_present(good):
     rows, _ = evaluate(*good)
     assert set(SUMMARY_FIELDS) <= set(rows.columns)
+
+
+def test_every_decoder_against_a_reference(tmp_path, rng):
+    # Bumps with noise, K = 3, some keypoints unlabelled, float64 so that the maps are
+    # decoded in float64: every decoder and every statistic against the per-map
+    # references and numpy, at rounding precision.
+    n, k = 20, 3
+    centers = np.concatenate([rng.uniform(-0.4, 11.4, (n, k, 1)), rng.uniform(-0.4, 15.4, (n, k, 1))], -1)
+    maps = render_heatmaps(torch.from_numpy(centers), (16, 12), 1.5, amplitude=4.0).numpy()
+    maps = maps + 0.1 * rng.random(maps.shape)
+    targets = rng.uniform(0, 48, (n, k, 2))
+    visible = rng.random((n, k)) > 0.2
+    np.save(tmp_path / "maps.npy", maps)
+    np.save(tmp_path / "targets.npy", np.concatenate((targets, visible[..., None]), -1))
+    thresholds = (4.0, 10.0)
+    rows, _ = evaluate(tmp_path / "maps.npy", tmp_path / "targets.npy", pck=thresholds, **PARAMS)
+    for name, reference in REFERENCES.items():
+        decoded = np.array([[reference(maps[i, j]) for j in range(k)] for i in range(n)])
+        image = STRIDE * (decoded + 0.5) - 0.5  # the center convention, written out
+        offsets = (image - targets)[visible]
+        errors = np.hypot(offsets[:, 0], offsets[:, 1])
+        expected = {
+            "mean_error": errors.mean(), "median_error": np.median(errors), "p95_error": np.percentile(errors, 95),
+            "max_error": errors.max(), "rmse": np.sqrt((errors**2).mean()), "bias_x": offsets[:, 0].mean(),
+            "bias_y": offsets[:, 1].mean(), "mean_error_hm": errors.mean() / STRIDE,
+            "pck_4": (errors <= 4.0).mean(), "pck_10": (errors <= 10.0).mean(),
+        }
+        row = rows.loc[name]
+        assert row["visible"] == visible.sum() and row["nonfinite"] == 0
+        for column, value in expected.items():
+            assert row[column] == pytest.approx(value, rel=1e-9, abs=1e-9), (name, column)

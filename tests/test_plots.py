@@ -125,17 +125,25 @@ def test_argmax_field_is_the_distance_to_the_nearest_pixel():
 
 
 def test_integral_field_matches_the_background_pull_closed_form():
-    # E = (N c + S mu) / (N + S), S computed by a plain loop over the 16x12 map
-    config = ExperimentConfig(stride=4, image_size=(64, 48), amplitude=1.0, device="cpu", dtype="float64")
+    # E = (N c + S mu) / (N + S), S = sum (exp(h) - 1) by a plain loop over the 32x24 map.
+    # The closed form needs the bump whole: keep the lattice points at least 8 heatmap px
+    # (4 sigma) from the border pixel centres, where the cut tail moves the first moment
+    # of exp(h) - 1 by under 3e-4 px; 1e-3 heatmap px covers it.
+    config = ExperimentConfig(stride=4, image_size=(128, 96), amplitude=1.0, device="cpu", dtype="float64")
     field = error_field(config, "integral", density=2)
-    height, width, n = 16, 12, 16 * 12
-    for row in field.sample(5, random_state=0).itertuples():
+    height, width, n = 32, 24, 32 * 24
+    centre = ((width - 1) / 2, (height - 1) / 2)
+    interior = field[field.x_hm.between(8, width - 9) & field.y_hm.between(8, height - 9)]
+    assert len(interior) >= 400
+    largest_pull = 0.0
+    for row in interior.itertuples():
         s = sum(math.exp(math.exp(-((x - row.x_hm) ** 2 + (y - row.y_hm) ** 2) / 8.0)) - 1
                 for y in range(height) for x in range(width))
-        expected_x = (n * (width - 1) / 2 + s * row.x_hm) / (n + s)
-        # away from the border the bump is whole and the closed form holds
-        if 3 < row.x_hm < width - 4 and 3 < row.y_hm < height - 4:
-            assert row.dx / 4 == pytest.approx(expected_x - row.x_hm, abs=5e-3)
+        for got, mu, c in ((row.dx, row.x_hm, centre[0]), (row.dy, row.y_hm, centre[1])):
+            pull = (n * c + s * mu) / (n + s) - mu  # heatmap px; the field is in image px
+            assert got / 4 == pytest.approx(pull, abs=1e-3), (row.x_hm, row.y_hm)
+            largest_pull = max(largest_pull, abs(pull))
+    assert largest_pull > 3.0  # the pull is far larger than the tolerance
 
 
 def test_field_agrees_with_compare_on_the_same_lattice():

@@ -1,6 +1,7 @@
 """Nothing lost, bad input refused clearly, sweeps split across machines."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -306,3 +307,64 @@ def test_compare_reports_out_of_memory_retries(monkeypatch):
     monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
     result = invoke("compare", "--samples", "20", "--decoders", "argmax", "--device", "cpu")
     assert result.exit_code == 0 and "retrying with chunks of 10 maps" in result.stderr
+
+
+# ------------------------------------------------------ a configuration missing a row
+@pytest.mark.parametrize("which", ["last", "middle"])
+def test_resume_reruns_a_configuration_missing_one_decoder_row(tmp_path, which):
+    # A configuration counts as done only when every decoder's row is there: one with a
+    # row missing (a hand-edited file) is dropped and run again, its other rows too.
+    args = [*SWEEP[:-4], "--decoders", "argmax,dark,integral", "--device", "cpu", "--strides", "2,4"]
+    straight, out = tmp_path / "straight.csv", tmp_path / "s.csv"
+    assert invoke(*args, "--out", straight).exit_code == 0
+    assert invoke(*args, "--out", out).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    # rows 1-3: stride 2, sigma 1 (argmax, dark, integral); drop one of them
+    dropped = lines.pop(3 if which == "last" else 2)
+    assert dropped.startswith("2,1.0,")
+    out.write_text("".join(lines))
+
+    result = invoke(*args, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 rows (1 configurations, 3 already there)" in result.stderr
+    resumed = pd.read_csv(out)
+    assert len(resumed) == 12
+    # the rerun configuration's rows come last, in decoder order; sorted like the
+    # uninterrupted run, every row is the same (same operations on the same data)
+    assert resumed[["stride", "sigma"]].iloc[-3:].drop_duplicates().values.tolist() == [[2, 1.0]]
+    assert resumed.decoder.iloc[-3:].tolist() == ["argmax", "dark", "integral"]
+    order = ["stride", "sigma", "decoder"]
+    assert_rows_equal(resumed.sort_values(order), pd.read_csv(straight).sort_values(order))
+
+
+# ------------------------------------------------------------ the write guarantee
+@pytest.mark.parametrize("short", [None, 7])
+def test_append_rows_is_one_write_and_one_fsync(tmp_path, monkeypatch, short):
+    # A configuration's rows go out in one write (a killed process cannot leave a write to
+    # a regular file half done), then one fsync. A short write (the kernel may take fewer
+    # bytes than asked) is continued until every byte is out.
+    from integral_cli import report
+
+    writes, syncs = [], []
+    real_write = os.write
+
+    def write(descriptor, data):
+        data = bytes(data)
+        taken = data if short is None else data[:short]
+        writes.append(taken)
+        return real_write(descriptor, taken)
+
+    monkeypatch.setattr(report.os, "write", write)
+    monkeypatch.setattr(report.os, "fsync", lambda descriptor: syncs.append(descriptor))
+    rows = run_experiment(ExperimentConfig(samples=20, device="cpu", decoders=("argmax", "dark", "integral")))
+    out = tmp_path / "rows.csv"
+    report.append_rows(out, rows, header=True)
+    text = out.read_text()
+    expected = rows.to_csv(index=False, columns=list(CSV_COLUMNS))
+    assert text == expected and len(syncs) == 1
+    if short is None:
+        assert len(writes) == 1
+    else:
+        assert len(writes) == -(-len(expected.encode()) // short)  # every byte, in order
+    report.append_rows(out, rows, header=False)
+    assert len(syncs) == 2 and out.read_text() == expected + expected.split("\n", 1)[1]

@@ -1,0 +1,147 @@
+"""Straightforward per-map references of every decoder, written from the papers' formulas.
+
+Plain loops over one ``(H, W)`` float64 numpy map at a time, in heatmap pixels, ``(x, y)``.
+The decoder tests and the evaluate tests read them; they never call the code under test.
+"""
+
+import math
+
+import numpy as np
+
+
+def ref_argmax(h):
+    best, where = -math.inf, (0, 0)
+    for y in range(h.shape[0]):
+        for x in range(h.shape[1]):
+            if h[y, x] > best:
+                best, where = h[y, x], (x, y)
+    return where
+
+
+def ref_argmax_quarter(h):
+    x, y = ref_argmax(h)
+    height, width = h.shape
+    fx, fy = float(x), float(y)
+    if 1 <= x <= width - 2:
+        fx += 0.25 * np.sign(h[y, x + 1] - h[y, x - 1])
+    if 1 <= y <= height - 2:
+        fy += 0.25 * np.sign(h[y + 1, x] - h[y - 1, x])
+    return fx, fy
+
+
+def opencv_kernel(k):
+    # cv2.getGaussianKernel(k, 0): fixed taps up to 7, else sigma = 0.3((k-1)/2 - 1) + 0.8
+    small = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
+             7: [1 / 32, 3.5 / 32, 7 / 32, 9 / 32, 7 / 32, 3.5 / 32, 1 / 32]}
+    if k in small:
+        return np.array(small[k])
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    taps = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def ref_blur(h, k):
+    """Zero-padded 2D Gaussian blur, one output pixel at a time."""
+    g, r = opencv_kernel(k), (k - 1) // 2
+    height, width = h.shape
+    out = np.zeros_like(h)
+    for y in range(height):
+        for x in range(width):
+            for j in range(-r, r + 1):
+                for i in range(-r, r + 1):
+                    if 0 <= y + j < height and 0 <= x + i < width:
+                        out[y, x] += g[j + r] * g[i + r] * h[y + j, x + i]
+    return out
+
+
+def ref_modulated(h, k):
+    b = ref_blur(h, k)
+    return b * (h.max() / b.max())
+
+
+def ref_dark(h, k=11):
+    x, y = ref_argmax(h)
+    f = np.log(np.maximum(ref_modulated(h, k), 1e-10))
+    height, width = h.shape
+    if not (2 <= x <= width - 3 and 2 <= y <= height - 3):
+        return float(x), float(y)
+    dx = 0.5 * (f[y, x + 1] - f[y, x - 1])
+    dy = 0.5 * (f[y + 1, x] - f[y - 1, x])
+    dxx = 0.25 * (f[y, x + 2] - 2 * f[y, x] + f[y, x - 2])
+    dyy = 0.25 * (f[y + 2, x] - 2 * f[y, x] + f[y - 2, x])
+    dxy = 0.25 * (f[y + 1, x + 1] - f[y - 1, x + 1] - f[y + 1, x - 1] + f[y - 1, x - 1])
+    hessian = np.array([[dxx, dxy], [dxy, dyy]])
+    if dxx * dyy - dxy**2 == 0:
+        return float(x), float(y)
+    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
+    return x + offset[0], y + offset[1]
+
+
+def ref_dark_udp(h, k=11):
+    x, y = ref_argmax(h)
+    f = np.pad(np.log(np.clip(ref_modulated(h, k), 1e-3, 50.0)), 1, mode="edge")
+    px, py = x + 1, y + 1  # in the padded map
+    dx = 0.5 * (f[py, px + 1] - f[py, px - 1])
+    dy = 0.5 * (f[py + 1, px] - f[py - 1, px])
+    dxx = f[py, px + 1] - 2 * f[py, px] + f[py, px - 1]
+    dyy = f[py + 1, px] - 2 * f[py, px] + f[py - 1, px]
+    dxy = 0.5 * (f[py + 1, px + 1] - f[py, px + 1] - f[py + 1, px] + 2 * f[py, px]
+                 - f[py, px - 1] - f[py - 1, px] + f[py - 1, px - 1])
+    hessian = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
+    offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
+    return x + offset[0], y + offset[1]
+
+
+def ref_integral(h, beta):
+    z = np.exp(beta * (h - h.max()))
+    p = z / z.sum()
+    ys, xs = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
+    return (p * xs).sum(), (p * ys).sum()
+
+
+def ref_softmax_expectation(values, beta):
+    w = np.exp(beta * (values - values.max()))
+    return (w * np.arange(len(values))).sum() / w.sum()
+
+
+def ref_integral_marginal(h, beta):
+    return ref_softmax_expectation(h.sum(0), beta), ref_softmax_expectation(h.sum(1), beta)
+
+
+def ref_integral_debiased(h, beta):
+    height, width = h.shape
+    n, big_c = h.size, np.exp(beta * h).sum()
+    e = ref_integral(h, beta)
+    centre = ((width - 1) / 2, (height - 1) / 2)
+    return tuple((big_c * e[i] - n * centre[i]) / (big_c - n) for i in range(2))
+
+
+def ref_integral_l1(h):
+    w = np.maximum(h, 0)
+    ys, xs = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
+    return (w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()
+
+
+def ref_soft_argmax_local(h, beta, radius):
+    x0, y0 = ref_argmax(h)
+    total = sx = sy = 0.0
+    for y in range(y0 - radius, y0 + radius + 1):
+        for x in range(x0 - radius, x0 + radius + 1):
+            if 0 <= y < h.shape[0] and 0 <= x < h.shape[1]:
+                w = math.exp(beta * (h[y, x] - h[y0, x0]))
+                total, sx, sy = total + w, sx + w * x, sy + w * y
+    return sx / total, sy / total
+
+
+PARAMS = {"beta": 1.7, "dark_kernel": 7, "window_radius": 3}
+REFERENCES = {
+    "argmax": lambda h: ref_argmax(h),
+    "argmax-quarter": ref_argmax_quarter,
+    "dark": lambda h: ref_dark(h, PARAMS["dark_kernel"]),
+    "dark-udp": lambda h: ref_dark_udp(h, PARAMS["dark_kernel"]),
+    "integral": lambda h: ref_integral(h, PARAMS["beta"]),
+    "integral-marginal": lambda h: ref_integral_marginal(h, PARAMS["beta"]),
+    "integral-debiased": lambda h: ref_integral_debiased(h, PARAMS["beta"]),
+    "integral-l1": ref_integral_l1,
+    "soft-argmax-local": lambda h: ref_soft_argmax_local(h, PARAMS["beta"], PARAMS["window_radius"]),
+}
