@@ -5,16 +5,24 @@ Public API::
     render_heatmaps(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
     decode(heatmaps, method, **params)
     DECODERS
+    ExperimentConfig(...)
     run_experiment(config)
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
 heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``.
+
+Importing the package does not import torch (so the command line's ``--help`` is
+instant); the functions that compute import it when first used.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from integral_cli.decoders import DECODERS, Decoder, decode  # noqa: E402
-from integral_cli.errors import (  # noqa: E402
+from integral_cli.decoders import DECODERS, Decoder, decode
+from integral_cli.errors import (
     ConfigError,
     DeviceError,
     IntegralError,
@@ -22,8 +30,23 @@ from integral_cli.errors import (  # noqa: E402
     OutputPathError,
     ShapeError,
 )
-from integral_cli.experiment import ExperimentConfig, run_experiment  # noqa: E402
-from integral_cli.synth import render_heatmaps  # noqa: E402
+from integral_cli.settings import ExperimentConfig
+
+if TYPE_CHECKING:
+    from integral_cli.experiment import run_experiment
+    from integral_cli.synth import render_heatmaps
+
+#: Names imported on first use, with the module that holds them.
+_LAZY = {"render_heatmaps": "integral_cli.synth", "run_experiment": "integral_cli.experiment"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'integral_cli' has no attribute {name!r}")
+
 
 __all__ = [
     "DECODERS",

@@ -1,6 +1,6 @@
 """What the field decodes with today, written here the plain way for ``bench`` to time
 against on the same tensor: argmax in numpy, per-keypoint Python loops for the quarter
-offset and DARK (the MMPose way), the seed note's own marginal decoder and generator,
+offset and DARK (the MMPose way), the reading note's own marginal decoder and generator,
 and, when installed, kornia's and dsntnn's soft-argmax.
 
 These are deliberately the straightforward versions; they are timed, never used to
@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
 
 
 def numpy_argmax(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +53,10 @@ def loop_dark(maps: np.ndarray, kernel_size: int = 11) -> np.ndarray | None:
     for i in range(n):
         for j in range(k):
             padded = np.zeros((h + 2 * border, w + 2 * border), dtype=np.float32)
-            padded[border:-border or None, border:-border or None] = maps[i, j]
-            blurred = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border or None, border:-border or None]
+            padded[border : -border or None, border : -border or None] = maps[i, j]
+            blurred = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[
+                border : -border or None, border : -border or None
+            ]
             blurred = blurred * (maps[i, j].max() / blurred.max())
             f = np.log(np.maximum(blurred, 1e-10))
             x, y = int(coords[i, j, 0]), int(coords[i, j, 1])
@@ -71,8 +72,8 @@ def loop_dark(maps: np.ndarray, kernel_size: int = 11) -> np.ndarray | None:
     return coords
 
 
-def seed_marginal(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed note's modified decoder, as it is written there (its slips fixed: device
+def note_marginal(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reading note's modified decoder, as it is written there (its slips fixed: device
     and dtype follow the input)."""
     accu_x = maps.sum(dim=2)
     accu_y = maps.sum(dim=3)
@@ -83,14 +84,19 @@ def seed_marginal(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return accu_x.sum(dim=2, keepdim=True), accu_y.sum(dim=2, keepdim=True)
 
 
-def seed_generator(centers: np.ndarray, height: int, width: int, fwhm: float) -> np.ndarray:
-    """The seed note's numpy generator: one full-size Gaussian per joint, in a loop."""
+def note_generator(centers: np.ndarray, height: int, width: int, fwhm: float) -> np.ndarray:
+    """The reading note's numpy generator: one full-size Gaussian per joint, in a loop."""
     maps = np.zeros((len(centers), height, width), dtype=np.float32)
-    x = np.arange(0, width, 1, float)
-    y = np.arange(0, height, 1, float)[:, np.newaxis]
+    x = np.arange(width, dtype=np.float64)
+    y = np.arange(height, dtype=np.float64)[:, np.newaxis]
     for i, (x0, y0) in enumerate(centers):
         maps[i] = 10 * np.exp(-4 * np.log(2) * ((x - x0) ** 2 + (y - y0) ** 2) / fwhm**2)
     return maps
+
+
+#: The names ``bench`` reports the libraries' soft-argmax under.
+KORNIA = "kornia spatial_soft_argmax2d"
+DSNTNN = "dsntnn flat_softmax + dsnt"
 
 
 def library_soft_argmax() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -99,7 +105,7 @@ def library_soft_argmax() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     try:
         from kornia.geometry.subpix import spatial_soft_argmax2d
 
-        found["kornia spatial_soft_argmax2d"] = lambda maps: spatial_soft_argmax2d(
+        found[KORNIA] = lambda maps: spatial_soft_argmax2d(
             maps, temperature=torch.tensor(1.0), normalized_coordinates=False
         )
     except ImportError:
@@ -107,9 +113,7 @@ def library_soft_argmax() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     try:
         import dsntnn
 
-        found["dsntnn flat_softmax + dsnt"] = lambda maps: dsntnn.dsnt(dsntnn.flat_softmax(maps))
+        found[DSNTNN] = lambda maps: dsntnn.dsnt(dsntnn.flat_softmax(maps))
     except ImportError:
         pass
     return found
-
-

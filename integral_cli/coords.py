@@ -14,18 +14,21 @@
 
 Under ``"center"`` and ``"corner"`` a distance of ``d`` heatmap pixels is ``s * d`` image
 pixels.
+
+Imports no torch until a tensor is mapped (the settings table uses :func:`heatmap_size`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from integral_cli.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 Convention = Literal["center", "corner", "udp"]
-CONVENTIONS: tuple[str, ...] = ("center", "corner", "udp")
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
 
 
 def heatmap_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -46,8 +49,8 @@ def heatmap_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
     (64, 48)
     """
     if stride < 1:
-        raise ConfigError(f"stride must be a positive integer, got {stride}")
-    for name, side in zip(("height", "width"), image_size):
+        raise ConfigError(f"«stride» must be a positive integer, got {stride}")
+    for name, side in zip(("height", "width"), image_size, strict=True):
         if side < 1:
             raise ConfigError(f"image {name} must be positive, got {side}")
         if side % stride:
@@ -55,32 +58,39 @@ def heatmap_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
             above = below + stride
             nearest = f"{below} or {above}" if below > 0 else f"{above}"
             raise ConfigError(
-                f"image {name} {side} is not a multiple of stride {stride}; "
+                f"«image_size»: image {name} {side} is not a multiple of stride {stride}; "
                 f"nearest valid {name}: {nearest}"
             )
     return image_size[0] // stride, image_size[1] // stride
 
 
-def _scales(
-    convention: str, stride: int, image_size: tuple[int, int] | None
-) -> tuple[torch.Tensor | float, float]:
-    """Per-axis ``(scale, offset)`` with ``x_hm = scale * x_img + offset``."""
+def convention_scales(
+    convention: str, stride: int, image_size: tuple[int, int] | None = None
+) -> tuple[tuple[float, float], float]:
+    """Per-axis ``((scale_x, scale_y), offset)`` with ``x_hm = scale * x_img + offset``.
+
+    Raises:
+        ConfigError: an unknown convention, or ``udp`` without an image size or with a
+            heatmap narrower than 2 pixels.
+
+    >>> convention_scales("center", 4)
+    ((0.25, 0.25), -0.375)
+    """
     if convention == "center":
-        return 1.0 / stride, 0.5 / stride - 0.5
+        return (1.0 / stride, 1.0 / stride), 0.5 / stride - 0.5
     if convention == "corner":
-        return 1.0 / stride, 0.0
+        return (1.0 / stride, 1.0 / stride), 0.0
     if convention == "udp":
         if image_size is None:
-            raise ConfigError("the 'udp' convention needs the image size")
+            raise ConfigError("the 'udp' «convention» needs the image size")
         h_img, w_img = image_size
         h_hm, w_hm = heatmap_size(image_size, stride)
         if h_hm < 2 or w_hm < 2:
             raise ConfigError(
-                "the 'udp' convention needs a heatmap at least 2 pixels on each side "
-                f"(this one is {h_hm}x{w_hm})"
+                f"the 'udp' «convention» needs a heatmap at least 2 pixels on each side (this one is {h_hm}x{w_hm})"
             )
-        return torch.tensor([(w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)], dtype=torch.float64), 0.0
-    raise ConfigError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+        return ((w_hm - 1) / (w_img - 1), (h_hm - 1) / (h_img - 1)), 0.0
+    raise ConfigError(f"unknown «convention» {convention!r}; choose from {', '.join(CONVENTIONS)}")
 
 
 def image_to_heatmap(
@@ -103,10 +113,10 @@ def image_to_heatmap(
     >>> image_to_heatmap(torch.tensor([[1.5, 5.5]]), stride=4)
     tensor([[0., 1.]])
     """
-    scale, offset = _scales(convention, stride, image_size)
-    if isinstance(scale, torch.Tensor):
-        scale = scale.to(points_img)
-    return points_img * scale + offset
+    (scale_x, scale_y), offset = convention_scales(convention, stride, image_size)
+    if scale_x == scale_y:
+        return points_img * scale_x + offset
+    return points_img * points_img.new_tensor([scale_x, scale_y]) + offset
 
 
 def heatmap_to_image(
@@ -129,14 +139,17 @@ def heatmap_to_image(
     >>> heatmap_to_image(torch.tensor([[0.0, 1.0]]), stride=4)
     tensor([[1.5000, 5.5000]])
     """
-    scale, offset = _scales(convention, stride, image_size)
-    if isinstance(scale, torch.Tensor):
-        scale = scale.to(points_hm)
-    return (points_hm - offset) / scale
+    (scale_x, scale_y), offset = convention_scales(convention, stride, image_size)
+    if scale_x == scale_y:
+        return (points_hm - offset) / scale_x
+    return (points_hm - offset) / points_hm.new_tensor([scale_x, scale_y])
 
 
 def pixel_coordinates(
-    n: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    n: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Centre coordinates ``0, 1, ..., n - 1`` of ``n`` pixels along one axis."""
-    return torch.arange(n, device=device, dtype=dtype)
+    """Centre coordinates ``0, 1, ..., n - 1`` of ``n`` pixels along one axis (float32
+    unless ``dtype`` says otherwise)."""
+    import torch
+
+    return torch.arange(n, device=device, dtype=dtype or torch.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,12 +10,10 @@ from typing import TypeVar
 
 import torch
 
-from integral_cli.errors import ConfigError, DeviceError
+from integral_cli.checks import check_device_spec
+from integral_cli.errors import DeviceError
 
 T = TypeVar("T")
-
-DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -36,9 +33,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
-    spec = spec.strip().lower()
-    if not _DEVICE_PATTERN.match(spec):
-        raise ConfigError(f"unknown device {spec!r}; use {DEVICE_HELP}")
+    spec = check_device_spec(spec)
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
         if spec == "cpu":
@@ -53,14 +48,13 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise DeviceError(
             f"device {spec!r} was requested but CUDA is not available "
-            "(no GPU, or this torch build has no CUDA); use --device cpu or auto"
+            "(no GPU, or this torch build has no CUDA); use «device» cpu or auto"
         )
     count = torch.cuda.device_count()
     index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
     if index >= count:
         raise DeviceError(
-            f"device {spec!r} was requested but this machine has {count} CUDA device(s) "
-            f"(cuda:0 to cuda:{count - 1})"
+            f"device {spec!r} was requested but this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
         )
     return torch.device("cuda", index)
 
@@ -80,9 +74,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     if out_of_memory is not None and isinstance(error, out_of_memory):
         return True
     message = str(error).lower()
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in message or "can't allocate memory" in message
-    )
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
 def release_cached_memory(device: torch.device) -> None:

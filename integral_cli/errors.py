@@ -1,15 +1,34 @@
 """The one family of errors the library raises.
 
-The CLI turns :class:`IntegralError` into a one-line message on stderr: a
-:class:`ConfigError` (a bad value for a setting) exits with code 2 like any other
-usage error, everything else exits with code 1.
+The command line turns :class:`IntegralError` into a one-line message on stderr: a
+:class:`ConfigError` (a bad value for a setting) exits with code 2 like any other usage
+error, everything else with code 1.
+
+A message names the settings it is about, never command-line options: it writes a
+setting as ``«max_memory_mib»``. ``str(error)`` shows the setting's name
+(``max_memory_mib``), the command line shows its option (``--max-memory``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+#: How a message marks a setting's name.
+_SETTING = re.compile(r"«([^«»]+)»")
+
 
 class IntegralError(Exception):
     """Base class of every error integral-cli raises on purpose."""
+
+    def __str__(self) -> str:
+        return self.render(lambda name: name)
+
+    def render(self, spell: Callable[[str], str]) -> str:
+        """The message with every setting it names spelled by ``spell(name)`` (``name``
+        is whatever the message marked, a setting's name or a few words)."""
+        text = str(self.args[0]) if self.args else ""
+        return _SETTING.sub(lambda match: spell(match.group(1)), text)
 
 
 class ConfigError(IntegralError, ValueError):
@@ -25,7 +44,10 @@ class DeviceError(IntegralError, RuntimeError):
 
 
 class OutputError(IntegralError, OSError):
-    """An output file cannot be written (exists, missing directory, no permission)."""
+    """An output file cannot be written (no space, no permission, an I/O error)."""
+
+    def __str__(self) -> str:  # OSError has its own __str__
+        return IntegralError.__str__(self)
 
 
 class OutputPathError(ConfigError):
@@ -38,7 +60,7 @@ class InputFileError(ConfigError):
 
 
 class OutOfMemoryError(IntegralError, MemoryError):
-    """Even a single map does not fit in the device's memory."""
+    """The device ran out of memory and a smaller batch cannot help."""
 
 
 class MissingDependencyError(IntegralError, ImportError):

@@ -12,7 +12,8 @@ from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image
 from integral_cli.devices import resolve_device
 from integral_cli.errors import ConfigError
-from integral_cli.experiment import ExperimentConfig, ProgressCallback, evaluate_points
+from integral_cli.experiment import ProgressCallback, evaluate_points
+from integral_cli.settings import ExperimentConfig
 
 #: Columns of the field table: true position (heatmap and image px), signed error and
 #: its length (image px).
@@ -31,8 +32,8 @@ def lattice_points(heatmap_size: tuple[int, int], density: int) -> torch.Tensor:
     Returns:
         ``(H * density * W * density, 2)`` points ``(x, y)`` in heatmap pixels, float64.
 
-    >>> lattice_points((1, 2), 2).tolist()
-    [[-0.25, -0.25], [0.25, -0.25], [0.75, -0.25], [1.25, -0.25], [-0.25, 0.25], [0.25, 0.25], [0.75, 0.25], [1.25, 0.25]]
+    >>> lattice_points((1, 2), 2)[:5].tolist()
+    [[-0.25, -0.25], [0.25, -0.25], [0.75, -0.25], [1.25, -0.25], [-0.25, 0.25]]
     """
     height, width = heatmap_size
     xs = (torch.arange(width * density, dtype=torch.float64) + 0.5) / density - 0.5
@@ -69,19 +70,24 @@ def error_field(
     if points > MAX_POINTS:
         raise ConfigError(
             f"a {config.heatmap_size[0]}x{config.heatmap_size[1]} heatmap at density {density} is {points:,} maps "
-            f"to decode, more than {MAX_POINTS:,}; lower --density or raise --stride"
+            f"to decode, more than {MAX_POINTS:,}; lower «density» or raise «stride»"
         )
     points_hm = lattice_points(config.heatmap_size, density)
     # the lattice replaces the sampling: no margin applies
     config = dataclasses.replace(
-        config, decoders=(decoder,), samples=points_hm.shape[0], position="anywhere", sampling="random"
+        config,
+        decoders=(decoder,),
+        samples=points_hm.shape[0],
+        position="anywhere",
+        margin=None,
+        sampling="random",
     )
     device = resolve_device(config.device)
-    truth = heatmap_to_image(points_hm, config.stride, config.convention, tuple(config.image_size))
+    truth = heatmap_to_image(points_hm, config.stride, config.convention, config.image_size)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
     truth = truth.float().to(device=device, dtype=render_dtype).unsqueeze(1)
-    offsets, _ = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
-    offsets = offsets[decoder].double().cpu()
+    decoded, _ = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
+    offsets = decoded[decoder].double().cpu()
     image = truth[:, 0].double().cpu()
     return pd.DataFrame(
         {

@@ -26,7 +26,8 @@ from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode
 from integral_cli.devices import resolve_device
 from integral_cli.errors import ConfigError, DeviceError
-from integral_cli.experiment import DTYPES, ExperimentConfig, check_runnable, render_maps, sample_truth
+from integral_cli.experiment import DTYPES, check_runnable, render_maps, sample_truth
+from integral_cli.settings import ExperimentConfig
 
 DEFAULT_STEPS = 200
 DEFAULT_LEARNING_RATES: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
@@ -66,9 +67,7 @@ class FitConfig:
             pixels, in a seeded random direction.
     """
 
-    experiment: ExperimentConfig = field(
-        default_factory=lambda: ExperimentConfig(samples=16, device="cpu")
-    )
+    experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(samples=16))
     steps: int = DEFAULT_STEPS
     learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
     threshold: float = DEFAULT_THRESHOLD
@@ -82,8 +81,9 @@ class FitConfig:
             check_range(rate, "learning rate", 0, 10.0, low_open=True)
         check_range(self.threshold, "threshold", 0, math.inf, low_open=True)
         # farther than the margin, a starting blob could leave the map
-        check_range(self.start_distance, "start_distance (heatmap px, at most the margin)", 0,
-                    self.experiment.resolved_margin)
+        check_range(
+            self.start_distance, "start_distance (heatmap px, at most the margin)", 0, self.experiment.resolved_margin
+        )
         if self.experiment.dtype not in ("float32", "float64"):
             raise ConfigError(f"fit trains in float32 or float64, not {self.experiment.dtype}")
 
@@ -114,7 +114,7 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
     _check_memory(config)
     device = resolve_device(experiment.device)
     if device.type == "mps" and experiment.dtype == "float64":
-        raise DeviceError("MPS has no float64; use --dtype float32 or --device cpu")
+        raise DeviceError("MPS has no float64; use «dtype» float32 or «device» cpu")
     dtype = DTYPES[experiment.dtype]
     exact = torch.float32 if device.type == "mps" else torch.float64
     targets = sample_truth(experiment, device).to(exact)  # (B, 1, 2) image px
@@ -145,24 +145,28 @@ def _check_memory(config: FitConfig) -> None:
         raise ConfigError(
             f"training {experiment.total_samples} maps of {height}x{width} at {len(config.learning_rates)} learning "
             f"rates needs about {math.ceil(need / 2**20)} MiB, more than the memory budget of "
-            f"{experiment.max_memory_mib:g} MiB; lower --samples or raise --max-memory"
+            f"{experiment.max_memory_mib:g} MiB; lower «samples» or raise «max_memory_mib»"
         )
 
 
 def _start_points(config: FitConfig, targets: torch.Tensor) -> torch.Tensor:
     """Each target moved ``start_distance`` heatmap pixels in a seeded direction, image px."""
     experiment = config.experiment
-    convention, size = experiment.convention, tuple(experiment.image_size)
+    convention, size = experiment.convention, experiment.image_size
     generator = torch.Generator(device=targets.device).manual_seed(experiment.seed + 1)
-    angle = 2 * math.pi * torch.rand(targets.shape[:-1], generator=generator, device=targets.device,
-                                     dtype=targets.dtype)
+    angle = (
+        2 * math.pi * torch.rand(targets.shape[:-1], generator=generator, device=targets.device, dtype=targets.dtype)
+    )
     step = config.start_distance * torch.stack((angle.cos(), angle.sin()), dim=-1)
     starts_hm = image_to_heatmap(targets, experiment.stride, convention, size) + step
     return heatmap_to_image(starts_hm, experiment.stride, convention, size)
 
 
 def _train(
-    config: FitConfig, name: str, start_maps: torch.Tensor, targets: torch.Tensor,
+    config: FitConfig,
+    name: str,
+    start_maps: torch.Tensor,
+    targets: torch.Tensor,
     progress: StepCallback | None,
 ) -> list[dict[str, object]]:
     """Train one decoder at every learning rate at once; one row per rate."""
@@ -170,7 +174,7 @@ def _train(
     rates = config.learning_rates
     count = len(rates)
     params = [start_maps.clone().requires_grad_() for _ in rates]
-    optimiser = torch.optim.Adam([{"params": [p], "lr": rate} for p, rate in zip(params, rates)])
+    optimiser = torch.optim.Adam([{"params": [p], "lr": rate} for p, rate in zip(params, rates, strict=True)])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.steps)
     goal = targets.repeat(count, 1, 1)
     batch = targets.shape[0]
@@ -185,7 +189,9 @@ def _train(
         if start_error is None:
             start_error = errors[0].mean().item()
         worst = errors.max(dim=1).values.tolist()
-        reached = [r if r is not None or not w <= config.threshold else step for r, w in zip(reached, worst)]
+        reached = [
+            r if r is not None or not w <= config.threshold else step for r, w in zip(reached, worst, strict=True)
+        ]
         if step == config.steps:
             break
         if not decoded.requires_grad:
@@ -195,7 +201,7 @@ def _train(
         loss = (decoded - goal).abs().sum() / batch
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        if step == 0 and all(not bool(p.grad.any()) for p in params):
+        if step == 0 and all(p.grad is None or not bool(p.grad.any()) for p in params):
             gradient = "zero"
             break
         optimiser.step()
@@ -206,9 +212,16 @@ def _train(
         progress(name, config.steps)
     final = errors.mean(dim=1).tolist()
     return [
-        {"decoder": name, "gradient": gradient, "learning_rate": rate, "start_error": start_error,
-         "final_error": final[i], "final_max_error": worst[i], "steps_to_threshold": reached[i],
-         "trainable": reached[i] is not None}
+        {
+            "decoder": name,
+            "gradient": gradient,
+            "learning_rate": rate,
+            "start_error": start_error,
+            "final_error": final[i],
+            "final_max_error": worst[i],
+            "steps_to_threshold": reached[i],
+            "trainable": reached[i] is not None,
+        }
         for i, rate in enumerate(rates)
     ]
 

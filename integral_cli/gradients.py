@@ -1,9 +1,10 @@
 """Which decoders can be trained through: autograd gradients of the decoded coordinate
 with respect to the heatmap, checked against finite differences.
 
-Everything is computed in float64 on rendered maps, one map per ground-truth point,
-in chunks that fit the memory budget. The maps are independent, so one backward pass of the summed x coordinates gives every
-map's own gradient of its x (likewise y): no loop over maps.
+Everything is computed in float64 on rendered maps, one map per ground-truth point, in
+chunks that fit the memory budget. The maps are independent, so one backward pass of the
+summed x coordinates gives every map's own gradient of its x (likewise y): no loop over
+maps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from integral_cli.checks import check_range
 from integral_cli.decoders import decode, get_decoder
 from integral_cli.devices import resolve_device
 from integral_cli.errors import ConfigError, DeviceError
-from integral_cli.experiment import ExperimentConfig, check_runnable, render_maps, sample_truth
+from integral_cli.experiment import check_runnable, render_maps, sample_truth
+from integral_cli.settings import ExperimentConfig
 from integral_cli.synth import DIRECTION_STREAM, counter_uniform
 
 #: Default step of the central finite differences, in heatmap value units.
@@ -100,7 +102,7 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     check_runnable(experiment)
     device = resolve_device(experiment.device)
     if device.type == "mps":
-        raise DeviceError("the gradient check computes in float64, which MPS does not support; use --device cpu")
+        raise DeviceError("the gradient check computes in float64, which MPS does not support; use «device» cpu")
     step = _chunk_maps(experiment)
     truth = sample_truth(experiment, device).double()
     parts: dict[str, list[dict[str, torch.Tensor]]] = {name: [] for name in experiment.decoders}
@@ -193,8 +195,13 @@ def _row(name: str, chunks: list[dict[str, torch.Tensor]]) -> dict[str, object]:
         "fd_derivative": joined["fd"].abs().mean().item(),
     }
     if "norm" not in joined:
-        return row | {"gradient": "none", "grad_norm": 0.0, "support_px": 0.0,
-                      "max_relative_difference": math.nan, "agrees": None}
+        return row | {
+            "gradient": "none",
+            "grad_norm": 0.0,
+            "support_px": 0.0,
+            "max_relative_difference": math.nan,
+            "agrees": None,
+        }
     largest = joined["relative"].max().item()
     return row | {
         "gradient": "yes" if bool(joined["support"].gt(0).any()) else "zero",

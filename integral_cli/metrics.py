@@ -1,14 +1,18 @@
 """Errors between decoded and ground-truth points, and their summaries.
 
-Units: image pixels unless a name ends in ``_hm`` (heatmap pixels).
+Units: image pixels unless a name ends in ``_hm`` (heatmap pixels). Imports no torch
+until something is computed (the CSV columns are read by the settings table).
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from integral_cli.checks import check_points
 from integral_cli.errors import ShapeError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Summary statistics, in the order they appear in the CSV.
 SUMMARY_FIELDS: tuple[str, ...] = (
@@ -45,9 +49,9 @@ def euclidean_errors(predicted: torch.Tensor, target: torch.Tensor) -> torch.Ten
     check_points(predicted, "predicted")
     check_points(target, "target")
     if predicted.shape != target.shape:
-        raise ShapeError(
-            f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} differ"
-        )
+        raise ShapeError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} differ")
+    import torch
+
     return torch.linalg.vector_norm(predicted - target, dim=-1)
 
 
@@ -68,6 +72,8 @@ def quantile_sorted(sorted_values: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def _accumulation_dtype(device: torch.device) -> torch.dtype:
+    import torch
+
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -87,6 +93,8 @@ def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
         95% confidence interval of the mean error, and the count of non-finite results.
         Statistics of an empty finite set are NaN.
     """
+    import torch
+
     if offsets.ndim != 2 or offsets.shape[-1] != 2:
         raise ShapeError(f"offsets must have shape (N, 2), got {tuple(offsets.shape)}")
     offsets = offsets.to(_accumulation_dtype(offsets.device))
@@ -116,6 +124,6 @@ def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
             mean + Z_95 * std_error,
         )
     ).tolist()
-    summary = dict(zip(SUMMARY_FIELDS[:-1], stats))
+    summary = dict(zip(SUMMARY_FIELDS[:-1], stats, strict=True))
     summary["nonfinite"] = nonfinite
     return summary

@@ -17,15 +17,13 @@ import pandas as pd
 
 from integral_cli.errors import ConfigError, MissingDependencyError
 from integral_cli.metrics import SUMMARY_FIELDS
-from integral_cli.sweep import GRID_AXES
+from integral_cli.report import write_atomically
+from integral_cli.settings import GRID_AXES, PLOT_AXES, PLOT_METRICS
 
 #: Mean 2D distance of argmax from a uniformly random sub-pixel point, per heatmap
 #: pixel of stride: ``(sqrt 2 + ln(1 + sqrt 2)) / 6``.
 ARGMAX_MEAN_ERROR_HM = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
-#: Axes ``plot`` can put on x: the numeric grid axes.
-PLOT_AXES: tuple[str, ...] = ("stride", "sigma", "amplitude", "beta", "noise", "distractor", "distractor_distance")
 #: Metrics ``plot`` can draw: the summary columns.
-PLOT_METRICS: tuple[str, ...] = tuple(SUMMARY_FIELDS) + ("seconds",)
 MAX_PANELS = 16
 DPI = 100
 
@@ -53,8 +51,10 @@ def _figure(size_px: tuple[int, int], rows: int, cols: int) -> tuple[Any, Any]:
 def _save(figure: Any, out: Path) -> None:
     if out.suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"{out}: pictures are written as .png or .svg")
-    figure.savefig(out, dpi=DPI)
-    require_matplotlib().close(figure)
+    try:
+        write_atomically(out, lambda temporary: figure.savefig(temporary, dpi=DPI, format=out.suffix[1:].lower()))
+    finally:
+        require_matplotlib().close(figure)
 
 
 def plot_sweep(
@@ -88,7 +88,7 @@ def plot_sweep(
     if metric not in PLOT_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(PLOT_METRICS)}")
     if frame[x].nunique() < 2:
-        raise ConfigError(f"{x} has a single value in this CSV; choose an --x that varies")
+        raise ConfigError(f"{x} has a single value in this CSV; choose an «x» that varies")
     others = [c for c in (*GRID_AXES, "sigma_unit") if c != x and c in frame and frame[c].nunique() > 1]
     panels = sorted(frame[others].drop_duplicates().itertuples(index=False, name=None)) if others else [()]
     if len(panels) > MAX_PANELS:
@@ -104,7 +104,7 @@ def plot_sweep(
         ax = axes[index // cols][index % cols]
         key = panel if isinstance(panel, tuple) else (panel,)
         subset = frame
-        for column, value in zip(others, key):
+        for column, value in zip(others, key, strict=True):
             subset = subset[subset[column] == value]
         for decoder in decoders:
             line = subset[subset["decoder"] == decoder].sort_values(x)
@@ -112,8 +112,13 @@ def plot_sweep(
         if metric in ("mean_error", "mean_error_hm") and "argmax" in decoders:
             reference = subset.drop_duplicates(x).sort_values(x)
             scale = reference["stride"] if metric == "mean_error" else 1.0
-            ax.plot(reference[x], ARGMAX_MEAN_ERROR_HM * np.asarray(scale, dtype=float) * np.ones(len(reference)),
-                    "k--", linewidth=1, label="argmax closed form 0.3826·stride")
+            ax.plot(
+                reference[x],
+                ARGMAX_MEAN_ERROR_HM * np.asarray(scale, dtype=float) * np.ones(len(reference)),
+                "k--",
+                linewidth=1,
+                label="argmax closed form 0.3826·stride",
+            )
         values = subset[metric].to_numpy(dtype=float)
         positive = values[np.isfinite(values) & (values > 0)]
         if len(positive) and (values[np.isfinite(values)] > 0).all() and positive.max() / positive.min() > 20:
@@ -125,7 +130,11 @@ def plot_sweep(
             ax.minorticks_off()
         ax.set_xlabel(x)
         ax.set_ylabel(metric + (" (heatmap px)" if metric.endswith("_hm") else ""))
-        ax.set_title(", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key)) or metric, fontsize=9)
+        ax.set_title(
+            ", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key, strict=True))
+            or metric,
+            fontsize=9,
+        )
         ax.grid(True, which="both", alpha=0.3)
     for index in range(len(panels), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
@@ -137,7 +146,7 @@ def plot_sweep(
     return len(panels)
 
 
-_IMAGE_PX = {"mean_error", "median_error", "p95_error", "max_error", "rmse", "bias_x", "bias_y", "ci95_low", "ci95_high"}
+_IMAGE_PX = set(SUMMARY_FIELDS) - {"mean_error_hm", "nonfinite"}
 
 
 def _off_period(step: int, period: int) -> int:
@@ -176,8 +185,9 @@ def plot_field(field: pd.DataFrame, out: Path, *, title: str, size_px: tuple[int
     dx = field["dx"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
     dy = field["dy"].to_numpy().reshape(len(ys), len(xs))[::stride_y, ::stride_x]
     grid_x, grid_y = np.meshgrid(xs[::stride_x], ys[::stride_y])
-    axes[0][1].quiver(grid_x, grid_y, dx, dy, np.hypot(dx, dy), cmap="viridis", angles="xy",
-                      scale_units="xy", scale=None)
+    axes[0][1].quiver(
+        grid_x, grid_y, dx, dy, np.hypot(dx, dy), cmap="viridis", angles="xy", scale_units="xy", scale=None
+    )
     axes[0][1].set_xlim(extent[0], extent[1])
     axes[0][1].set_ylim(extent[2], extent[3])
     axes[0][1].set_aspect("equal")

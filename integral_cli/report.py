@@ -1,4 +1,9 @@
-"""Writing results: the CSV columns, CSV rows, JSON rows and the JSON sidecar."""
+"""Writing results: CSV rows, JSON rows, the JSON sidecar and every other file.
+
+Every file the tool writes goes through :func:`write_atomically`: to a temporary name
+beside it, synced, then renamed, so a reader sees the old file or the whole new one.
+Results CSVs of a sweep grow by :func:`append_rows` instead, one configuration at a time.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +11,14 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
-from integral_cli.metrics import SUMMARY_FIELDS
-
-#: The columns of every results CSV, in order. Errors are in image pixels except
-#: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
-CSV_COLUMNS: tuple[str, ...] = (
-    "stride",
-    "sigma",
-    "sigma_unit",
-    "amplitude",
-    "beta",
-    "dark_kernel",
-    "window_radius",
-    "encoder",
-    "noise",
-    "distractor",
-    "distractor_distance",
-    "position",
-    "convention",
-    "decode_convention",
-    "sampling",
-    "grid_size",
-    "image_h",
-    "image_w",
-    "heatmap_h",
-    "heatmap_w",
-    "margin",
-    "samples",
-    "decoder",
-    *SUMMARY_FIELDS,
-    "device",
-    "dtype",
-    "seed",
-    "seconds",
-)
-
-
-#: The CSV columns that hold words, not numbers.
-TEXT_COLUMNS = frozenset(
-    {"sigma_unit", "encoder", "position", "convention", "decode_convention", "sampling", "decoder", "device", "dtype"}
-)
+from integral_cli.settings import CSV_COLUMNS, TEXT_COLUMNS
 
 
 def check_output_path(path: Path, *, force: bool = False) -> Path:
@@ -65,7 +31,7 @@ def check_output_path(path: Path, *, force: bool = False) -> Path:
     if path.is_dir():
         raise OutputPathError(f"{path} is a directory, not a file")
     if path.exists() and not force:
-        raise OutputPathError(f"{path} exists; pass --force to overwrite it")
+        raise OutputPathError(f"{path} exists; pass «force» to overwrite it")
     parent = path.parent
     if not parent.is_dir():
         raise OutputPathError(f"cannot write {path}: directory {parent} does not exist")
@@ -93,7 +59,7 @@ def append_rows(path: Path, frame: pd.DataFrame, *, header: bool) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(descriptor, view):]
+                view = view[os.write(descriptor, view) :]
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -121,17 +87,20 @@ def read_results(path: Path) -> pd.DataFrame:
     if header != list(CSV_COLUMNS):
         missing = [c for c in CSV_COLUMNS if c not in header]
         extra = [c for c in header if c not in CSV_COLUMNS]
-        detail = "; ".join(
-            part for part in (
-                f"missing {', '.join(missing)}" if missing else "",
-                f"unexpected {', '.join(extra)}" if extra else "",
-            ) if part
-        ) or "columns out of order"
+        detail = (
+            "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"unexpected {', '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+            or "columns out of order"
+        )
         raise InputFileError(f"{path} does not have the results columns ({detail})")
     if not text.endswith("\n"):
-        raise InputFileError(
-            f"{path} ends in a partial row (line {len(lines)}); remove that line and retry"
-        )
+        raise InputFileError(f"{path} ends in a partial row (line {len(lines)}); remove that line and retry")
     try:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
@@ -169,24 +138,45 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return payload
 
 
-def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] = CSV_COLUMNS) -> None:
-    """Write a whole table to ``path`` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.partial")
+def temporary_path(path: Path) -> Path:
+    """The name ``path`` is written under before it is renamed into place."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through ``write(temporary)``, sync it, and rename it into place.
+
+    Whatever happens, no temporary file is left behind, and ``path`` is either as it was
+    or the whole new file.
+
+    Raises:
+        OutputError: the write failed (no space, no permission, an I/O error).
+    """
+    temporary = temporary_path(path)
     try:
-        frame.to_csv(temporary, index=False, columns=list(columns))
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] | None = CSV_COLUMNS) -> None:
+    """Write a whole table to ``path`` atomically (``columns`` None: the frame's own)."""
+    chosen = None if columns is None else list(columns)
+    write_atomically(path, lambda temporary: frame.to_csv(temporary, index=False, columns=chosen))
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write a JSON document atomically (temporary file, then rename)."""
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    """Write a JSON document atomically."""
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def rows_as_records(frame: pd.DataFrame, columns: Sequence[str] = CSV_COLUMNS) -> list[dict[str, Any]]:

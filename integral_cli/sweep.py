@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from integral_cli import __version__
 from integral_cli.devices import device_name, resolve_device
 from integral_cli.errors import ConfigError, InputFileError, OutputPathError
-from integral_cli.experiment import ExperimentConfig, check_runnable, run_experiment
+from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
     append_rows,
     check_output_path,
@@ -28,24 +29,7 @@ from integral_cli.report import (
     write_csv,
     write_json,
 )
-
-#: The settings a sweep can vary, in the order the grid is walked (the last varies
-#: fastest), each with its list option on the command line.
-GRID_AXES: dict[str, str] = {
-    "stride": "--strides",
-    "sigma": "--sigmas",
-    "amplitude": "--amplitudes",
-    "beta": "--betas",
-    "encoder": "--encoders",
-    "noise": "--noises",
-    "distractor": "--distractors",
-    "distractor_distance": "--distractor-distances",
-    "position": "--positions",
-    "convention": "--conventions",
-    "decode_convention": "--decode-conventions",
-    "sampling": "--samplings",
-    "dtype": "--dtypes",
-}
+from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -54,7 +38,8 @@ class SweepConfig:
 
     Attributes:
         base: every setting that is not swept (and the value of any axis not listed).
-        axes: ``(field, values)`` pairs, fields from :data:`GRID_AXES`.
+        axes: ``(field, values)`` pairs, fields from :data:`GRID_AXES`; each value is
+            checked as the setting's table says.
     """
 
     base: ExperimentConfig
@@ -64,10 +49,7 @@ class SweepConfig:
         for field, values in self.axes:
             if field not in GRID_AXES:
                 raise ConfigError(f"{field!r} cannot be swept; sweepable: {', '.join(GRID_AXES)}")
-            if not values:
-                raise ConfigError(f"the list {GRID_AXES[field]} is empty")
-            if len(set(values)) != len(values):
-                raise ConfigError(f"the list {GRID_AXES[field]} repeats a value")
+            SETTINGS[field].parse_list(tuple(values))
 
     @property
     def grid(self) -> dict[str, list[Any]]:
@@ -79,7 +61,7 @@ class SweepConfig:
         """Every configuration of the grid; each is validated as it is built."""
         grid = self.grid
         return [
-            dataclasses.replace(self.base, **dict(zip(grid, values)))
+            dataclasses.replace(self.base, **dict(zip(grid, values, strict=True)))
             for values in itertools.product(*grid.values())
         ]
 
@@ -94,16 +76,48 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not (1 <= self.index <= self.count):
-            raise ConfigError(f"shard must be i/n with 1 <= i <= n, got {self.index}/{self.count}")
+            raise ConfigError(f"«shard» must be i/n with 1 <= i <= n, got {self.index}/{self.count}")
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``"2/8"`` -> ``Shard(2, 8)``."""
+    def parse(cls, text: str, environment: Mapping[str, str] = os.environ) -> Shard:
+        """``"2/8"`` -> ``Shard(2, 8)``; ``"auto"`` reads a Slurm job array's variables
+        (see :meth:`from_slurm`)."""
+        if text.strip().lower() == "auto":
+            return cls.from_slurm(environment)
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise ConfigError(f"shard must look like i/n, e.g. 2/8, got {text!r}") from None
+            raise ConfigError(f"«shard» must look like i/n, e.g. 2/8, or auto, got {text!r}") from None
         return cls(index, count)
+
+    @classmethod
+    def from_slurm(cls, environment: Mapping[str, str] = os.environ) -> Shard:
+        """The shard of this task of a Slurm job array: ``ID - MIN + 1`` of ``COUNT``, from
+        ``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_MIN`` and ``SLURM_ARRAY_TASK_COUNT``.
+
+        Raises:
+            ConfigError: the variables are not set (not a job array task) or not
+                integers.
+        """
+        names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+        missing = [name for name in names if not environment.get(name, "").strip()]
+        if missing:
+            raise ConfigError(
+                f"«shard» auto reads a Slurm job array's {', '.join(names)}; {', '.join(missing)} "
+                "not set (run it as a task of sbatch --array, or give the shard as i/n)"
+            )
+        try:
+            task, first, count = (int(environment[name]) for name in names)
+        except ValueError:
+            raise ConfigError(
+                "«shard» auto: " + ", ".join(f"{name}={environment[name]!r}" for name in names) + " are not integers"
+            ) from None
+        if count < 1 or not 1 <= task - first + 1 <= count:
+            raise ConfigError(
+                f"«shard» auto: task {task} of an array from {first} with {count} tasks is not a shard; "
+                "use a contiguous array (--array=1-N), or give the shard as i/n"
+            )
+        return cls(task - first + 1, count)
 
     def select(self, items: list[Any]) -> list[Any]:
         return items[self.index - 1 :: self.count]
@@ -127,7 +141,7 @@ def configuration_key(values: Mapping[str, Any]) -> tuple[Any, ...]:
 def _describe(key: tuple[Any, ...], grid: Mapping[str, Sequence[Any]] | None = None) -> str:
     """``stride=4, sigma=2.0``: the axes that vary in ``grid`` (all when none does)."""
     varying = [field for field, values in (grid or {}).items() if len(values) > 1] or list(GRID_AXES)
-    return ", ".join(f"{field}={value}" for field, value in zip(GRID_AXES, key) if field in varying)
+    return ", ".join(f"{field}={value}" for field, value in zip(GRID_AXES, key, strict=True) if field in varying)
 
 
 @dataclass
@@ -207,6 +221,7 @@ def run_sweep(
     samples_before = 0
     try:
         for config in pending:
+
             def relay(done: int, before: int = samples_before) -> None:
                 if on_samples is not None:
                     on_samples(before + done)
@@ -219,12 +234,10 @@ def run_sweep(
             if on_configuration is not None:
                 on_configuration(progress)
     except BaseException:
-        sidecar.update(status="interrupted", finished=_now(),
-                       configurations_done=progress.skipped + progress.written)
+        sidecar.update(status="interrupted", finished=_now(), configurations_done=progress.skipped + progress.written)
         write_json(sidecar_path(out), sidecar)
         raise
-    sidecar.update(status="complete", finished=_now(),
-                   configurations_done=progress.skipped + progress.written)
+    sidecar.update(status="complete", finished=_now(), configurations_done=progress.skipped + progress.written)
     write_json(sidecar_path(out), sidecar)
     return progress
 
@@ -267,9 +280,7 @@ def _resumable(
     old = read_sweep_sidecar(sidecar_path(out))
     differences = setting_differences(old, sidecar)
     if differences:
-        raise ConfigError(
-            f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})"
-        )
+        raise ConfigError(f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})")
     rows = read_results(out)
     wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
     decoders = set(sweep.base.decoders)
@@ -277,9 +288,7 @@ def _resumable(
     for row in rows.to_dict(orient="records"):
         key = configuration_key(row)
         if key not in wanted:
-            raise InputFileError(
-                f"{out} holds a configuration this sweep does not have ({_describe(key, sweep.grid)})"
-            )
+            raise InputFileError(f"{out} holds a configuration this sweep does not have ({_describe(key, sweep.grid)})")
         if row["decoder"] in found.get(key, set()):
             raise InputFileError(f"{out} holds {_describe(key, sweep.grid)} twice; remove the repeated rows")
         found.setdefault(key, set()).add(row["decoder"])
@@ -334,17 +343,16 @@ def merge_results(
     check_output_path(sidecar_path(out), force=force)
     sidecars = [read_sweep_sidecar(sidecar_path(part)) for part in parts]
     reference = sidecars[0]
-    for part, other in zip(parts[1:], sidecars[1:]):
+    for part, other in zip(parts[1:], sidecars[1:], strict=True):
         differences = setting_differences(reference, other, shard=False)
         if differences:
             raise ConfigError(f"{part} was made with other settings than {parts[0]} ({'; '.join(differences)})")
     grid = reference["grid"]
-    expected = [
-        configuration_key(dict(zip(grid, values))) for values in itertools.product(*grid.values())
-    ]
+    expected = [configuration_key(dict(zip(grid, values, strict=True))) for values in itertools.product(*grid.values())]
     order = {key: index for index, key in enumerate(expected)}
     decoders = list(reference["settings"]["decoders"])
-    frames, owner = [], {}
+    frames: list[pandas.DataFrame] = []
+    owner: dict[tuple[tuple[Any, ...], str], Path] = {}
     for part in parts:
         frame = read_results(part)
         for row in frame.to_dict(orient="records"):
@@ -397,6 +405,7 @@ def _sidecar(
     settings = dataclasses.asdict(sweep.base)
     for field in GRID_AXES:
         del settings[field]
+    settings = {name: value for name, value in settings.items() if name in SETTINGS}
     settings["image_size"] = list(sweep.base.image_size)
     settings["decoders"] = list(sweep.base.decoders)
     return {

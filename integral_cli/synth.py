@@ -7,31 +7,26 @@ along x, so rendering costs one multiply per pixel.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
-from integral_cli.checks import check_points, check_positive, check_size
+from integral_cli.checks import check_choice, check_points, check_positive, check_size
 from integral_cli.coords import heatmap_to_image, pixel_coordinates
 from integral_cli.errors import ConfigError
+from integral_cli.settings import ENCODERS, POSITIONS, SAMPLINGS
 
-ENCODERS: dict[str, str] = {
-    "gaussian": "A * exp(-d^2 / (2 sigma^2)) over the whole map, centre not rounded",
-    "msra": "MMPose/HRNet target: centre rounded to a pixel, zero beyond 3 sigma of it",
-    "udp": "sub-pixel centre, zero beyond 3 sigma of the rounded centre (UDP)",
-    "seed": "the seed note's generator: 10 * exp(-4 ln2 d^2 / fwhm^2), fwhm = 2.3548 sigma",
-    "logit": "log-Gaussian logits -d^2 / (2 sigma^2): their softmax is the normalised Gaussian",
-}
-
-#: Peak value of the seed note's generator.
-SEED_PEAK = 10.0
+#: Peak value of the reading note's generator (the ``fwhm`` encoder).
+FWHM_PEAK = 10.0
 #: FWHM of a Gaussian in units of its standard deviation, ``2 sqrt(2 ln 2)``.
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-def seed_fwhm(box_side: int) -> int:
-    """The seed note's width rule: ``int(sqrt(L) * L * 10 / 4096) + 3`` for a box of side L.
+def note_fwhm(box_side: int) -> int:
+    """The reading note's width rule: ``int(sqrt(L) * L * 10 / 4096) + 3`` for a box of
+    side L.
 
-    >>> seed_fwhm(64)
+    >>> note_fwhm(64)
     4
     """
     return int(math.sqrt(box_side) * box_side * 10 / 4096) + 3
@@ -39,7 +34,7 @@ def seed_fwhm(box_side: int) -> int:
 
 def render_heatmaps(
     centers: torch.Tensor,
-    size: tuple[int, int],
+    size: Sequence[int],
     sigma: float,
     *,
     amplitude: float = 1.0,
@@ -54,7 +49,7 @@ def render_heatmaps(
         centers: ``(B, K, 2)`` centres ``(x, y)`` in heatmap pixels (not rounded).
         size: heatmap size ``(H, W)``.
         sigma: standard deviation in heatmap pixels.
-        amplitude: peak value ``A`` (``gaussian``, ``msra``, ``udp``; ``seed`` always
+        amplitude: peak value ``A`` (``gaussian``, ``msra``, ``udp``; ``fwhm`` always
             uses 10 and ``logit`` has no amplitude).
         encoder: one of :data:`ENCODERS`:
 
@@ -65,7 +60,8 @@ def render_heatmaps(
               border). MMPose's own window misplaces the peak by one pixel near the
               top/left border, and wherever ``3 sigma`` has a fractional part below 0.5.
             * ``udp``: the same window, values around the exact centre.
-            * ``seed``: the note's ``10 exp(-4 ln2 d^2 / fwhm^2)``, ``fwhm = 2.3548 sigma``.
+            * ``fwhm``: the reading note's ``10 exp(-4 ln2 d^2 / fwhm^2)``,
+              ``fwhm = 2.3548 sigma``.
             * ``logit``: ``-d^2 / (2 sigma^2)``; ``softmax`` of it is the normalised Gaussian.
 
     Returns:
@@ -82,18 +78,19 @@ def render_heatmaps(
     check_points(centers, "centers")
     height, width = check_size(size, "size")
     check_positive(sigma, "sigma")
-    if encoder not in ENCODERS:
-        raise ConfigError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    check_choice("encoder", encoder, tuple(ENCODERS))
     if isinstance(amplitude, bool) or not math.isfinite(amplitude):
-        raise ConfigError(f"amplitude must be a finite number, got {amplitude}")
-    profile_x = _profile(pixel_coordinates(width, device=centers.device, dtype=centers.dtype),
-                         centers[..., 0:1], sigma, encoder)  # (B, K, W)
-    profile_y = _profile(pixel_coordinates(height, device=centers.device, dtype=centers.dtype),
-                         centers[..., 1:2], sigma, encoder)  # (B, K, H)
+        raise ConfigError(f"«amplitude» must be a finite number, got {amplitude}")
+    profile_x = _profile(
+        pixel_coordinates(width, device=centers.device, dtype=centers.dtype), centers[..., 0:1], sigma, encoder
+    )  # (B, K, W)
+    profile_y = _profile(
+        pixel_coordinates(height, device=centers.device, dtype=centers.dtype), centers[..., 1:2], sigma, encoder
+    )  # (B, K, H)
     if encoder == "logit":
         return profile_y.unsqueeze(-1) + profile_x.unsqueeze(-2)
-    if encoder == "seed":
-        amplitude = SEED_PEAK
+    if encoder == "fwhm":
+        amplitude = FWHM_PEAK
     # The amplitude goes on the short profile, so the big outer product is one multiply.
     return (amplitude * profile_y).unsqueeze(-1) * profile_x.unsqueeze(-2)
 
@@ -118,7 +115,7 @@ def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
 
 def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: str) -> torch.Tensor:
     """One axis of an encoder: ``(N,)`` pixel centres, ``(B, K, 1)`` centre -> ``(B, K, N)``."""
-    if encoder == "seed":
+    if encoder == "fwhm":
         fwhm = FWHM_PER_SIGMA * sigma
         return _gaussian(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
     if encoder == "logit":
@@ -131,46 +128,28 @@ def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: 
     return _gaussian(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
-def default_margin(sigma_hm: float) -> int:
-    """Default distance (heatmap pixels) kept between ground truth and the map border."""
-    return math.ceil(3.0 * sigma_hm)
-
-
-#: Where ground truth is placed: ``interior`` keeps ``margin`` heatmap px from the border
-#: pixel centres, ``border`` lies within ``ceil(3 sigma)`` of the map's edge, ``anywhere``
-#: covers the whole map area ``[-0.5, side - 0.5]``.
-POSITIONS: tuple[str, ...] = ("interior", "border", "anywhere")
-#: How ground truth is drawn: ``random`` uniformly, ``grid`` on a G x G lattice of
-#: sub-pixel offsets inside one heatmap cell, repeated over random whole pixels.
-SAMPLINGS: tuple[str, ...] = ("random", "grid")
-
-
-def check_sampling_region(
-    heatmap_size: tuple[int, int], *, position: str, margin: float, sampling: str
-) -> None:
+def check_sampling_region(heatmap_size: tuple[int, int], *, position: str, margin: float, sampling: str) -> None:
     """Raise :class:`ConfigError` unless ground truth can be placed as asked.
 
     Checks the names, that an ``interior`` margin leaves room in the map, and that
     ``grid`` sampling finds whole pixels inside it.
     """
     height, width = heatmap_size
-    if position not in POSITIONS:
-        raise ConfigError(f"unknown position {position!r}; choose from {', '.join(POSITIONS)}")
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+    check_choice("position", position, POSITIONS)
+    check_choice("sampling", sampling, SAMPLINGS)
     if margin < 0 or not math.isfinite(margin):
-        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
+        raise ConfigError(f"«margin» must be a finite number >= 0, got {margin}")
     if position != "interior":
         return
     if min(height, width) - 1 - 2 * margin < 0:
         raise ConfigError(
-            f"margin {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
+            f"«margin» {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
             f"use a margin of at most {(min(height, width) - 1) / 2:g}"
         )
     if sampling == "grid" and min(height, width) - 1.5 - margin < math.ceil(margin + 0.5):
         raise ConfigError(
-            f"grid sampling needs whole heatmap pixels inside the margin of {margin:g} px; "
-            "lower --margin or use --sampling random"
+            f"grid «sampling» needs whole heatmap pixels inside the margin of {margin:g} px; "
+            "lower «margin» or use random sampling"
         )
 
 
@@ -361,12 +340,10 @@ def counter_uniform(
 
 def peak_value(encoder: str, amplitude: float) -> float:
     """The peak of a map from ``encoder``: what noise and distractors are relative to."""
-    return {"seed": SEED_PEAK, "logit": 1.0}.get(encoder, amplitude)
+    return {"fwhm": FWHM_PEAK, "logit": 1.0}.get(encoder, amplitude)
 
 
-def add_noise(
-    maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int
-) -> torch.Tensor:
+def add_noise(maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int) -> torch.Tensor:
     """``maps + level * peak * z`` with ``z`` standard normal per pixel.
 
     Args:
@@ -388,9 +365,7 @@ def add_noise(
     return maps + normal.mul_(level * peak).to(maps.dtype)
 
 
-def distractor_centers(
-    centers: torch.Tensor, distance: float, seed: int, first_sample: int
-) -> torch.Tensor:
+def distractor_centers(centers: torch.Tensor, distance: float, seed: int, first_sample: int) -> torch.Tensor:
     """Centres ``distance`` heatmap px from ``centers`` in a uniformly random direction."""
     batch, keypoints, _ = centers.shape
     index = torch.arange(first_sample, first_sample + batch, device=centers.device)

@@ -31,8 +31,12 @@ def ref_argmax_quarter(h):
 
 def opencv_kernel(k):
     # cv2.getGaussianKernel(k, 0): fixed taps up to 7, else sigma = 0.3((k-1)/2 - 1) + 0.8
-    small = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
-             7: [1 / 32, 3.5 / 32, 7 / 32, 9 / 32, 7 / 32, 3.5 / 32, 1 / 32]}
+    small = {
+        1: [1.0],
+        3: [0.25, 0.5, 0.25],
+        5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
+        7: [1 / 32, 3.5 / 32, 7 / 32, 9 / 32, 7 / 32, 3.5 / 32, 1 / 32],
+    }
     if k in small:
         return np.array(small[k])
     sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
@@ -85,8 +89,15 @@ def ref_dark_udp(h, k=11):
     dy = 0.5 * (f[py + 1, px] - f[py - 1, px])
     dxx = f[py, px + 1] - 2 * f[py, px] + f[py, px - 1]
     dyy = f[py + 1, px] - 2 * f[py, px] + f[py - 1, px]
-    dxy = 0.5 * (f[py + 1, px + 1] - f[py, px + 1] - f[py + 1, px] + 2 * f[py, px]
-                 - f[py, px - 1] - f[py - 1, px] + f[py - 1, px - 1])
+    dxy = 0.5 * (
+        f[py + 1, px + 1]
+        - f[py, px + 1]
+        - f[py + 1, px]
+        + 2 * f[py, px]
+        - f[py, px - 1]
+        - f[py - 1, px]
+        + f[py - 1, px - 1]
+    )
     hessian = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
     offset = -np.linalg.inv(hessian) @ np.array([dx, dy])
     return x + offset[0], y + offset[1]

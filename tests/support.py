@@ -33,3 +33,20 @@ def assert_rows_equal(
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
     else:
         pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=rtol, atol=atol)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of a table the command line printed: the lines after its header rule
+    (and before the first blank or non-table line), split into cells on runs of two or
+    more spaces."""
+    import re
+
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("─"))
+    rows = []
+    for line in lines[start + 1 :]:
+        cells = [cell for cell in re.split(r"\s{2,}", line.strip()) if cell]
+        if not line.strip() or len(cells) < 2:
+            break
+        rows.append(cells)
+    return rows

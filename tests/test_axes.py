@@ -16,21 +16,22 @@ from integral_cli.cli import app
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import render_maps, sample_truth
 from integral_cli.synth import add_noise, counter_uniform, sample_heatmap_points
+
 from references import REFERENCES, ref_integral
 from support import assert_rows_equal
 
 MEAN_2D = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6  # argmax, x stride
 STD_2D = math.sqrt(1 / 6 - MEAN_2D**2)
-SYMMETRIC = ("argmax", "argmax-quarter", "dark", "dark-udp", "integral-l1", "integral-debiased",
-             "soft-argmax-local")
+SYMMETRIC = ("argmax", "argmax-quarter", "dark", "dark-udp", "integral-l1", "integral-debiased", "soft-argmax-local")
 
 
 # --------------------------------------------------------------------------- encoders
 class TestMsra:
     def test_rounded_centre_and_window(self):
         # centre (10.4, 7.6) rounds to (10, 8); sigma 1.5: window |p - mu| <= 4.5, i.e. 4 px
-        maps = render_heatmaps(torch.tensor([[[10.4, 7.6]]], dtype=torch.float64), (16, 20), 1.5,
-                               amplitude=3.0, encoder="msra")[0, 0].numpy()
+        maps = render_heatmaps(
+            torch.tensor([[[10.4, 7.6]]], dtype=torch.float64), (16, 20), 1.5, amplitude=3.0, encoder="msra"
+        )[0, 0].numpy()
         ys, xs = np.mgrid[0:16, 0:20]
         inside = (np.abs(xs - 10) <= 4) & (np.abs(ys - 8) <= 4)
         expected = np.where(inside, 3.0 * np.exp(-((xs - 10) ** 2 + (ys - 8) ** 2) / (2 * 1.5**2)), 0.0)
@@ -54,8 +55,9 @@ class TestMsra:
 
 
 def test_udp_encoder_keeps_the_sub_pixel_centre_in_the_rounded_window():
-    maps = render_heatmaps(torch.tensor([[[10.4, 7.6]]], dtype=torch.float64), (16, 20), 2.0,
-                           encoder="udp")[0, 0].numpy()
+    maps = render_heatmaps(torch.tensor([[[10.4, 7.6]]], dtype=torch.float64), (16, 20), 2.0, encoder="udp")[
+        0, 0
+    ].numpy()
     ys, xs = np.mgrid[0:16, 0:20]
     inside = (np.abs(xs - 10) <= 6) & (np.abs(ys - 8) <= 6)
     expected = np.where(inside, np.exp(-((xs - 10.4) ** 2 + (ys - 7.6) ** 2) / 8.0), 0.0)
@@ -72,10 +74,15 @@ def test_logit_encoder_softmax_is_the_normalised_gaussian():
     torch.testing.assert_close(decode(logits, "integral"), center, atol=1e-9, rtol=0)
 
 
-def test_seed_encoder_peak_is_ten_and_width_is_the_fwhm():
+def test_fwhm_encoder_peak_is_ten_and_width_is_the_fwhm():
     # sigma 4 / 2.3548 is a full width at half maximum of 4 px: 5 at 2 px from the peak
-    maps = render_heatmaps(torch.tensor([[[4.0, 4.0]]], dtype=torch.float64), (9, 9), 4.0 / 2.3548200450309493,
-                           amplitude=3.0, encoder="seed")
+    maps = render_heatmaps(
+        torch.tensor([[[4.0, 4.0]]], dtype=torch.float64),
+        (9, 9),
+        4.0 / 2.3548200450309493,
+        amplitude=3.0,
+        encoder="fwhm",
+    )
     assert maps.max().item() == pytest.approx(10.0)
     assert maps[0, 0, 4, 6].item() == pytest.approx(5.0) and maps[0, 0, 2, 4].item() == pytest.approx(5.0)
 
@@ -128,8 +135,16 @@ def test_distractor_far_away_leaves_argmax_alone():
 def test_distractor_pulls_the_integral_by_the_weight_ratio():
     # On logit maps the softmax is the mixture of two normalised Gaussians with weights
     # 1 and a, so the expectation moves a / (1 + a) of the way to the distractor.
-    config = ExperimentConfig(encoder="logit", distractor=0.25, distractor_distance=6.0,
-                              sigma=1.5, margin=12.0, samples=64, device="cpu", dtype="float64")
+    config = ExperimentConfig(
+        encoder="logit",
+        distractor=0.25,
+        distractor_distance=6.0,
+        sigma=1.5,
+        margin=12.0,
+        samples=64,
+        device="cpu",
+        dtype="float64",
+    )
     truth = sample_truth(config, torch.device("cpu")).double()
     maps = render_maps(config, truth, first_sample=0)
     decoded = decode(maps, "integral")
@@ -196,8 +211,9 @@ def test_anywhere_covers_the_whole_map():
 @pytest.mark.parametrize("stride", [2, 4, 8])
 def test_corner_encoded_centre_decoded_bias(stride):
     # corner: x_hm = x / s; read back as centre-aligned: s (x / s + 0.5) - 0.5 = x + (s - 1) / 2
-    config = ExperimentConfig(stride=stride, convention="corner", decode_convention="center",
-                              samples=500, device="cpu", decoders=("dark",))
+    config = ExperimentConfig(
+        stride=stride, convention="corner", decode_convention="center", samples=500, device="cpu", decoders=("dark",)
+    )
     row = run_experiment(config).iloc[0]
     assert row.bias_x == pytest.approx((stride - 1) / 2, abs=0.01)
     assert row.bias_y == pytest.approx((stride - 1) / 2, abs=0.01)
@@ -237,13 +253,14 @@ def test_grid_rounds_samples_up_to_whole_lattices():
 
 def test_grid_refuses_a_margin_without_whole_pixels():
     with pytest.raises(ConfigError, match="grid sampling"):
-        run_experiment(ExperimentConfig(sampling="grid", image_size=(32, 32), stride=4, margin=3.4, samples=4, device="cpu"))
+        run_experiment(
+            ExperimentConfig(sampling="grid", image_size=(32, 32), stride=4, margin=3.4, samples=4, device="cpu")
+        )
 
 
 # ------------------------------------------------------------------------------ dtype
 def test_float16_overflow_is_counted_not_hidden():
-    config = ExperimentConfig(dtype="float16", amplitude=1e5, samples=50, device="cpu",
-                              decoders=("argmax", "integral"))
+    config = ExperimentConfig(dtype="float16", amplitude=1e5, samples=50, device="cpu", decoders=("argmax", "integral"))
     rows = run_experiment(config)
     assert (rows.nonfinite == 50).all() and rows.mean_error.isna().all()
     bf16 = run_experiment(dataclasses.replace(config, dtype="bfloat16"))
@@ -253,9 +270,26 @@ def test_float16_overflow_is_counted_not_hidden():
 # ------------------------------------------------------------------- sweeps over axes
 def test_sweep_over_strides_with_an_image_space_sigma(tmp_path):
     out = tmp_path / "s.csv"
-    result = CliRunner().invoke(app, ["sweep", "--strides", "2,4,8", "--sigmas", "8", "--sigma-unit", "image",
-                                      "--samples", "50", "--decoders", "argmax,integral", "--device", "cpu",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "--strides",
+            "2,4,8",
+            "--sigmas",
+            "8",
+            "--sigma-unit",
+            "image",
+            "--samples",
+            "50",
+            "--decoders",
+            "argmax,integral",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
     # sigma_hm = 8 / stride = 4, 2, 1 -> default margins ceil(3 sigma_hm) = 12, 6, 3
@@ -265,8 +299,13 @@ def test_sweep_over_strides_with_an_image_space_sigma(tmp_path):
         # the per-map references with sigma 8 / stride heatmap px: the integral's pull
         # depends strongly on sigma, so a wrong unit shows at once
         sigma_hm = 8 / stride
-        truth = sample_truth(ExperimentConfig(stride=stride, sigma=sigma_hm, samples=50, device="cpu"),
-                             torch.device("cpu"))[:, 0].double().numpy()
+        truth = (
+            sample_truth(
+                ExperimentConfig(stride=stride, sigma=sigma_hm, samples=50, device="cpu"), torch.device("cpu")
+            )[:, 0]
+            .double()
+            .numpy()
+        )
         height, width = 256 // stride, 192 // stride
         ys, xs = np.mgrid[0:height, 0:width]
         for name, reference in (("argmax", REFERENCES["argmax"]), ("integral", lambda h: ref_integral(h, 1.0))):
@@ -283,29 +322,69 @@ def test_sweep_over_strides_with_an_image_space_sigma(tmp_path):
 
 def test_sweep_over_every_axis_writes_the_columns(tmp_path):
     out = tmp_path / "s.csv"
-    args = ["sweep", "--strides", "4", "--sigmas", "2", "--encoders", "gaussian,msra", "--noises", "0,0.05",
-            "--distractors", "0,0.3", "--positions", "interior,border", "--conventions", "center",
-            "--decode-conventions", "same,corner", "--samplings", "random,grid", "--grid-size", "4",
-            "--dtypes", "float32,float64", "--samples", "16", "--decoders", "argmax",
-            "--device", "cpu", "--out", str(out)]
+    args = [
+        "sweep",
+        "--strides",
+        "4",
+        "--sigmas",
+        "2",
+        "--encoders",
+        "gaussian,msra",
+        "--noises",
+        "0,0.05",
+        "--distractors",
+        "0,0.3",
+        "--positions",
+        "interior,border",
+        "--conventions",
+        "center",
+        "--decode-conventions",
+        "same,corner",
+        "--samplings",
+        "random,grid",
+        "--grid-size",
+        "4",
+        "--dtypes",
+        "float32,float64",
+        "--samples",
+        "16",
+        "--decoders",
+        "argmax",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
     assert len(frame) == 2**7  # seven axes with two values each
-    for column in ("encoder", "noise", "distractor", "distractor_distance", "position", "convention",
-                   "decode_convention", "sampling", "dtype"):
+    for column in (
+        "encoder",
+        "noise",
+        "distractor",
+        "distractor_distance",
+        "position",
+        "convention",
+        "decode_convention",
+        "sampling",
+        "dtype",
+    ):
         assert column in frame.columns
     assert set(frame.decode_convention) == {"center", "corner"}
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["grid"]["encoder"] == ["gaussian", "msra"] and meta["configurations"] == 2**7
 
 
-@pytest.mark.parametrize("args, text", [
-    (["--encoders", "gauss"], "--encoders"),
-    (["--noises", "-0.1"], "--noises"),
-    (["--positions", "edge"], "--positions"),
-    (["--dtypes", "int8"], "--dtypes"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--encoders", "gauss"], "--encoders"),
+        (["--noises", "-0.1"], "--noises"),
+        (["--positions", "edge"], "--positions"),
+        (["--dtypes", "int8"], "--dtypes"),
+    ],
+)
 def test_bad_axis_values_exit_2(tmp_path, args, text):
     result = CliRunner().invoke(app, ["sweep", *args, "--out", str(tmp_path / "s.csv"), "--samples", "4"])
     assert result.exit_code == 2 and text in result.output and "Traceback" not in result.output

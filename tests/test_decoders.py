@@ -8,6 +8,7 @@ import torch
 
 from integral_cli import DECODERS, decode, render_heatmaps
 from integral_cli.errors import ConfigError, ShapeError
+
 from references import PARAMS, REFERENCES, opencv_kernel
 
 
@@ -26,10 +27,10 @@ def bump_maps(rng):
 def clamped_maps(rng):
     """... and maps where the clip before DARK's log bites near the peak: a negative
     background with a narrow spike, and a tall bump above UDP-DARK's ceiling of 50."""
-    spikes = -0.5 + render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (2, 2, 2))), (12, 15), 0.6,
-                                    amplitude=3.0).numpy()
-    tall = render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (1, 2, 2))), (12, 15), 1.5,
-                           amplitude=80.0).numpy()
+    spikes = (
+        -0.5 + render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (2, 2, 2))), (12, 15), 0.6, amplitude=3.0).numpy()
+    )
+    tall = render_heatmaps(torch.from_numpy(rng.uniform(3, 9, (1, 2, 2))), (12, 15), 1.5, amplitude=80.0).numpy()
     return np.concatenate([spikes, tall]) + 0.01 * rng.random((3, 2, 12, 15))
 
 
@@ -87,8 +88,9 @@ class TestEveryDecoder:
         for b in range(maps.shape[0]):
             for k in range(maps.shape[1]):
                 expected = REFERENCES[name](maps[b, k].astype(np.float64))
-                np.testing.assert_allclose(got[b, k].double().numpy(), expected, rtol=tolerance, atol=tolerance,
-                                           err_msg=f"map {b},{k}")
+                np.testing.assert_allclose(
+                    got[b, k].double().numpy(), expected, rtol=tolerance, atol=tolerance, err_msg=f"map {b},{k}"
+                )
 
     def test_recovers_centred_gaussian_on_integer_pixel_exactly(self, name):
         # An odd 33x25 map: its centre (12, 16) is a pixel centre, and the Gaussian there is
@@ -161,8 +163,16 @@ def test_dark_blurs_whole_maps_only_where_the_clip_bites(name, rng, monkeypatch)
 
 
 class TestDecodeErrors:
-    @pytest.mark.parametrize("maps", [torch.rand(4, 4), torch.rand(1, 4, 4), torch.rand(1, 1, 1, 4, 4),
-                                      torch.zeros(1, 1, 4, 4, dtype=torch.int64), torch.rand(1, 1, 0, 4)])
+    @pytest.mark.parametrize(
+        "maps",
+        [
+            torch.rand(4, 4),
+            torch.rand(1, 4, 4),
+            torch.rand(1, 1, 1, 4, 4),
+            torch.zeros(1, 1, 4, 4, dtype=torch.int64),
+            torch.rand(1, 1, 0, 4),
+        ],
+    )
     def test_bad_heatmaps(self, maps):
         with pytest.raises(ShapeError):
             decode(maps, "argmax")
@@ -180,8 +190,16 @@ class TestDecodeErrors:
         with pytest.raises(ConfigError, match="beta"):
             decode(torch.rand(1, 1, 4, 4), "integral", beta=beta)
 
-    @pytest.mark.parametrize("params", [dict(dark_kernel=4), dict(dark_kernel=0), dict(dark_kernel=11.0),
-                                        dict(window_radius=-1), dict(window_radius=1.5)])
+    @pytest.mark.parametrize(
+        "params",
+        [
+            dict(dark_kernel=4),
+            dict(dark_kernel=0),
+            dict(dark_kernel=11.0),
+            dict(window_radius=-1),
+            dict(window_radius=1.5),
+        ],
+    )
     def test_bad_integer_parameters(self, params):
         with pytest.raises(ConfigError, match=next(iter(params))):
             decode(torch.rand(1, 1, 8, 8), "dark", **params)
@@ -251,8 +269,10 @@ def test_integral_marginal_closed_form():
     gy = [math.exp(-((y - mu[1]) ** 2) / (2 * sigma**2)) for y in range(height)]
     s_x = sum(math.exp(amplitude * g * sum(gy)) - 1 for g in gx)
     s_y = sum(math.exp(amplitude * g * sum(gx)) - 1 for g in gy)
-    expected = [(width * (width - 1) / 2 + s_x * mu[0]) / (width + s_x),
-                (height * (height - 1) / 2 + s_y * mu[1]) / (height + s_y)]
+    expected = [
+        (width * (width - 1) / 2 + s_x * mu[0]) / (width + s_x),
+        (height * (height - 1) / 2 + s_y * mu[1]) / (height + s_y),
+    ]
     maps = render_heatmaps(torch.tensor([[mu]], dtype=torch.float64), size, sigma, amplitude=amplitude)
     got = decode(maps, "integral-marginal")[0, 0].tolist()
     assert got == pytest.approx(expected, abs=1e-3)
@@ -281,15 +301,18 @@ def test_quarter_offset_error_is_a_quarter_minus_the_fraction():
     torch.testing.assert_close(error, (0.25 - fraction).abs())
 
 
-@pytest.mark.parametrize("dtype, kernel, bound", [
-    (torch.float32, 11, 1e-3),
-    # In float64 the remaining error is the blur's: OpenCV's kernel of 11 taps stops at
-    # 2.5 sigma, so the blurred Gaussian is not a Gaussian and its log not a parabola
-    # (~3e-4 px). Without the blur (k = 1), or with a kernel long enough to be untruncated
-    # for practical purposes (k = 25 stops at 2.9 sigma of 4.1), the step is exact.
-    (torch.float64, 1, 1e-9),
-    (torch.float64, 25, 1e-6),
-])
+@pytest.mark.parametrize(
+    "dtype, kernel, bound",
+    [
+        (torch.float32, 11, 1e-3),
+        # In float64 the remaining error is the blur's: OpenCV's kernel of 11 taps stops at
+        # 2.5 sigma, so the blurred Gaussian is not a Gaussian and its log not a parabola
+        # (~3e-4 px). Without the blur (k = 1), or with a kernel long enough to be untruncated
+        # for practical purposes (k = 25 stops at 2.9 sigma of 4.1), the step is exact.
+        (torch.float64, 1, 1e-9),
+        (torch.float64, 25, 1e-6),
+    ],
+)
 def test_dark_on_an_untruncated_gaussian(dtype, kernel, bound):
     centers = interior_points(300)
     maps = render_heatmaps(centers, (64, 48), 2.0, amplitude=10.0).to(dtype)
@@ -333,7 +356,9 @@ def test_debiased_integral_where_exp_overflows_float32(beta):
     # the formula in float64, where exp(300 beta) is finite: expectation under exp(beta h) - 1
     weights = torch.expm1(beta * maps[:2, 0].double())
     ys, xs = torch.meshgrid(torch.arange(12.0).double(), torch.arange(13.0).double(), indexing="ij")
-    expected = torch.stack(((weights * xs).sum((-2, -1)), (weights * ys).sum((-2, -1))), -1) / weights.sum((-2, -1))[:, None]
+    expected = (
+        torch.stack(((weights * xs).sum((-2, -1)), (weights * ys).sum((-2, -1))), -1) / weights.sum((-2, -1))[:, None]
+    )
     torch.testing.assert_close(decoded[:2, 0].double(), expected, atol=1e-4, rtol=0)
     assert torch.isnan(decoded[2]).all()
     # the gradient stays finite, the overflowing map's included

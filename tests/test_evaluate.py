@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
-from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, open_heatmaps
+from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files
 from integral_cli.experiment import ExperimentConfig, render_maps, run_experiment, sample_truth
+from integral_cli.inputs import open_heatmaps
 from integral_cli.metrics import SUMMARY_FIELDS
 from integral_cli.synth import render_heatmaps
+
 from references import PARAMS, REFERENCES
 from support import assert_rows_equal
 
@@ -49,8 +51,9 @@ def test_reproduces_compare(rendered):
         assert rows.loc[name, "nonfinite"] == expected.loc[name, "nonfinite"]
 
 
-@pytest.mark.parametrize(("name", "mapped"), [("maps.npz", True), ("compressed.npz", False), ("maps.pt", True),
-                                              ("dict.pt", True)])
+@pytest.mark.parametrize(
+    ("name", "mapped"), [("maps.npz", True), ("compressed.npz", False), ("maps.pt", True), ("dict.pt", True)]
+)
 def test_every_format_gives_the_same_rows(rendered, name, mapped):
     _, folder = rendered
     reference, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
@@ -110,10 +113,15 @@ def test_visibility_and_pck_against_a_reference(keypoint_files):
 def test_csv_targets_match_npy_targets(keypoint_files):
     folder, _, targets, visibility = keypoint_files
     n, k = visibility.shape
-    table = pd.DataFrame({
-        "sample": np.repeat(np.arange(n), k), "keypoint": np.tile(np.arange(k), n),
-        "x": targets[..., 0].ravel(), "y": targets[..., 1].ravel(), "visible": visibility.ravel(),
-    }).sample(frac=1.0, random_state=0)  # any row order
+    table = pd.DataFrame(
+        {
+            "sample": np.repeat(np.arange(n), k),
+            "keypoint": np.tile(np.arange(k), n),
+            "x": targets[..., 0].ravel(),
+            "y": targets[..., 1].ravel(),
+            "visible": visibility.ravel(),
+        }
+    ).sample(frac=1.0, random_state=0)  # any row order
     table.loc[table.visible == 0, ["x", "y"]] = np.nan  # unlabelled points may be empty
     table.to_csv(folder / "targets.csv", index=False)
     from_npy, _ = evaluate(folder / "maps.npy", folder / "targets.npy")
@@ -190,8 +198,12 @@ def test_corrupt_files(good, tmp_path):
 
 @pytest.mark.parametrize(
     ("shape", "text"),
-    [((4, 2), r"\(N, K, 2\)"), ((4, 2, 4), r"\(N, K, 2\)"), ((5, 2, 2), "N=5, K=2 but the heatmaps hold N=4, K=2"),
-     ((4, 3, 2), "N=4, K=3 but the heatmaps hold N=4, K=2")],
+    [
+        ((4, 2), r"\(N, K, 2\)"),
+        ((4, 2, 4), r"\(N, K, 2\)"),
+        ((5, 2, 2), "N=5, K=2 but the heatmaps hold N=4, K=2"),
+        ((4, 3, 2), "N=4, K=3 but the heatmaps hold N=4, K=2"),
+    ],
 )
 def test_targets_of_the_wrong_shape(good, tmp_path, shape, text):
     maps, _ = good
@@ -225,8 +237,10 @@ def test_nothing_visible(good, tmp_path):
     [
         ("sample,keypoint,x\n0,0,1\n", "missing y"),
         ("sample,keypoint,x,y\n0,0,1,1\n", "sample 0, keypoint 1 has no row"),
-        ("sample,keypoint,x,y\n" + "".join(f"{n},{k},1,1\n" for n in range(4) for k in range(2)) + "0,0,2,2\n",
-         "sample 0, keypoint 0 has several rows"),
+        (
+            "sample,keypoint,x,y\n" + "".join(f"{n},{k},1,1\n" for n in range(4) for k in range(2)) + "0,0,2,2\n",
+            "sample 0, keypoint 0 has several rows",
+        ),
         ("sample,keypoint,x,y\n9,0,1,1\n", "row 2 names sample 9"),
         ("sample,keypoint,x,y\n0.5,0,1,1\n", "whole numbers"),
         ("sample,keypoint,x,y\n1e30,0,1,1\n", "row 2 names sample 1000000000000000019884624838656, keypoint 0"),
@@ -261,13 +275,18 @@ def test_files_that_must_be_loaded_whole_are_checked_against_the_budget(good, tm
     _, targets = good
     big = np.random.default_rng(0).random((4, 2, 400, 400)).astype(np.float32)  # 5 MiB, incompressible
     np.savez_compressed(tmp_path / "big.npz", big)
-    refused(tmp_path / "big.npz", targets, r"^\S+big.npz: 5 MiB must be loaded whole \(this format cannot be "
-            r"memory-mapped\) and exceeds the memory budget of 2 MiB", max_memory_mib=2)
+    refused(
+        tmp_path / "big.npz",
+        targets,
+        r"^\S+big.npz: 5 MiB must be loaded whole \(this format cannot be "
+        r"memory-mapped\) and exceeds the memory budget of 2 MiB",
+        max_memory_mib=2,
+    )
     torch.save(torch.from_numpy(big), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     refused(tmp_path / "legacy.pt", targets, r"^\S+legacy.pt: 5 MiB must be loaded whole", max_memory_mib=2)
     # loaded whole, the maps leave less of the budget for the chunks: 5 MiB of 6 leaves
     # too little for one sample of 400x400 maps
-    refused(tmp_path / "big.npz", targets, "raise --max-memory", error=ConfigError, max_memory_mib=6)
+    refused(tmp_path / "big.npz", targets, "raise max_memory_mib", error=ConfigError, max_memory_mib=6)
     # the same maps memory-mapped need only one sample's worth of the budget
     np.savez(tmp_path / "big_stored.npz", big)
     assert open_heatmaps(tmp_path / "big_stored.npz", 2 * 2**20).mapped
@@ -288,7 +307,7 @@ def test_a_legacy_torch_file_that_fits_is_loaded(good, tmp_path):
 def test_a_sample_that_does_not_fit_the_budget(good, tmp_path):
     _, targets = good
     save(tmp_path / "large.npy", np.zeros((4, 2, 300, 300), np.float32))
-    refused(tmp_path / "large.npy", targets, "raise --max-memory", error=ConfigError, max_memory_mib=1)
+    refused(tmp_path / "large.npy", targets, "raise max_memory_mib", error=ConfigError, max_memory_mib=1)
 
 
 def test_stored_npz_member_is_mapped_at_the_right_offset(tmp_path):
@@ -318,8 +337,13 @@ def test_nan_in_a_later_chunk_is_named_by_its_global_sample(tmp_path):
 
 def test_image_size_must_match_the_maps(good):
     maps, targets = good  # 8x8 maps
-    refused(maps, targets, "image size 64x48 at stride 4 gives 16x12 heatmaps, but the file holds 8x8 maps",
-            error=ConfigError, image_size=(64, 48))
+    refused(
+        maps,
+        targets,
+        "image size 64x48 at stride 4 gives 16x12 heatmaps, but the file holds 8x8 maps",
+        error=ConfigError,
+        image_size=(64, 48),
+    )
     refused(maps, targets, "nearest valid height: 32 or 36", error=ConfigError, image_size=(33, 32))
     rows, _ = evaluate(maps, targets, image_size=(32, 32), convention="udp")
     assert (rows["image_h"] == 32).all()
@@ -331,8 +355,9 @@ def test_udp_targets_decode_exactly(tmp_path):
     maps = np.zeros((2, 1, 16, 12), np.float32)
     maps[0, 0, 3, 5] = maps[1, 0, 15, 11] = 1.0
     targets = np.array([[[5 * 47 / 11, 3 * 63 / 15]], [[47.0, 63.0]]])
-    rows, _ = evaluate(save(tmp_path / "m.npy", maps), save(tmp_path / "t.npy", targets), convention="udp",
-                       decoders=("argmax",))
+    rows, _ = evaluate(
+        save(tmp_path / "m.npy", maps), save(tmp_path / "t.npy", targets), convention="udp", decoders=("argmax",)
+    )
     assert rows.loc["argmax", "max_error"] == pytest.approx(0.0, abs=1e-12)
 
 
@@ -357,8 +382,13 @@ def test_wide_and_unusual_dtypes(tmp_path, good):
 
 @pytest.mark.parametrize(
     ("settings", "text"),
-    [({"pck": (1.0, 1.0)}, "listed twice"), ({"pck": (0.0,)}, "PCK threshold"), ({"decoders": ()}, "no decoders"),
-     ({"convention": "middle"}, "unknown convention"), ({"dark_kernel": 4}, "odd")],
+    [
+        ({"pck": (1.0, 1.0)}, "listed twice"),
+        ({"pck": (0.0,)}, "PCK threshold"),
+        ({"decoders": ()}, "no decoders"),
+        ({"convention": "middle"}, "unknown convention"),
+        ({"dark_kernel": 4}, "odd"),
+    ],
 )
 def test_bad_settings(good, settings, text):
     maps, targets = good
@@ -391,10 +421,16 @@ def test_every_decoder_against_a_reference(tmp_path, rng):
         offsets = (image - targets)[visible]
         errors = np.hypot(offsets[:, 0], offsets[:, 1])
         expected = {
-            "mean_error": errors.mean(), "median_error": np.median(errors), "p95_error": np.percentile(errors, 95),
-            "max_error": errors.max(), "rmse": np.sqrt((errors**2).mean()), "bias_x": offsets[:, 0].mean(),
-            "bias_y": offsets[:, 1].mean(), "mean_error_hm": errors.mean() / STRIDE,
-            "pck_4": (errors <= 4.0).mean(), "pck_10": (errors <= 10.0).mean(),
+            "mean_error": errors.mean(),
+            "median_error": np.median(errors),
+            "p95_error": np.percentile(errors, 95),
+            "max_error": errors.max(),
+            "rmse": np.sqrt((errors**2).mean()),
+            "bias_x": offsets[:, 0].mean(),
+            "bias_y": offsets[:, 1].mean(),
+            "mean_error_hm": errors.mean() / STRIDE,
+            "pck_4": (errors <= 4.0).mean(),
+            "pck_10": (errors <= 10.0).mean(),
         }
         row = rows.loc[name]
         assert row["visible"] == visible.sum() and row["nonfinite"] == 0

@@ -9,6 +9,7 @@ from integral_cli import ExperimentConfig, run_experiment
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import MAP_BUFFERS, chunk_size
 from integral_cli.report import CSV_COLUMNS
+
 from support import assert_rows_equal
 
 # Argmax on uniformly random sub-pixel positions (offsets uniform in a stride-wide square):
@@ -36,8 +37,9 @@ def test_argmax_per_axis_mean_is_a_quarter_stride():
     # On a heatmap one pixel wide (image width = stride, margin 0) every x is 0 in heatmap
     # pixels, so the x error is 0 and the 2D error is the y error |e_y| alone.
     n, stride = 20_000, 4
-    config = ExperimentConfig(stride=stride, image_size=(256, 4), margin=0, samples=n,
-                              decoders=("argmax",), device="cpu")
+    config = ExperimentConfig(
+        stride=stride, image_size=(256, 4), margin=0, samples=n, decoders=("argmax",), device="cpu"
+    )
     row = run_experiment(config).iloc[0]
     assert row.mean_error == pytest.approx(stride / 4, abs=4 * STD_AXIS * stride / math.sqrt(n))
     assert row.max_error <= stride / 2 + 1e-4
@@ -148,17 +150,43 @@ def test_sigma_in_image_pixels():
     assert config.sigma_hm == 2.0 and config.resolved_margin == 6
 
 
-@pytest.mark.parametrize("change", [
-    dict(stride=0), dict(stride=2.5), dict(sigma=0.0), dict(sigma=float("nan")), dict(samples=0),
-    dict(amplitude=-1.0), dict(beta=0.0), dict(image_size=(250, 192)), dict(margin=-1.0),
-    dict(decoders=()), dict(decoders=("argmax", "argmax")), dict(decoders=("nope",)),
-    dict(encoder="box"), dict(dtype="int8"), dict(sigma_unit="mm"), dict(max_memory_mib=0),
-    dict(dark_kernel=4), dict(dark_kernel="big"), dict(window_radius=-1),
-    # past these limits results stop meaning anything in float32, or memory explodes
-    dict(amplitude=1e7), dict(beta=1e7), dict(sigma=0.01), dict(sigma=1e5), dict(samples=10**10),
-    dict(seed=-1), dict(seed=2**63), dict(window_radius=101), dict(dark_kernel=103),
-    dict(max_memory_mib=2.0**31), dict(noise=-0.1), dict(distractor_distance=float("inf")),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(stride=0),
+        dict(stride=2.5),
+        dict(sigma=0.0),
+        dict(sigma=float("nan")),
+        dict(samples=0),
+        dict(amplitude=-1.0),
+        dict(beta=0.0),
+        dict(image_size=(250, 192)),
+        dict(margin=-1.0),
+        dict(decoders=()),
+        dict(decoders=("argmax", "argmax")),
+        dict(decoders=("nope",)),
+        dict(encoder="box"),
+        dict(dtype="int8"),
+        dict(sigma_unit="mm"),
+        dict(max_memory_mib=0),
+        dict(dark_kernel=4),
+        dict(dark_kernel="big"),
+        dict(window_radius=-1),
+        # past these limits results stop meaning anything in float32, or memory explodes
+        dict(amplitude=1e7),
+        dict(beta=1e7),
+        dict(sigma=0.01),
+        dict(sigma=1e5),
+        dict(samples=10**10),
+        dict(seed=-1),
+        dict(seed=2**63),
+        dict(window_radius=101),
+        dict(dark_kernel=103),
+        dict(max_memory_mib=2.0**31),
+        dict(noise=-0.1),
+        dict(distractor_distance=float("inf")),
+    ],
+)
 def test_bad_settings_are_refused(change):
     with pytest.raises(ConfigError):
         ExperimentConfig(**change)

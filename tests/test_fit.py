@@ -4,6 +4,7 @@ import torch
 from integral_cli.errors import ConfigError, DeviceError
 from integral_cli.experiment import ExperimentConfig
 from integral_cli.fit import DEFAULT_THRESHOLD, FIT_COLUMNS, FitConfig, fit_report
+
 from support import assert_rows_equal
 
 INTEGRAL_FAMILY = ("integral", "integral-marginal", "integral-debiased", "integral-l1")
@@ -41,18 +42,21 @@ def test_every_learning_rate_is_reported_and_the_best_is_the_fastest(integral_fa
 
 def test_a_threshold_above_the_start_is_reached_at_step_0():
     # the blobs start 1 heatmap px = 4 image px off; DARK reads them to ~1e-3 px
-    best, runs = fit_report(FitConfig(ExperimentConfig(samples=4, device="cpu", decoders=("dark",)), steps=3,
-                                      threshold=4.1))
+    best, runs = fit_report(
+        FitConfig(ExperimentConfig(samples=4, device="cpu", decoders=("dark",)), steps=3, threshold=4.1)
+    )
     assert (runs["steps_to_threshold"] == 0).all() and best["trainable"].all()
-    best, _ = fit_report(FitConfig(ExperimentConfig(samples=4, device="cpu", decoders=("dark",)), steps=3,
-                                   threshold=3.9))
+    best, _ = fit_report(
+        FitConfig(ExperimentConfig(samples=4, device="cpu", decoders=("dark",)), steps=3, threshold=3.9)
+    )
     assert best["steps_to_threshold"].iloc[0] != 0
 
 
 def test_a_decoder_whose_gradient_is_zero():
     # DARK takes no step on logit maps (<= 0, no log), so nothing moves them
-    best, _ = fit_report(FitConfig(ExperimentConfig(samples=2, device="cpu", decoders=("dark",), encoder="logit"),
-                                   steps=5))
+    best, _ = fit_report(
+        FitConfig(ExperimentConfig(samples=2, device="cpu", decoders=("dark",), encoder="logit"), steps=5)
+    )
     assert best["gradient"].iloc[0] == "zero" and not best["trainable"].iloc[0]
     assert best["final_error"].iloc[0] == best["start_error"].iloc[0]
 
@@ -71,8 +75,9 @@ def test_float64_refused_on_mps(monkeypatch):
 
 
 def test_argmax_decoders_are_not_trainable():
-    best, _ = fit_report(FitConfig(ExperimentConfig(samples=8, device="cpu", decoders=("argmax", "argmax-quarter")),
-                                   steps=20))
+    best, _ = fit_report(
+        FitConfig(ExperimentConfig(samples=8, device="cpu", decoders=("argmax", "argmax-quarter")), steps=20)
+    )
     assert (best["gradient"] == "none").all()
     assert not best["trainable"].any()
     assert best["steps_to_threshold"].isna().all() and best["learning_rate"].isna().all()
@@ -83,8 +88,13 @@ def test_start_is_start_distance_off_target():
     # DARK reads a Gaussian blob's centre to ~1e-3 heatmap px, so its starting error is
     # start_distance heatmap px, times the stride in image px
     for distance in (0.5, 2.0):
-        best, _ = fit_report(FitConfig(ExperimentConfig(samples=8, stride=4, device="cpu", decoders=("dark",)),
-                                       steps=1, start_distance=distance))
+        best, _ = fit_report(
+            FitConfig(
+                ExperimentConfig(samples=8, stride=4, device="cpu", decoders=("dark",)),
+                steps=1,
+                start_distance=distance,
+            )
+        )
         assert best["start_error"].iloc[0] == pytest.approx(4 * distance, abs=0.01)
 
 
@@ -99,8 +109,10 @@ def test_deterministic():
 
 def test_progress_reaches_every_step():
     seen = []
-    fit_report(FitConfig(ExperimentConfig(samples=2, device="cpu", decoders=("integral", "argmax")), steps=5),
-               progress=lambda name, step: seen.append((name, step)))
+    fit_report(
+        FitConfig(ExperimentConfig(samples=2, device="cpu", decoders=("integral", "argmax")), steps=5),
+        progress=lambda name, step: seen.append((name, step)),
+    )
     assert ("integral", 5) in seen and ("argmax", 5) in seen
 
 

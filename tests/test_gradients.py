@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from integral_cli import DECODERS, Decoder, gradients
-from integral_cli.decoders import decode_integral
+from integral_cli.decoders.integral import decode_integral
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import ExperimentConfig, render_maps, sample_truth
 from integral_cli.gradients import AGREEMENT_TOLERANCE, GradConfig, gradient_report
@@ -44,8 +44,9 @@ def test_integral_gradient_norm_matches_the_closed_form(report):
     maps = render_maps(config, sample_truth(config, torch.device("cpu")).double(), 0)[:, 0]
     height, width = maps.shape[-2:]
     p = torch.softmax(maps.flatten(-2), dim=-1).view_as(maps)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     ex = (p * xs).sum((-2, -1), keepdim=True)
     ey = (p * ys).sum((-2, -1), keepdim=True)
     norms = config.stride * torch.sqrt((p**2 * ((xs - ex) ** 2 + (ys - ey) ** 2)).sum((-2, -1)))
@@ -69,8 +70,14 @@ def test_a_wrong_gradient_is_caught(monkeypatch):
         def backward(ctx, grad):
             return 0.5 * grad
 
-    wrong = Decoder("integral", lambda maps, beta=1.0: decode_integral(HalfGradient.apply(maps), beta),
-                    differentiable=True, reference="test", description="test", params=("beta",))
+    wrong = Decoder(
+        "integral",
+        lambda maps, beta=1.0: decode_integral(HalfGradient.apply(maps), beta),
+        differentiable=True,
+        reference="test",
+        description="test",
+        params=("beta",),
+    )
     monkeypatch.setitem(DECODERS, "integral", wrong)
     row = gradient_report(GradConfig(ExperimentConfig(decoders=("integral",), **SETTINGS))).iloc[0]
     assert row["gradient"] == "yes"
@@ -94,8 +101,14 @@ def test_a_gradient_wrong_only_in_the_tails_is_caught(monkeypatch):
             (maps,) = ctx.saved_tensors
             return grad * (maps.abs() >= 1e-5)
 
-    wrong = Decoder("integral", lambda maps, beta=1.0: decode_integral(TailsDropped.apply(maps), beta),
-                    differentiable=True, reference="test", description="test", params=("beta",))
+    wrong = Decoder(
+        "integral",
+        lambda maps, beta=1.0: decode_integral(TailsDropped.apply(maps), beta),
+        differentiable=True,
+        reference="test",
+        description="test",
+        params=("beta",),
+    )
     monkeypatch.setitem(DECODERS, "integral", wrong)
     row = gradient_report(GradConfig(ExperimentConfig(decoders=("integral",), amplitude=1.0, **SETTINGS))).iloc[0]
     assert not row["agrees"] and row["max_relative_difference"] > 100 * AGREEMENT_TOLERANCE

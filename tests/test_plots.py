@@ -26,8 +26,21 @@ def invoke(*args):
 @pytest.fixture
 def tiny_sweep(tmp_path):
     out = tmp_path / "tiny.csv"
-    result = invoke("sweep", "--strides", "2,4,8", "--sigmas", "1,2", "--samples", "100",
-                    "--decoders", "argmax,dark,integral", "--device", "cpu", "--out", out)
+    result = invoke(
+        "sweep",
+        "--strides",
+        "2,4,8",
+        "--sigmas",
+        "1,2",
+        "--samples",
+        "100",
+        "--decoders",
+        "argmax,dark,integral",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -41,7 +54,7 @@ def png_size(path):
 def test_plot_writes_a_png_of_the_requested_size(tiny_sweep, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "p.png"
-    result = invoke("plot", tiny_sweep, "--x", "stride", "--out", out, "--size", "900x500")
+    result = invoke("plot", tiny_sweep, "--x", "stride", "--out", out, "--size", "500x900")  # height x width
     assert result.exit_code == 0, result.output
     assert png_size(out) == (900, 500) and "2 panels" in result.stderr
 
@@ -55,21 +68,26 @@ def test_plot_svg_and_default_name(tiny_sweep):
     assert tiny_sweep.with_name("tiny_mean_error_vs_stride.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, text", [
-    (["--x", "seed"], "--x"),
-    (["--metric", "speed"], "--metric"),
-    (["--x", "amplitude"], "single value"),
-    (["--out", "p.pdf"], ".png or .svg"),
-    (["--size", "10x10"], "--size"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--x", "seed"], "--x"),
+        (["--metric", "speed"], "--metric"),
+        (["--x", "amplitude"], "single value"),
+        (["--out", "p.pdf"], ".png or .svg"),
+        (["--size", "10x10"], "--size"),
+    ],
+)
 def test_plot_bad_options(tiny_sweep, args, text):
     pytest.importorskip("matplotlib")
     result = invoke("plot", tiny_sweep, *args)
     assert result.exit_code == 2 and text in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("content, text", [(None, "does not exist"), ("", "is empty"),
-                                           ("stride,sigma\n4,2\n", "does not have the results columns")])
+@pytest.mark.parametrize(
+    "content, text",
+    [(None, "does not exist"), ("", "is empty"), ("stride,sigma\n4,2\n", "does not have the results columns")],
+)
 def test_plot_bad_csv(tmp_path, content, text):
     path = tmp_path / "in.csv"
     if content is not None:
@@ -102,8 +120,23 @@ def test_missing_matplotlib_is_a_one_line_error(tiny_sweep, monkeypatch):
 def test_map_writes_a_png_and_the_field(tmp_path):
     pytest.importorskip("matplotlib")
     out, field = tmp_path / "m.png", tmp_path / "f.csv"
-    result = invoke("map", "--decoder", "integral", "--image-size", "64x48", "--density", "2",
-                    "--out", out, "--csv", field, "--size", "800x400", "--device", "cpu")
+    result = invoke(
+        "map",
+        "--decoder",
+        "integral",
+        "--image-size",
+        "64x48",
+        "--density",
+        "2",
+        "--out",
+        out,
+        "--csv",
+        field,
+        "--size",
+        "400x800",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert png_size(out) == (800, 400)
     frame = pd.read_csv(field)
@@ -137,8 +170,11 @@ def test_integral_field_matches_the_background_pull_closed_form():
     assert len(interior) >= 400
     largest_pull = 0.0
     for row in interior.itertuples():
-        s = sum(math.exp(math.exp(-((x - row.x_hm) ** 2 + (y - row.y_hm) ** 2) / 8.0)) - 1
-                for y in range(height) for x in range(width))
+        s = sum(
+            math.exp(math.exp(-((x - row.x_hm) ** 2 + (y - row.y_hm) ** 2) / 8.0)) - 1
+            for y in range(height)
+            for x in range(width)
+        )
         for got, mu, c in ((row.dx, row.x_hm, centre[0]), (row.dy, row.y_hm, centre[1])):
             pull = (n * c + s * mu) / (n + s) - mu  # heatmap px; the field is in image px
             assert got / 4 == pytest.approx(pull, abs=1e-3), (row.x_hm, row.y_hm)
@@ -151,8 +187,18 @@ def test_field_agrees_with_compare_on_the_same_lattice():
     # argmax decoder both are exact, so their means agree with each other and the closed form
     config = ExperimentConfig(stride=4, image_size=(64, 48), device="cpu", decoders=("argmax",))
     field = error_field(config, "argmax", density=8)
-    compare = run_experiment(ExperimentConfig(stride=4, image_size=(64, 48), device="cpu", decoders=("argmax",),
-                                              position="anywhere", sampling="grid", grid_size=8, samples=64 * 50))
+    compare = run_experiment(
+        ExperimentConfig(
+            stride=4,
+            image_size=(64, 48),
+            device="cpu",
+            decoders=("argmax",),
+            position="anywhere",
+            sampling="grid",
+            grid_size=8,
+            samples=64 * 50,
+        )
+    )
     offsets = [(i + 0.5) / 8 - 0.5 for i in range(8)]
     lattice_mean = sum(math.hypot(a, b) for a in offsets for b in offsets) / 64  # 0.3804, -> 0.3826 as G grows
     assert field.error.mean() / 4 == pytest.approx(lattice_mean, abs=1e-6)
@@ -174,9 +220,16 @@ def test_reference_results_are_reproduced():
     reference = pd.read_csv(RESULTS / "reference.csv")
     meta = json.loads((RESULTS / "reference.json").read_text())
     settings = meta["settings"]
-    config = ExperimentConfig(stride=8, sigma=2.0, amplitude=10.0, samples=settings["samples"], seed=settings["seed"],
-                              image_size=tuple(settings["image_size"]), decoders=tuple(settings["decoders"]),
-                              device="cpu")
+    config = ExperimentConfig(
+        stride=8,
+        sigma=2.0,
+        amplitude=10.0,
+        samples=settings["samples"],
+        seed=settings["seed"],
+        image_size=tuple(settings["image_size"]),
+        decoders=tuple(settings["decoders"]),
+        device="cpu",
+    )
     again = run_experiment(config).set_index("decoder")
     committed = reference[(reference.stride == 8) & (reference.sigma == 2.0) & (reference.amplitude == 10.0)]
     assert len(committed) == len(settings["decoders"])

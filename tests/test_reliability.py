@@ -19,11 +19,23 @@ from integral_cli import experiment as experiment_module
 from integral_cli.cli import app
 from integral_cli.errors import InputFileError, OutOfMemoryError
 from integral_cli.report import CSV_COLUMNS, read_results
+
 from support import assert_rows_equal
 
 runner = CliRunner()
-SWEEP = ["sweep", "--strides", "1,2,4,8", "--sigmas", "1,2", "--samples", "300", "--decoders", "argmax,dark",
-         "--device", "cpu"]
+SWEEP = [
+    "sweep",
+    "--strides",
+    "1,2,4,8",
+    "--sigmas",
+    "1,2",
+    "--samples",
+    "300",
+    "--decoders",
+    "argmax,dark",
+    "--device",
+    "cpu",
+]
 
 
 def invoke(*args):
@@ -38,8 +50,7 @@ def without_seconds(path):
 def test_sigkill_leaves_whole_rows_and_resume_completes_it(tmp_path):
     out = tmp_path / "killed.csv"
     # stride 1 with a tiny budget makes each configuration take a while
-    args = [*SWEEP, "--sigmas", "1,1.5,2,2.5",
-            "--max-memory", "8", "--out", str(out)]
+    args = [*SWEEP, "--sigmas", "1,1.5,2,2.5", "--max-memory", "8", "--out", str(out)]
     process = subprocess.Popen([sys.executable, "-m", "integral_cli", *args], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -84,12 +95,15 @@ def test_resume_without_a_csv_starts_afresh(tmp_path):
     assert len(pd.read_csv(out)) == 16
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda text: "", "is empty"),
-    (lambda text: text[:-20], "partial row"),
-    (lambda text: text.replace("mean_error,", "mean_err,", 1), "missing mean_error"),
-    (lambda text: "a,b\n1,2\n", "does not have the results columns"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: "", "is empty"),
+        (lambda text: text[:-20], "partial row"),
+        (lambda text: text.replace("mean_error,", "mean_err,", 1), "missing mean_error"),
+        (lambda text: "a,b\n1,2\n", "does not have the results columns"),
+    ],
+)
 def test_resume_refuses_a_damaged_csv(tmp_path, damage, message):
     out = tmp_path / "s.csv"
     assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
@@ -127,8 +141,10 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_numbers(monkeypatch):
     monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
     warnings = []
     got = run_experiment(config, on_warning=warnings.append)
-    assert warnings == ["cpu ran out of memory; retrying with chunks of 100 maps",
-                        "cpu ran out of memory; retrying with chunks of 50 maps"]
+    assert warnings == [
+        "cpu ran out of memory; retrying with chunks of 100 maps",
+        "cpu ran out of memory; retrying with chunks of 50 maps",
+    ]
     assert max(seen[2:]) <= 50
     # chunks of 50 instead of 200: float64 batched kernels may sum in another order,
     # about 3072 eps ~ 1e-12 relative on a decoded point; 1e-9 leaves a wide margin
@@ -200,20 +216,32 @@ def test_bad_shard(tmp_path, shard):
 
 
 # --------------------------------------------------------------- random bad options
-_numbers = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True), st.just("x"),
-                     st.just(""), st.just("1e400"))
-_options = st.fixed_dictionaries({}, optional={
-    "--stride": _numbers, "--sigma": _numbers, "--amplitude": _numbers, "--beta": _numbers,
-    "--samples": st.one_of(st.integers(-3, 40), st.just("many")), "--margin": _numbers,
-    "--image-size": st.sampled_from(["64x48", "32x32", "0x0", "30x30", "x", "64x", "1x1", "8x8"]),
-    "--decoders": st.sampled_from(["argmax", "dark,integral", "", "nope", "argmax,argmax"]),
-    "--encoder": st.sampled_from(["gaussian", "msra", "logit", "box"]),
-    "--noise": _numbers, "--position": st.sampled_from(["interior", "border", "anywhere", "edge"]),
-    "--sampling": st.sampled_from(["random", "grid", "lattice"]), "--grid-size": _numbers,
-    "--dtype": st.sampled_from(["float32", "float16", "bfloat16", "int8"]),
-    "--dark-kernel": st.sampled_from(["11", "auto", "4", "-1"]), "--window-radius": _numbers,
-    "--max-memory": _numbers, "--device": st.sampled_from(["cpu", "auto", "cuda", "tpu"]),
-})
+_numbers = st.one_of(
+    st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True), st.just("x"), st.just(""), st.just("1e400")
+)
+_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "--stride": _numbers,
+        "--sigma": _numbers,
+        "--amplitude": _numbers,
+        "--beta": _numbers,
+        "--samples": st.one_of(st.integers(-3, 40), st.just("many")),
+        "--margin": _numbers,
+        "--image-size": st.sampled_from(["64x48", "32x32", "0x0", "30x30", "x", "64x", "1x1", "8x8"]),
+        "--decoders": st.sampled_from(["argmax", "dark,integral", "", "nope", "argmax,argmax"]),
+        "--encoder": st.sampled_from(["gaussian", "msra", "logit", "box"]),
+        "--noise": _numbers,
+        "--position": st.sampled_from(["interior", "border", "anywhere", "edge"]),
+        "--sampling": st.sampled_from(["random", "grid", "lattice"]),
+        "--grid-size": _numbers,
+        "--dtype": st.sampled_from(["float32", "float16", "bfloat16", "int8"]),
+        "--dark-kernel": st.sampled_from(["11", "auto", "4", "-1"]),
+        "--window-radius": _numbers,
+        "--max-memory": _numbers,
+        "--device": st.sampled_from(["cpu", "auto", "cuda", "tpu"]),
+    },
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -223,9 +251,17 @@ def test_random_options_never_crash(tmp_path_factory, options, command):
     args = [command, "--samples", "8", "--image-size", "32x32"]
     for name, value in options.items():
         if command == "sweep":
-            name = {"--stride": "--strides", "--sigma": "--sigmas", "--amplitude": "--amplitudes",
-                    "--beta": "--betas", "--encoder": "--encoders", "--noise": "--noises",
-                    "--position": "--positions", "--sampling": "--samplings", "--dtype": "--dtypes"}.get(name, name)
+            name = {
+                "--stride": "--strides",
+                "--sigma": "--sigmas",
+                "--amplitude": "--amplitudes",
+                "--beta": "--betas",
+                "--encoder": "--encoders",
+                "--noise": "--noises",
+                "--position": "--positions",
+                "--sampling": "--samplings",
+                "--dtype": "--dtypes",
+            }.get(name, name)
         args += [name, str(value)]
     if command == "sweep" and "--strides" not in args:
         args += ["--strides", "4"]
@@ -268,7 +304,10 @@ def test_a_malformed_sidecar_is_refused(tmp_path, sidecar):
     out = tmp_path / "s.csv"
     assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
     out.with_suffix(".json").write_text(sidecar)
-    for result in (invoke(*SWEEP, "--strides", "4", "--out", out, "--resume"), invoke("merge", tmp_path / "m.csv", out)):
+    for result in (
+        invoke(*SWEEP, "--strides", "4", "--out", out, "--resume"),
+        invoke("merge", tmp_path / "m.csv", out),
+    ):
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
 
 
@@ -276,7 +315,7 @@ def test_a_csv_with_words_for_numbers_is_refused(tmp_path):
     out = tmp_path / "s.csv"
     assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
     lines = out.read_text().splitlines(keepends=True)
-    lines[1] = "abc" + lines[1][lines[1].index(","):]
+    lines[1] = "abc" + lines[1][lines[1].index(",") :]
     out.write_text("".join(lines))
     result = invoke("plot", out)
     assert result.exit_code == 2 and "line 2: stride is not a number" in result.stderr
@@ -291,8 +330,19 @@ def test_merge_never_overwrites_a_parts_sidecar(tmp_path):
 
 
 def test_map_with_nothing_finite_is_an_error():
-    result = invoke("map", "--decoder", "integral-l1", "--encoder", "logit", "--image-size", "32x32", "--out",
-                    "never.png", "--device", "cpu")
+    result = invoke(
+        "map",
+        "--decoder",
+        "integral-l1",
+        "--encoder",
+        "logit",
+        "--image-size",
+        "32x32",
+        "--out",
+        "never.png",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 1 and "no finite result" in result.stderr
 
 

@@ -6,7 +6,8 @@ import torch
 
 from integral_cli.coords import image_to_heatmap
 from integral_cli.errors import ConfigError, ShapeError
-from integral_cli.synth import default_margin, render_heatmaps, sample_points, seed_fwhm
+from integral_cli.settings import default_margin
+from integral_cli.synth import note_fwhm, render_heatmaps, sample_points
 
 
 def reference_gaussian(center, size, sigma, amplitude):
@@ -34,12 +35,13 @@ class TestRenderHeatmaps:
                 expected = reference_gaussian(centers[b, k], (11, 13), 1.7, 3.0)
                 np.testing.assert_allclose(maps[b, k].numpy(), expected, rtol=1e-12, atol=1e-14)
 
-    def test_seed_encoder_is_the_notes_formula(self):
+    def test_fwhm_encoder_is_the_notes_formula(self):
         # The note: 10 * exp(-4 ln2 d^2 / fwhm^2) with fwhm = 4 for a box of side 64.
         fwhm = 4.0
         center = (3.0, 8.0)
-        maps = render_heatmaps(torch.tensor([[center]], dtype=torch.float64), (64, 32),
-                               fwhm / 2.3548200450309493, encoder="seed")
+        maps = render_heatmaps(
+            torch.tensor([[center]], dtype=torch.float64), (64, 32), fwhm / 2.3548200450309493, encoder="fwhm"
+        )
         ys, xs = np.mgrid[0:64, 0:32]
         expected = 10 * np.exp(-4 * np.log(2) * ((xs - center[0]) ** 2 + (ys - center[1]) ** 2) / fwhm**2)
         np.testing.assert_allclose(maps[0, 0].numpy(), expected, rtol=1e-12)
@@ -66,24 +68,35 @@ class TestRenderHeatmaps:
         render_heatmaps(centers, (8, 8), 1.0)
         assert torch.equal(centers, before)
 
-    @pytest.mark.parametrize("centers", [torch.zeros(2, 2), torch.zeros(1, 1, 3), torch.zeros(1, 1, 2, dtype=torch.int64)])
+    @pytest.mark.parametrize(
+        "centers", [torch.zeros(2, 2), torch.zeros(1, 1, 3), torch.zeros(1, 1, 2, dtype=torch.int64)]
+    )
     def test_bad_centers(self, centers):
         with pytest.raises(ShapeError):
             render_heatmaps(centers, (8, 8), 1.0)
 
-    @pytest.mark.parametrize("kwargs", [dict(sigma=0.0), dict(sigma=-1.0), dict(sigma=float("nan")),
-                                        dict(size=(0, 4)), dict(size=(4,)), dict(encoder="box"),
-                                        dict(amplitude=float("inf"))])
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            dict(sigma=0.0),
+            dict(sigma=-1.0),
+            dict(sigma=float("nan")),
+            dict(size=(0, 4)),
+            dict(size=(4,)),
+            dict(encoder="box"),
+            dict(amplitude=float("inf")),
+        ],
+    )
     def test_bad_arguments(self, kwargs):
         args = dict(size=(8, 8), sigma=1.0) | kwargs
         with pytest.raises(ConfigError):
             render_heatmaps(torch.zeros(1, 1, 2), **args)
 
 
-def test_seed_fwhm_rule():
+def test_note_fwhm_rule():
     # int(sqrt(L) * L * 10 / 4096) + 3: L=64 -> int(1.25) + 3 = 4; L=256 -> int(10) + 3 = 13.
-    assert seed_fwhm(64) == 4
-    assert seed_fwhm(256) == 13
+    assert note_fwhm(64) == 4
+    assert note_fwhm(256) == 13
 
 
 def test_default_margin():

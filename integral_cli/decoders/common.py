@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from integral_cli.coords import pixel_coordinates
@@ -45,9 +47,7 @@ def pixel_indices(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return safe[..., 0], safe[..., 1], finite
 
 
-def patch_inside(
-    x: torch.Tensor, y: torch.Tensor, radius: int, size: tuple[int, int]
-) -> torch.Tensor:
+def patch_inside(x: torch.Tensor, y: torch.Tensor, radius: int, size: Sequence[int]) -> torch.Tensor:
     """``(B, K, 2r+1, 2r+1)`` mask of the neighbourhood pixels that lie inside the map."""
     height, width = size
     steps = torch.arange(-radius, radius + 1, device=x.device)
@@ -86,7 +86,9 @@ def gather_patches(
     height, width = heatmaps.shape[-2:]
     side = 2 * radius + 1
     if (
-        side < WINDOW_VIEW_SIDE or side > height or side > width
+        side < WINDOW_VIEW_SIDE
+        or side > height
+        or side > width
         # the window view's backward allocates the whole view, (2r+1)^2 times the maps
         or (heatmaps.requires_grad and torch.is_grad_enabled())
     ):
@@ -111,7 +113,11 @@ def gather_patches(
 
 
 def _gather_clamped(
-    heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, radius: int, edge: bool,
+    heatmaps: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    radius: int,
+    edge: bool,
     maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`gather_patches` by one index per pixel, outside pixels clamped to the

@@ -14,6 +14,8 @@ blurred whole, exactly as the references do, so the numbers are the same either 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +27,7 @@ from integral_cli.decoders.common import (
     stack_xy,
     working_dtype,
 )
-from integral_cli.errors import ConfigError
+from integral_cli.decoders.registry import check_kernel_size, opencv_sigma
 
 #: Smallest value DARK takes the log of.
 DARK_FLOOR = 1e-10
@@ -41,33 +43,6 @@ _OPENCV_SMALL_KERNELS = {
     5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
     7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
 }
-
-
-def check_kernel_size(size: object) -> int:
-    """Check a blur kernel size: a positive odd integer."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise ConfigError(f"dark_kernel must be a positive odd integer, got {size!r}")
-    return size
-
-
-def opencv_sigma(size: int) -> float:
-    """The sigma OpenCV uses for a kernel of ``size`` when none is given.
-
-    >>> opencv_sigma(11)
-    2.0
-    """
-    return 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-
-
-def kernel_size_for_sigma(sigma: float) -> int:
-    """The odd kernel size (at least 3) whose OpenCV sigma is nearest ``sigma``.
-
-    The rule behind the customary pairs sigma 2 -> 11 and sigma 3 -> 17.
-
-    >>> kernel_size_for_sigma(2.0), kernel_size_for_sigma(3.0), kernel_size_for_sigma(1.0)
-    (11, 17, 5)
-    """
-    return max(3, 2 * round((sigma - 0.8) / 0.3 + 1) + 1)
 
 
 def gaussian_kernel(
@@ -101,13 +76,13 @@ def _band_matrix(kernel: torch.Tensor, reach: int) -> torch.Tensor:
     return torch.where(inside, kernel[offset.clamp(0, 2 * radius)], 0.0)
 
 
-def _edge_reindex(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _edge_reindex(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Replace entries of a neighbourhood that fall outside the map by the nearest inside."""
     height, width = size
     reach = (values.shape[-1] - 1) // 2
     steps = torch.arange(-reach, reach + 1, device=values.device)
-    cols = ((x.unsqueeze(-1) + steps).clamp(0, width - 1) - x.unsqueeze(-1) + reach)
-    rows = ((y.unsqueeze(-1) + steps).clamp(0, height - 1) - y.unsqueeze(-1) + reach)
+    cols = (x.unsqueeze(-1) + steps).clamp(0, width - 1) - x.unsqueeze(-1) + reach
+    rows = (y.unsqueeze(-1) + steps).clamp(0, height - 1) - y.unsqueeze(-1) + reach
     side = values.shape[-1]
     index = (rows.unsqueeze(-1) * side + cols.unsqueeze(-2)).flatten(-2)
     return values.flatten(-2).gather(-1, index).view(values.shape)
@@ -164,7 +139,9 @@ def modulated_log_neighbourhood(
         whole = blur_maps(maps[slow], kernel)
         blurred = blurred.clone()
         scale = scale.clone()
-        blurred[slow] = gather_patches(whole.unsqueeze(1), x[slow].unsqueeze(1), y[slow].unsqueeze(1), reach, edge=True).squeeze(1)
+        blurred[slow] = gather_patches(
+            whole.unsqueeze(1), x[slow].unsqueeze(1), y[slow].unsqueeze(1), reach, edge=True
+        ).squeeze(1)
         scale[slow] = peak[slow] / whole.flatten(-2).amax(-1)
     return torch.log((scale[..., None, None] * blurred).clamp(floor, ceiling))
 

@@ -21,7 +21,6 @@ from integral_cli.decoders.common import (
     working_dtype,
 )
 
-
 #: Bytes of weights built at once by the decoders that need a full-size weight map: a
 #: block this small stays in cache and, being under the 1 MiB mmap threshold the tool
 #: sets, comes from the allocator's free list instead of fresh pages (a fresh buffer for
@@ -59,9 +58,7 @@ def weight_marginals(
     return columns.view(batch, keypoints, width), rows.view(batch, keypoints, height)
 
 
-def expectation_2d(
-    weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
-) -> torch.Tensor:
+def expectation_2d(weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor) -> torch.Tensor:
     """``(B, K, 2)`` expected ``(x, y)`` under the non-negative weights ``weigh(maps)``."""
     return marginal_expectation(*weight_marginals(weigh, maps)).to(maps.dtype)
 
@@ -198,9 +195,7 @@ def decode_integral_l1(heatmaps: torch.Tensor) -> torch.Tensor:
     return expectation_2d(lambda maps: maps.clamp(min=0), heatmaps.to(working_dtype(heatmaps)))
 
 
-def decode_soft_argmax_local(
-    heatmaps: torch.Tensor, beta: float = 1.0, window_radius: int = 2
-) -> torch.Tensor:
+def decode_soft_argmax_local(heatmaps: torch.Tensor, beta: float = 1.0, window_radius: int = 2) -> torch.Tensor:
     """Softmax-weighted expectation in a ``(2r + 1)^2`` window around the argmax.
 
     Pixels of the window outside the map are left out.

@@ -1,4 +1,4 @@
-"""The seed note's example against a straight numpy transcription of the note's code.
+"""The reading note's example against a straight numpy transcription of the note's code.
 
 The transcription follows the note line by line, with its slip fixed: the softmax of the
 first variant is applied to the map that is then used (the note computes it and drops it).
@@ -7,7 +7,7 @@ first variant is applied to the map that is then used (the note computes it and 
 import numpy as np
 import pytest
 
-from integral_cli.seed_note import SEED_DECODERS, run_seed, seed_heatmaps
+from integral_cli.example import EXAMPLE_DECODERS, example_heatmaps, run_example
 
 
 def make_gaussian(height, width, sigma, center):
@@ -49,13 +49,13 @@ JOINTS = np.array([[10, 10], [3, 8], [16, 18]])
 
 def test_maps_are_the_notes():
     expected = generate_hm(64, 32, JOINTS, 64)
-    np.testing.assert_allclose(seed_heatmaps()[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(example_heatmaps()[0].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_decoded_numbers_match_the_reference():
-    rows = run_seed()
+    rows = run_example()
     assert list(rows.columns) == ["joint", "gt_x", "gt_y", "decoder", "x", "y"]
-    assert len(rows) == 3 * len(SEED_DECODERS)
+    assert len(rows) == 3 * len(EXAMPLE_DECODERS)
     maps = generate_hm(64, 32, JOINTS, 64)
     references = {"argmax": argmax, "integral": integral_paper, "integral-marginal": integral_marginal}
     for row in rows.itertuples():
@@ -65,6 +65,6 @@ def test_decoded_numbers_match_the_reference():
 
 
 def test_the_two_integral_variants_disagree_by_pixels():
-    rows = run_seed().set_index(["joint", "decoder"])
+    rows = run_example().set_index(["joint", "decoder"])
     gap = abs(rows.loc[(0, "integral"), "y"] - rows.loc[(0, "integral-marginal"), "y"])
     assert gap > 0.5

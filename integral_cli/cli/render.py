@@ -1,0 +1,156 @@
+"""Rendering tables for a terminal: every table fits 80 columns by default.
+
+Numbers have one format (:func:`number`: about three significant digits, scientific
+only below 1e-3); decoder names and numbers are never cut and each row is one line. A
+table's title is printed above it as lines of at most 80 characters. ``--wide`` tables
+are printed at their natural width, whatever the terminal. When stdout is not a
+terminal, tables have the same widths as in an 80-column terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The width every default table fits.
+WIDTH = 80
+
+
+def number(value: Any) -> str:
+    """A number with about three significant digits: ``1.54``, ``0.763``, ``0.0117``,
+    ``8.70e-4``, ``65.7``, ``124``; ``nan`` for a missing value.
+
+    >>> [number(v) for v in (1.5353, 0.7626, 0.01171, 0.00087, 65.69, 124.17, 0, -0.0099, 2.5e6)]
+    ['1.54', '0.763', '0.0117', '8.70e-4', '65.7', '124', '0', '-0.00990', '2.50e6']
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if value == 0:
+        return "0"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    size = abs(value)
+    if size < 1e-3 or size >= 1e5:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    decimals = max(0, 2 - math.floor(math.log10(size)))
+    text = f"{value:.{decimals}f}"
+    if abs(float(text)) >= 10 ** (3 - decimals) and decimals > 0:  # 9.996 rounds up to 10.00
+        text = f"{value:.{decimals - 1}f}"
+    return text
+
+
+def heading(parts: Iterable[str], width: int = WIDTH) -> str:
+    """``parts`` joined by `` · `` into lines of at most ``width`` characters."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def new_table(headers: Sequence[str], *, left: Iterable[str] = ()) -> Table:
+    """A borderless table whose cells are never wrapped; ``left`` columns are
+    left-aligned, the rest (numbers) right-aligned."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    flush_left = set(left)
+    for header in headers:
+        table.add_column(header, justify="left" if header in flush_left else "right", no_wrap=True)
+    return table
+
+
+def show(table: Table, title: str = "", caption: str = "", *, wide: bool = False) -> None:
+    """Print ``title``, the table and ``caption`` to stdout: at most 80 columns wide when
+    stdout is not a terminal, at the table's natural width when ``wide``."""
+    console = Console()
+    if wide:
+        out = Console(width=max(WIDTH, Console(width=10_000).measure(table).maximum))
+    else:
+        out = console if console.is_terminal else Console(width=WIDTH)
+    if title:
+        out.print(title, highlight=False)
+    out.print(table)
+    if caption:
+        out.print(caption, highlight=False)
+
+
+# ---------------------------------------------------------------- the error table
+#: Every column the error table can show: key -> header. ``ci95`` is the interval.
+ERROR_COLUMNS: dict[str, str] = {
+    "mean_error": "mean",
+    "median_error": "median",
+    "p95_error": "p95",
+    "max_error": "max",
+    "rmse": "rmse",
+    "bias_x": "bias x",
+    "bias_y": "bias y",
+    "mean_error_hm": "mean hm",
+    "ci95": "95% CI of mean",
+    "nonfinite": "non-finite",
+    "seconds": "seconds",
+}
+#: What ``compare`` and ``evaluate`` show by default.
+COMPACT = ("mean_error", "median_error", "p95_error", "max_error", "ci95")
+
+
+def error_table(
+    rows: pd.DataFrame, columns: Sequence[str], extra: Mapping[str, str] | None = None
+) -> tuple[Table, list[str]]:
+    """The error table of ``compare`` and ``evaluate``: one line per decoder with
+    ``columns`` (keys of :data:`ERROR_COLUMNS` or of ``extra``, fractions shown as
+    percentages), and the notes to print under it."""
+    headers = {**ERROR_COLUMNS, **(extra or {})}
+    table = new_table(["decoder", *(headers[c] for c in columns)], left=["decoder"])
+    notes = []
+    for row in rows.to_dict(orient="records"):
+        flagged = bool(row["nonfinite"])
+        cells = [row["decoder"] + (" !" if flagged else "")]
+        for column in columns:
+            if column == "ci95":
+                cells.append(
+                    "-" if _missing(row["ci95_low"]) else f"{number(row['ci95_low'])}–{number(row['ci95_high'])}"
+                )
+            elif column in (extra or {}):
+                cells.append(f"{row[column]:.1%}")
+            elif column == "nonfinite":
+                cells.append(str(row[column]))
+            elif column == "seconds":
+                cells.append(f"{row[column]:.3f}")
+            else:
+                cells.append(number(row[column]))
+        table.add_row(*cells)
+    if rows["nonfinite"].any():
+        notes.append("! = some results were not finite; statistics are over the finite ones")
+    return table, notes
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def choose_columns(wide: bool, requested: Sequence[str] | None, extra: Sequence[str] = ()) -> list[str]:
+    """The error-table columns to show: ``requested`` (checked), every one with
+    ``wide``, else the compact set; ``extra`` columns (PCK) come after."""
+    known = [*ERROR_COLUMNS, *extra]
+    if requested:
+        unknown = [c for c in requested if c not in known]
+        if unknown:
+            import typer
+
+            raise typer.BadParameter(
+                f"unknown column {unknown[0]!r}; choose from {', '.join(known)}", param_hint="--columns"
+            )
+        return list(requested)
+    if wide:
+        return [*ERROR_COLUMNS, *extra]
+    return [*COMPACT[:4], *extra] if extra else list(COMPACT)

@@ -1,0 +1,223 @@
+"""The decoder registry: one table that the API, the command line and the tests read.
+
+Each entry says what a decoder computes, where it comes from, whether it passes a
+gradient, which parameters it takes and which representations it decodes. The function
+itself is named by ``"module:function"`` and imported on first use, so reading the table
+(the command line's ``--help`` and ``decoders``) imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from integral_cli.checks import check_range
+from integral_cli.errors import ConfigError
+
+#: The output representations a decoder can read.
+Representation = Literal["heatmap"]
+REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
+
+#: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
+#: only the ones it declares, so callers may hand the same settings to every decoder.
+DECODER_PARAMS: dict[str, float | int] = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2}
+
+#: Largest accepted values: beyond them results stop being meaningful in float32
+#: (beta * amplitude near the float32 range) or the neighbourhoods outgrow any map.
+MAX_BETA = 1e6
+MAX_DARK_KERNEL = 101
+MAX_WINDOW_RADIUS = 100
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """One registry entry.
+
+    Attributes:
+        name: the name used by the API and the command line.
+        implementation: the function ``(heatmaps, **params) -> (B, K, 2)`` (coordinates
+            in heatmap pixels), or its ``"module:function"`` path, imported on first use.
+        differentiable: whether gradients flow from the coordinates back to the heatmap.
+        reference: where the method comes from.
+        description: one line saying what it does.
+        params: names of the parameters (keys of ``DECODER_PARAMS``) it takes.
+        citation: the reference in a few words (authors, year), for tables.
+        representations: the outputs it decodes.
+    """
+
+    name: str
+    implementation: Callable[..., Any] | str
+    differentiable: bool
+    reference: str
+    description: str
+    params: tuple[str, ...] = ()
+    citation: str = ""
+    representations: tuple[str, ...] = ("heatmap",)
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The decoding function (imported now if named by its path)."""
+        if callable(self.implementation):
+            return self.implementation
+        module, _, attribute = self.implementation.partition(":")
+        function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+        return function
+
+
+_HERE = "integral_cli.decoders"
+
+DECODERS: dict[str, Decoder] = {
+    d.name: d
+    for d in (
+        Decoder(
+            "argmax",
+            f"{_HERE}.argmax:decode_argmax",
+            differentiable=False,
+            reference="Newell et al., Stacked Hourglass Networks, ECCV 2016",
+            citation="Newell et al. 2016",
+            description="location of the maximum, on the pixel grid (first on ties)",
+        ),
+        Decoder(
+            "argmax-quarter",
+            f"{_HERE}.argmax:decode_argmax_quarter",
+            differentiable=False,
+            reference="Newell et al., Stacked Hourglass Networks, ECCV 2016 (pose-hg-train); "
+            "then Simple Baselines, HRNet and MMPose",
+            citation="Newell et al. 2016",
+            description="argmax, then 0.25 px toward the larger neighbour per axis",
+        ),
+        Decoder(
+            "dark",
+            f"{_HERE}.dark:decode_dark",
+            differentiable=True,
+            reference="Zhang et al., Distribution-Aware Coordinate Representation, CVPR 2020",
+            citation="Zhang et al. 2020",
+            description="argmax, then a Newton step on the log of the blurred map (interior only)",
+            params=("dark_kernel",),
+        ),
+        Decoder(
+            "dark-udp",
+            f"{_HERE}.dark:decode_dark_udp",
+            differentiable=True,
+            reference="MMPose's DARK refinement for UDP Gaussian targets (Huang et al., Unbiased "
+            "Data Processing, CVPR 2020, decode with their offset-based combined target)",
+            citation="MMPose; Huang et al. 2020",
+            description="DARK with clipped log, edge padding, step-1 differences, -(H+eps I)^-1 grad",
+            params=("dark_kernel",),
+        ),
+        Decoder(
+            "integral",
+            f"{_HERE}.integral:decode_integral",
+            differentiable=True,
+            reference="Sun et al., Integral Human Pose Regression, ECCV 2018",
+            citation="Sun et al. 2018",
+            description="expectation under softmax(beta*h) over all H*W pixels",
+            params=("beta",),
+        ),
+        Decoder(
+            "integral-marginal",
+            f"{_HERE}.integral:decode_integral_marginal",
+            differentiable=True,
+            reference="the reading note's modification of Sun et al. 2018",
+            citation="the note",
+            description="1D softmax(beta*m) of the raw x and y marginal sums, then expectation",
+            params=("beta",),
+        ),
+        Decoder(
+            "integral-debiased",
+            f"{_HERE}.integral:decode_integral_debiased",
+            differentiable=True,
+            reference="Gu, Yang, Yao, Removing the Bias of Integral Pose Regression, ICCV 2021",
+            citation="Gu et al. 2021",
+            description="integral with the background pull removed: (C*E - N*c) / (C - N)",
+            params=("beta",),
+        ),
+        Decoder(
+            "integral-l1",
+            f"{_HERE}.integral:decode_integral_l1",
+            differentiable=True,
+            reference="Nibali et al., Numerical Coordinate Regression (DSNT), 2018",
+            citation="Nibali et al. 2018",
+            description="expectation under relu(h) / sum relu(h)",
+        ),
+        Decoder(
+            "soft-argmax-local",
+            f"{_HERE}.integral:decode_soft_argmax_local",
+            differentiable=True,
+            reference="a generic local soft-argmax (e.g. Luvizon et al., 2019)",
+            citation="Luvizon et al. 2019",
+            description="softmax(beta*h) expectation in a (2r+1)^2 window around the argmax",
+            params=("beta", "window_radius"),
+        ),
+    )
+}
+
+
+def get_decoder(name: str) -> Decoder:
+    """The registry entry called ``name``; raises :class:`ConfigError` naming the choices."""
+    try:
+        return DECODERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown decoder {name!r}; choose from {', '.join(DECODERS)}") from None
+
+
+def check_decoder_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Check a non-empty list of known decoder names, none repeated."""
+    if not names:
+        raise ConfigError("no «decoders» given")
+    for name in names:
+        get_decoder(name)
+    if len(set(names)) != len(names):
+        raise ConfigError("a decoder is listed twice in «decoders»")
+    return tuple(names)
+
+
+def check_kernel_size(size: object) -> int:
+    """Check a blur kernel size: a positive odd integer up to :data:`MAX_DARK_KERNEL`."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+        raise ConfigError(f"«dark_kernel» must be a positive odd integer, got {size!r}")
+    return int(check_range(size, "dark_kernel", 1, MAX_DARK_KERNEL, integer=True))
+
+
+def check_decoder_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Check names and values of decoder parameters.
+
+    ``beta`` is a number in ``(0, 1e6]``, ``dark_kernel`` an odd integer in
+    ``[1, 101]``, ``window_radius`` an integer in ``[0, 100]``.
+    """
+    for key, value in params.items():
+        if key not in DECODER_PARAMS:
+            raise ConfigError(f"unknown decoder parameter {key!r}; known: {', '.join(DECODER_PARAMS)}")
+        if key == "dark_kernel":
+            check_kernel_size(value)
+        elif key == "window_radius":
+            check_range(value, key, 0, MAX_WINDOW_RADIUS, integer=True)
+        else:
+            check_range(value, key, 0, MAX_BETA, low_open=True)
+    return params
+
+
+def opencv_sigma(size: int) -> float:
+    """The sigma OpenCV uses for a kernel of ``size`` when none is given.
+
+    >>> opencv_sigma(11)
+    2.0
+    """
+    return 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+
+
+def kernel_size_for_sigma(sigma: float) -> int:
+    """The odd kernel size (at least 3, at most :data:`MAX_DARK_KERNEL`) whose OpenCV
+    sigma is nearest ``sigma``.
+
+    The rule behind the customary pairs sigma 2 -> 11 and sigma 3 -> 17.
+
+    >>> kernel_size_for_sigma(2.0), kernel_size_for_sigma(3.0), kernel_size_for_sigma(1.0)
+    (11, 17, 5)
+    """
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ConfigError(f"a kernel size needs a sigma > 0, got {sigma}")
+    return min(MAX_DARK_KERNEL, max(3, 2 * round((sigma - 0.8) / 0.3 + 1) + 1))
