@@ -73,26 +73,26 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     to zero moves by at most half its value, so no pixel crosses zero and the check never
     straddles the kink of ``integral-l1``'s relu, where Gaussian tails sit.
 
-    Maps are checked in chunks that fit ``experiment.max_memory_mib``.
+    Maps are checked in chunks that fit ``experiment.max_memory_mib``. The columns:
+
+    * ``gradient``: ``"yes"``, ``"zero"`` (a graph, but every entry is 0) or ``"none"``
+      (the coordinate does not depend on the map through autograd).
+    * ``grad_norm``: mean over maps of the Frobenius norm of the ``2 x (H W)`` Jacobian
+      of ``(x, y)``.
+    * ``support_px``: mean number of pixels with a non-zero gradient.
+    * ``fd_derivative``: mean absolute finite-difference directional derivative (for a
+      decoder without a gradient, 0 where it is piecewise constant; large where the step
+      crosses a jump, such as the quarter offset's choice on a tie).
+    * ``max_relative_difference``: the largest ``|auto - fd| / (sum_i |g_i v_i| + R)``
+      over maps and axes: the terms of ``<g, v>`` set the size of its rounding errors, and
+      ``R`` is the smallest derivative the difference quotient can resolve to
+      :data:`AGREEMENT_TOLERANCE` (float64 rounding of the coordinate over the step);
+      NaN without a gradient.
+    * ``agrees``: the difference is within :data:`AGREEMENT_TOLERANCE`; ``None`` without
+      a gradient (there is nothing to agree with).
 
     Returns:
-        One row per decoder with the columns :data:`GRAD_COLUMNS`:
-
-        * ``gradient``: ``"yes"``, ``"zero"`` (a graph, but every entry is 0) or
-          ``"none"`` (the coordinate does not depend on the map through autograd).
-        * ``grad_norm``: mean over maps of the Frobenius norm of the ``2 x (H W)``
-          Jacobian of ``(x, y)``.
-        * ``support_px``: mean number of pixels with a non-zero gradient.
-        * ``fd_derivative``: mean absolute finite-difference directional derivative (for
-          a decoder without a gradient, 0 where it is piecewise constant; large where
-          the step crosses a jump, such as the quarter offset's choice on a tie).
-        * ``max_relative_difference``: the largest ``|auto - fd| / (sum_i |g_i v_i| + R)``
-          over maps and axes: the terms of ``<g, v>`` set the size of its rounding
-          errors, and ``R`` is the smallest derivative the difference quotient can
-          resolve to :data:`AGREEMENT_TOLERANCE` (float64 rounding of the coordinate
-          over the step); NaN without a gradient.
-        * ``agrees``: the difference is within :data:`AGREEMENT_TOLERANCE`; ``None``
-          without a gradient (there is nothing to agree with).
+        One row per decoder with the columns :data:`GRAD_COLUMNS`.
 
     Raises:
         ConfigError: a setting out of range, or not even one map fits the budget.

@@ -192,11 +192,15 @@ def run_sweep(
     Returns:
         The progress at the end.
 
+    Before anything is written, every configuration is checked against the memory
+    budget and its sampling region, and a resumed CSV and its sidecar are checked.
+
     Raises:
-        ConfigError, DeviceError, OutputPathError, InputFileError: before anything is
-        written (every configuration is checked against the memory budget and its
-        sampling region first; a resumed CSV and its sidecar are checked);
-        ``OutputError`` when a write fails mid-way.
+        ConfigError: a setting out of range, or a resume with other settings.
+        DeviceError: the device is not available.
+        OutputPathError: the output exists, or its directory does not.
+        InputFileError: the CSV or the sidecar to resume is malformed.
+        OutputError: a write failed mid-way.
     """
     configurations = shard.select(sweep.configurations())
     for config in configurations:
