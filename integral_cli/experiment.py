@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -60,30 +61,105 @@ SAMPLE_BYTES_PER_DECODER = 8
 ProgressCallback = Callable[[int], None]
 
 
+class Representation(Protocol):
+    """What an experiment needs of an output representation of a keypoint (a heatmap;
+    more can plug in): how ground truth is drawn, rendered and decoded, and how big a
+    sample is. Points are ``(N, 1, C)``: ``x, y`` in image pixels, then any further
+    axis in its own unit."""
+
+    #: Coordinates per point.
+    axes: int
+
+    def check(self, config: ExperimentConfig) -> None:
+        """Raise :class:`ConfigError` unless ground truth can be drawn as ``config`` says."""
+
+    def describe(self, config: ExperimentConfig) -> str:
+        """One sample in words, e.g. ``64x48 map``."""
+
+    def sample_bytes(self, config: ExperimentConfig) -> int:
+        """Bytes one sample takes while it is rendered and decoded."""
+
+    def sample_truth(self, config: ExperimentConfig, device: torch.device) -> torch.Tensor:
+        """``(N, 1, C)`` float32 ground truth, drawn from ``config.seed``."""
+
+    def render(self, config: ExperimentConfig, truth: torch.Tensor, first_sample: int) -> Any:
+        """What a chunk of ground truth encodes to, in ``config.dtype``."""
+
+    def decode(self, outputs: Any, name: str, params: dict[str, Any]) -> torch.Tensor:
+        """``(B, 1, C)`` decoded points in the representation's own units."""
+
+    def to_truth_units(self, config: ExperimentConfig, decoded: torch.Tensor) -> torch.Tensor:
+        """Decoded points in the units of the ground truth."""
+
+    def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
+        """The statistics columns of ``(N, C)`` offsets decoded minus true."""
+
+
+class Heatmaps:
+    """2D heatmaps ``(B, K, H, W)``: the default representation."""
+
+    axes = 2
+
+    def check(self, config: ExperimentConfig) -> None:
+        check_sampling_region(
+            config.heatmap_size, position=config.position, margin=config.resolved_margin, sampling=config.sampling
+        )
+
+    def describe(self, config: ExperimentConfig) -> str:
+        return f"{config.heatmap_size[0]}x{config.heatmap_size[1]} map"
+
+    def sample_bytes(self, config: ExperimentConfig) -> int:
+        height, width = config.heatmap_size
+        working = 8 if config.dtype == "float64" else 4
+        per_pixel = DTYPES[config.dtype].itemsize + MAP_BUFFERS * working
+        if config.noise > 0:
+            per_pixel += NOISE_BYTES_PER_PIXEL
+        # refinements gather a neighbourhood per map; with a large kernel it can outgrow the map
+        radius = (config.decoder_params["dark_kernel"] - 1) // 2
+        patch = max((2 * (2 + radius) + 1) ** 2, (2 * config.window_radius + 1) ** 2)
+        return (height * width + patch) * per_pixel
+
+    def sample_truth(self, config: ExperimentConfig, device: torch.device) -> torch.Tensor:
+        return sample_truth(config, device)
+
+    def render(self, config: ExperimentConfig, truth: torch.Tensor, first_sample: int) -> torch.Tensor:
+        return render_maps(config, truth, first_sample).to(DTYPES[config.dtype])
+
+    def decode(self, outputs: torch.Tensor, name: str, params: dict[str, Any]) -> torch.Tensor:
+        return decode(outputs, name, **params)
+
+    def to_truth_units(self, config: ExperimentConfig, decoded: torch.Tensor) -> torch.Tensor:
+        return config.decoded_to_image(decoded)
+
+    def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
+        return summarize_offsets(offsets, config.stride)
+
+
+HEATMAPS = Heatmaps()
+
+
+def representation_of(config: ExperimentConfig) -> Representation:
+    """The representation ``config`` renders and decodes."""
+    return HEATMAPS
+
+
 def chunk_size(config: ExperimentConfig) -> int:
-    """How many maps to render and decode at once within ``config.max_memory_mib``.
+    """How many samples to render and decode at once within ``config.max_memory_mib``.
 
     Raises:
-        ConfigError: not even one map (or the per-sample bookkeeping) fits the budget;
+        ConfigError: not even one sample (or the per-sample bookkeeping) fits the budget;
             the message says how much would be needed.
     """
-    height, width = config.heatmap_size
+    representation = representation_of(config)
     samples = config.total_samples
     budget = config.max_memory_mib * 2**20
-    per_sample = SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * len(config.decoders)
+    per_sample = SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * representation.axes * len(config.decoders) // 2
     fixed = per_sample * samples
-    working = 8 if config.dtype == "float64" else 4
-    per_pixel = DTYPES[config.dtype].itemsize + MAP_BUFFERS * working
-    if config.noise > 0:
-        per_pixel += NOISE_BYTES_PER_PIXEL
-    # refinements gather a neighbourhood per map; with a large kernel it can outgrow the map
-    radius = (config.decoder_params["dark_kernel"] - 1) // 2
-    patch = max((2 * (2 + radius) + 1) ** 2, (2 * config.window_radius + 1) ** 2)
-    per_map = (height * width + patch) * per_pixel
+    per_map = representation.sample_bytes(config)
     if fixed + per_map > budget:
         need = math.ceil((fixed + per_map) / 2**20)
         raise ConfigError(
-            f"{samples} samples of {height}x{width} maps need at least {need} MiB, "
+            f"{samples} samples of {representation.describe(config)}s need at least {need} MiB, "
             f"more than the memory budget of {config.max_memory_mib:g} MiB; "
             "raise «max_memory_mib» or lower «samples»"
         )
@@ -97,12 +173,7 @@ def check_runnable(config: ExperimentConfig) -> int:
     Raises:
         ConfigError: the run cannot fit the budget, or the margin leaves no room.
     """
-    check_sampling_region(
-        config.heatmap_size,
-        position=config.position,
-        margin=config.resolved_margin,
-        sampling=config.sampling,
-    )
+    representation_of(config).check(config)
     return chunk_size(config)
 
 
@@ -122,7 +193,7 @@ def run_experiment(
 
     Returns:
         One row per decoder, in ``config.decoders`` order, with the columns
-        :data:`integral_cli.report.CSV_COLUMNS` (errors in image pixels).
+        :data:`integral_cli.settings.CSV_COLUMNS` (errors in image pixels).
 
     Raises:
         ConfigError: a setting out of range (e.g. a margin that leaves no room).
@@ -130,13 +201,14 @@ def run_experiment(
         OutOfMemoryError: not even one map fits in the device's memory.
     """
     check_runnable(config)
+    representation = representation_of(config)
     device = resolve_device(config.device)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    truth = sample_truth(config, device).to(render_dtype)
+    truth = representation.sample_truth(config, device).to(render_dtype)
     offsets, seconds = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
     rows = []
     for name in config.decoders:
-        summary = summarize_offsets(offsets[name], config.stride)
+        summary = representation.summarize(config, offsets[name])
         if config.sampling == "grid":
             # a lattice is not an i.i.d. sample: the normal interval would be far too wide
             summary.update(ci95_low=math.nan, ci95_high=math.nan)
@@ -159,18 +231,20 @@ def evaluate_points(
 
     Args:
         config: the experiment (its sampling settings are not used).
-        truth: ``(N, 1, 2)`` ground truth in image pixels, on the config's device.
+        truth: ``(N, 1, C)`` ground truth (image pixels for x and y), on the config's
+            device.
         progress: called with the number of points finished after each chunk.
         on_warning: called when a chunk is halved after running out of memory.
 
     Returns:
-        Per decoder, ``(N, 2)`` float32 offsets decoded minus true in image pixels, and
-        the seconds spent decoding.
+        Per decoder, ``(N, C)`` float32 offsets decoded minus true, and the seconds spent
+        decoding.
 
     Raises:
         OutOfMemoryError: not even one map fits in the device's memory.
     """
     step = check_runnable(config)
+    representation = representation_of(config)
     device = truth.device
     if device.type == "cpu":
         limit_allocator_slack()
@@ -180,14 +254,16 @@ def evaluate_points(
     start = 0
     while start < samples:
         try:
-            chunk_offsets, chunk_seconds = _run_chunk(config, truth[start : start + step], start, device)
+            chunk_offsets, chunk_seconds = _run_chunk(
+                config, representation, truth[start : start + step], start, device
+            )
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
             if step == 1:
                 raise OutOfMemoryError(
-                    f"{device} ran out of memory even for one {config.heatmap_size[0]}x"
-                    f"{config.heatmap_size[1]} map; lower the stride or use another device"
+                    f"{device} ran out of memory even for one {representation.describe(config)}; "
+                    "lower the stride or use another device"
                 ) from error
             step = max(1, step // 2)
             release_cached_memory(device)
@@ -204,16 +280,20 @@ def evaluate_points(
 
 
 def _run_chunk(
-    config: ExperimentConfig, truth_chunk: torch.Tensor, first_sample: int, device: torch.device
+    config: ExperimentConfig,
+    representation: Representation,
+    truth_chunk: torch.Tensor,
+    first_sample: int,
+    device: torch.device,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Render one chunk, decode it with every decoder: offsets (image px) and seconds."""
+    """Render one chunk, decode it with every decoder: offsets and seconds."""
     params = config.decoder_params
-    maps = render_maps(config, truth_chunk, first_sample).to(DTYPES[config.dtype])
+    outputs = representation.render(config, truth_chunk, first_sample)
     offsets, seconds = {}, {}
     for name in config.decoders:
-        decoded, seconds[name] = timed(functools.partial(decode, maps, name, **params), device)
-        decoded_img = config.decoded_to_image(decoded.to(truth_chunk.dtype))
-        offsets[name] = (decoded_img - truth_chunk).reshape(-1, 2).float()
+        decoded, seconds[name] = timed(functools.partial(representation.decode, outputs, name, params), device)
+        decoded = representation.to_truth_units(config, decoded.to(truth_chunk.dtype))
+        offsets[name] = (decoded - truth_chunk).reshape(-1, representation.axes).float()
     return offsets, seconds
 
 
