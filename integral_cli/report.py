@@ -1,12 +1,15 @@
 """Writing results: CSV rows, JSON rows, the JSON sidecar and every other file.
 
 Every file the tool writes goes through :func:`write_atomically`: to a temporary name
-beside it, synced, then renamed, so a reader sees the old file or the whole new one.
-Results CSVs of a sweep grow by :func:`append_rows` instead, one configuration at a time.
+beside it, synced, then renamed, so a reader sees the old file or the whole new one, and
+no temporary file outlives a failed write. Results CSVs of a sweep grow by
+:func:`append_rows` instead, one configuration at a time, all or nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import math
@@ -46,25 +49,85 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def append_rows(path: Path, frame: pd.DataFrame, *, header: bool) -> None:
-    """Append whole rows to a CSV and force them to disk before returning.
+    """Append whole rows to a CSV and force them to disk before returning; all or nothing.
 
     The rows go out in one ``write`` call, which a killed process cannot leave half
     done (the kernel finishes a write to a regular file before the process dies), then
     ``fsync``: a kill at any moment leaves only whole rows, and a kill after this
-    returns loses nothing.
+    returns loses nothing. A write or sync that fails (no space, a quota, an I/O error)
+    may have put part of the rows on disk: the file is cut back to its size before the
+    call (removed if this call created it) and synced, so it holds the rows it held.
+
+    Raises:
+        OutputError: the rows could not be written; the file is as it was before.
     """
     data = frame.to_csv(header=header, index=False, columns=list(CSV_COLUMNS)).encode("utf-8")
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        descriptor, size, created = _open_to_append(path)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    try:
+        _write_all(descriptor, data)
+        os.fsync(descriptor)
+    except OSError as error:
+        undone = _cut_back(path, descriptor, size, created)
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}{undone}") from error
+    except BaseException:
+        # an interrupt: rows all in the file are whole and stay; part of them (a short
+        # write, then the interrupt before the rest) is taken back
+        if not _holds(descriptor, size + len(data)):
+            _cut_back(path, descriptor, size, created)
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+        raise
+    try:
+        os.close(descriptor)
+    except OSError as error:  # a network file system may report a failed write only here
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _open_to_append(path: Path) -> tuple[int, int, bool]:
+    """A descriptor appending to ``path``, the file's size, and whether this call created it."""
+    try:
+        descriptor, created = os.open(path, os.O_WRONLY | os.O_APPEND), False
+    except FileNotFoundError:
+        descriptor, created = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644), True
+    try:
+        return descriptor, os.fstat(descriptor).st_size, created
+    except OSError:
+        os.close(descriptor)
+        raise
+
+
+def _holds(descriptor: int, size: int) -> bool:
+    """Whether the file is ``size`` bytes long."""
+    try:
+        return os.fstat(descriptor).st_size == size
+    except OSError:
+        return False
+
+
+def _cut_back(path: Path, descriptor: int, size: int, created: bool) -> str:
+    """Undo a failed append: ``path`` back to ``size`` bytes and synced, or removed when
+    the append created it. Returns ``""``, or what could not be undone for the message."""
+    try:
+        if created:
+            os.unlink(path)
+        else:
+            os.ftruncate(descriptor, size)
+            os.fsync(descriptor)
+    except OSError as error:
+        return f"; cutting it back to its whole rows failed too ({error.strerror or error})"
+    return ""
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Write every byte of ``data``: a write may take fewer bytes than it was given."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
 def read_results(path: Path) -> pd.DataFrame:
@@ -167,16 +230,44 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`write_atomically`)."""
+
+    def write(temporary: Path) -> None:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+
+    write_atomically(path, write)
+
+
 def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] | None = CSV_COLUMNS) -> None:
     """Write a whole table to ``path`` atomically (``columns`` None: the frame's own)."""
     chosen = None if columns is None else list(columns)
-    write_atomically(path, lambda temporary: frame.to_csv(temporary, index=False, columns=chosen))
+    write_bytes(path, frame.to_csv(index=False, columns=chosen).encode("utf-8"))
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write a JSON document atomically."""
-    text = json.dumps(payload, indent=2) + "\n"
-    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+
+
+#: What to do about a write that failed, by its errno.
+_REMEDIES = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space (or raise the quota)",
+    errno.EFBIG: "raise the file size limit",
+}
+
+
+def remedy(error: BaseException) -> str:
+    """What the user can do about a failed write: ``"free some space"`` for a full
+    disk, judged from the ``OSError`` behind ``error``."""
+    cause = error if isinstance(error, OSError) and error.errno else error.__cause__
+    code = cause.errno if isinstance(cause, OSError) else None
+    return _REMEDIES.get(code or 0, "fix what stopped the write")
 
 
 def rows_as_records(frame: pd.DataFrame, columns: Sequence[str] = CSV_COLUMNS) -> list[dict[str, Any]]:

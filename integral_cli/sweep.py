@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -18,13 +19,14 @@ import torch
 
 from integral_cli import __version__
 from integral_cli.devices import device_name, resolve_device
-from integral_cli.errors import ConfigError, InputFileError, OutputPathError
+from integral_cli.errors import ConfigError, InputFileError, OutputError, OutputPathError
 from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
     append_rows,
     check_output_path,
     read_results,
     read_sidecar,
+    remedy,
     sidecar_path,
     write_csv,
     write_json,
@@ -172,9 +174,12 @@ def run_sweep(
 
     Each configuration's rows are written in one call and synced to disk before the next
     one starts, so a sweep killed at any moment leaves a valid CSV of whole rows holding
-    the finished configurations. A JSON sidecar (``out`` with suffix ``.json``) records
-    the command line, versions, device, seed, shard, the grid and every other setting,
-    and start/end times (status ``running``, ``complete`` or ``interrupted``).
+    the finished configurations. A write that fails (a full disk, a quota) is undone
+    before the error is raised: the CSV holds the same whole rows as before it. A JSON
+    sidecar (``out`` with suffix ``.json``) records the command line, versions, device,
+    seed, shard, the grid and every other setting, and start/end times (status
+    ``running``, ``complete`` or ``interrupted``; it stays ``running`` when the disk is
+    too full to mark it).
 
     Args:
         sweep: the grid.
@@ -200,7 +205,9 @@ def run_sweep(
         DeviceError: the device is not available.
         OutputPathError: the output exists, or its directory does not.
         InputFileError: the CSV or the sidecar to resume is malformed.
-        OutputError: a write failed mid-way.
+        OutputError: a write failed mid-way; the CSV holds whole rows only, and the
+            message names the configuration not saved and how many are, for a rerun
+            with ``resume``.
     """
     configurations = shard.select(sweep.configurations())
     for config in configurations:
@@ -231,7 +238,14 @@ def run_sweep(
                     on_samples(before + done)
 
             rows = run_experiment(config, progress=relay, on_warning=on_warning)
-            append_rows(out, rows, header=header)
+            try:
+                append_rows(out, rows, header=header)
+            except OutputError as error:
+                raise OutputError(
+                    f"{error}; {_describe(configuration_key(dataclasses.asdict(config)), sweep.grid)} was not saved, "
+                    f"{progress.skipped + progress.written} of {progress.total} configurations are; {remedy(error)}, "
+                    "then run the same command with «resume» to finish"
+                ) from error
             header = False
             progress.written += 1
             samples_before += config.total_samples
@@ -239,10 +253,18 @@ def run_sweep(
                 on_configuration(progress)
     except BaseException:
         sidecar.update(status="interrupted", finished=_now(), configurations_done=progress.skipped + progress.written)
-        write_json(sidecar_path(out), sidecar)
+        # on a disk too full for the sidecar it stays "running": the CSV holds whole rows, and the error says why
+        with contextlib.suppress(OutputError):
+            write_json(sidecar_path(out), sidecar)
         raise
     sidecar.update(status="complete", finished=_now(), configurations_done=progress.skipped + progress.written)
-    write_json(sidecar_path(out), sidecar)
+    try:
+        write_json(sidecar_path(out), sidecar)
+    except OutputError as error:
+        raise OutputError(
+            f"{error}; all {progress.total} configurations are saved in {out}; {remedy(error)}, then run the same "
+            "command with «resume» to mark it complete"
+        ) from error
     return progress
 
 
@@ -278,13 +300,18 @@ def setting_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, shard
 
 
 def _resumable(
-    sweep: SweepConfig, configurations: list[ExperimentConfig], out: Path, sidecar: dict[str, Any]
+    sweep: SweepConfig,
+    configurations: list[ExperimentConfig],
+    out: Path,
+    sidecar: dict[str, Any],
 ) -> tuple[list[ExperimentConfig], bool]:
     """The configurations still to run in a resumed sweep, and whether to write a header."""
     old = read_sweep_sidecar(sidecar_path(out))
     differences = setting_differences(old, sidecar)
     if differences:
         raise ConfigError(f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})")
+    sidecar["started"] = old.get("started", sidecar["started"])
+    sidecar["resumed"] = [*old.get("resumed", []), _now()]
     rows = read_results(out)
     wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
     decoders = set(sweep.base.decoders)
@@ -301,8 +328,6 @@ def _resumable(
         # rows of unfinished configurations (a hand-edited file): drop them, rerun those
         keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
         write_csv(out, rows[keep])
-    sidecar["started"] = old.get("started", sidecar["started"])
-    sidecar["resumed"] = [*old.get("resumed", []), _now()]
     pending = [c for c in configurations if configuration_key(dataclasses.asdict(c)) not in done]
     return pending, False
 
@@ -335,6 +360,8 @@ def merge_results(
         InputFileError: a part or its sidecar is missing or malformed, holds a
             configuration outside the grid, or two parts hold the same configuration.
         ConfigError: the parts were made with different settings.
+        OutputError: ``out`` or its sidecar could not be written; neither is left
+            half-written, and the merged CSV is not left without its sidecar.
     """
     if not parts:
         raise ConfigError("no parts to merge")
@@ -391,7 +418,12 @@ def merge_results(
         status="complete" if not missing else "incomplete",
         merged=_now(),
     )
-    write_json(sidecar_path(out), sidecar)
+    try:
+        write_json(sidecar_path(out), sidecar)
+    except OutputError as error:
+        # a merged CSV without its sidecar could be neither resumed nor merged again
+        out.unlink(missing_ok=True)
+        raise OutputError(f"{error}; nothing merged ({out} removed again); {remedy(error)} and retry") from error
     return MergeReport(rows=len(merged), configurations=len(expected), missing=missing)
 
 
