@@ -143,6 +143,11 @@ def read_results(path: Path) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputFileError(f"cannot read {path}: {error}") from error
+    return _parse_results(path, text)
+
+
+def _parse_results(path: Path, text: str) -> pd.DataFrame:
+    """The rows of ``text``, the contents of the results CSV ``path``, checked."""
     if not text.strip():
         raise InputFileError(f"{path} is empty")
     lines = text.splitlines()
@@ -163,7 +168,10 @@ def read_results(path: Path) -> pd.DataFrame:
         )
         raise InputFileError(f"{path} does not have the results columns ({detail})")
     if not text.endswith("\n"):
-        raise InputFileError(f"{path} ends in a partial row (line {len(lines)}); remove that line and retry")
+        raise InputFileError(
+            f"{path} ends in a partial row (line {len(lines)}), cut short by an interrupted write; resuming its "
+            "sweep drops it, or remove that line and retry"
+        )
     try:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
@@ -182,6 +190,53 @@ def read_results(path: Path) -> pd.DataFrame:
         line = int(short.idxmax()) + 2
         raise InputFileError(f"{path} has a partial row at line {line}; remove it and retry")
     return frame
+
+
+def drop_cut_row(path: Path) -> int | None:
+    """Drop the last line of a results CSV when it does not end in a newline.
+
+    Only an interrupted write leaves such a line (a crash or a power loss during an
+    append, where the append could not undo itself): the tool ends every row it writes
+    with a newline, so the line is never a whole row, even when all its fields are there
+    (the last number may be cut). The rest of the file is checked as
+    :func:`read_results` checks it before the file is rewritten, atomically, without the
+    line; a file refused for another reason is left as it was. A file whose only line
+    is a cut header holds no row: it is removed.
+
+    Args:
+        path: a results CSV that exists.
+
+    Returns:
+        The number (1-based) of the line dropped; None when the file ends in a newline,
+        or is one line that does not start the header (it is not touched, and
+        :func:`read_results` refuses it).
+
+    Raises:
+        InputFileError: the rest of the file is malformed (as :func:`read_results`).
+        OutputError: the file could not be rewritten (it is as it was).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(f"cannot read {path}: {error}") from error
+    if not data or data.endswith(b"\n"):
+        return None
+    whole = data[: data.rfind(b"\n") + 1]
+    if not whole:
+        if not ",".join(CSV_COLUMNS).encode("utf-8").startswith(data):
+            return None  # not a cut header: read_results says what it is
+        try:
+            path.unlink()
+        except OSError as error:
+            raise OutputError(f"cannot remove {path}: {error.strerror or error}") from error
+        return 1
+    try:
+        text = whole.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"cannot read {path}: {error}") from error
+    _parse_results(path, text)
+    write_bytes(path, whole)
+    return whole.count(b"\n") + 1
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
     append_rows,
     check_output_path,
+    drop_cut_row,
     read_results,
     read_sidecar,
     remedy,
@@ -187,11 +188,14 @@ def run_sweep(
         force: overwrite an existing ``out`` and sidecar.
         resume: keep the configurations ``out`` already holds and run the rest; the
             sidecar's settings must match this sweep's. Without ``out``, start afresh.
+            A last line without its newline (a row cut by a crash during a write) is
+            dropped with a warning, and its configuration runs again.
         shard: run only this slice of the grid.
         command_line: recorded in the sidecar.
         on_samples: called with the number of samples finished so far in this run.
         on_configuration: called with the progress after each configuration.
-        on_warning: called with messages about worked-around trouble (out of memory).
+        on_warning: called with messages about worked-around trouble (out of memory, a
+            cut row dropped when resuming).
         on_start: called once the work is known, with the number of samples to run.
 
     Returns:
@@ -219,7 +223,7 @@ def run_sweep(
     progress = SweepProgress(total=len(configurations))
     pending, header = configurations, True
     if resume and out.exists():
-        pending, header = _resumable(sweep, configurations, out, sidecar)
+        pending, header = _resumable(sweep, configurations, out, sidecar, on_warning)
         progress.skipped = len(configurations) - len(pending)
     else:
         check_output_path(out, force=force or resume)
@@ -304,6 +308,7 @@ def _resumable(
     configurations: list[ExperimentConfig],
     out: Path,
     sidecar: dict[str, Any],
+    on_warning: Callable[[str], None] | None = None,
 ) -> tuple[list[ExperimentConfig], bool]:
     """The configurations still to run in a resumed sweep, and whether to write a header."""
     old = read_sweep_sidecar(sidecar_path(out))
@@ -312,6 +317,15 @@ def _resumable(
         raise ConfigError(f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})")
     sidecar["started"] = old.get("started", sidecar["started"])
     sidecar["resumed"] = [*old.get("resumed", []), _now()]
+    cut = drop_cut_row(out)
+    if cut is not None and on_warning is not None:
+        rerun = "it held no row; starting afresh" if cut == 1 else "dropped it; its configuration runs again"
+        on_warning(
+            f"{out} line {cut} has no newline: it was cut short by an interrupted write (a crash or a power loss); "
+            + rerun
+        )
+    if not out.exists():  # it held only the start of a header
+        return configurations, True
     rows = read_results(out)
     wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
     decoders = set(sweep.base.decoders)
@@ -325,7 +339,7 @@ def _resumable(
         found.setdefault(key, set()).add(row["decoder"])
     done = {key for key, names in found.items() if names == decoders}
     if len(done) < len(found):
-        # rows of unfinished configurations (a hand-edited file): drop them, rerun those
+        # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun those
         keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
         write_csv(out, rows[keep])
     pending = [c for c in configurations if configuration_key(dataclasses.asdict(c)) not in done]

@@ -1,5 +1,5 @@
-"""A full disk: an append lands whole or not at all, and no temporary file outlives a
-failed write.
+"""A full disk: an append lands whole or not at all, no temporary file outlives a failed
+write, and --resume repairs what only an interrupted write can leave.
 
 The disk fills up in :class:`FullDisk`, a stand-in for ``os.write`` in
 ``integral_cli.report`` (every CSV and JSON byte the tool writes goes through it), and
@@ -9,6 +9,7 @@ in one test for real, under a file size limit that any process may set for itsel
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -360,6 +361,71 @@ def test_a_picture_onto_a_full_disk_leaves_nothing(tmp_path, monkeypatch, straig
     assert listing(tmp_path) == []
 
 
+# ------------------------------------------------- what only an interrupted write leaves
+@pytest.mark.parametrize("cut", ["newline", "number", "comma", "first field"])
+def test_resume_drops_a_last_row_cut_short(tmp_path, straight, cut):
+    # A crash or a power loss during an append, where the append could not undo itself,
+    # can leave its last line without a newline. Even with all its fields there its last
+    # number may be cut, so it is dropped, and its configuration (the whole of it) runs again.
+    out = tmp_path / "s.csv"
+    shutil.copy(straight.with_suffix(".json"), out.with_suffix(".json"))
+    text = straight.read_bytes()
+    last = text.rstrip(b"\n").rfind(b"\n") + 1  # where the last line starts
+    end = {
+        "newline": len(text) - 1,
+        "number": len(text) - 5,
+        "comma": text.rfind(b",") + 1,
+        "first field": last + 1,
+    }[cut]
+    out.write_bytes(text[:end])
+    result = invoke(*SWEEP, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    lines = 1 + 2 * CONFIGURATIONS
+    assert f"integral-cli: warning: {out} line {lines} has no newline" in result.stderr
+    assert f"(1 configurations, {CONFIGURATIONS - 1} already there)" in result.stderr
+    # the last configuration ran again and went last again: bit-identical to the straight run
+    assert_rows_equal(pd.read_csv(out), pd.read_csv(straight))
+    assert listing(tmp_path) == ["s.csv", "s.json"]
+
+
+def test_resume_starts_afresh_after_a_cut_header(tmp_path, straight):
+    out = tmp_path / "s.csv"
+    shutil.copy(straight.with_suffix(".json"), out.with_suffix(".json"))
+    out.write_text("stride,sigma,sig")
+    result = invoke(*SWEEP, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "line 1 has no newline" in result.stderr and "starting afresh" in result.stderr
+    assert f"({CONFIGURATIONS} configurations)" in result.stderr
+    assert_rows_equal(pd.read_csv(out), pd.read_csv(straight))
+
+
+@pytest.mark.parametrize("also_cut_last", [False, True])
+def test_resume_still_refuses_a_malformed_line_elsewhere(tmp_path, straight, also_cut_last):
+    # Only the last line can be cut by an interrupted write; a short row anywhere else is
+    # damage of another kind: refused with its line number, and the file left untouched.
+    out = tmp_path / "s.csv"
+    shutil.copy(straight.with_suffix(".json"), out.with_suffix(".json"))
+    lines = lines_of(straight)
+    lines[3] = lines[3][:50] + b"\n"
+    damaged = b"".join(lines)
+    if also_cut_last:
+        damaged = damaged[:-30]
+    out.write_bytes(damaged)
+    result = invoke(*SWEEP, "--out", out, "--resume")
+    assert result.exit_code == 2 and "line 4" in result.stderr and "Traceback" not in result.output
+    assert out.read_bytes() == damaged
+    assert listing(tmp_path) == ["s.csv", "s.json"]
+
+
+def test_other_readers_still_refuse_a_cut_row_and_say_how_to_repair_it(tmp_path, straight):
+    out = tmp_path / "s.csv"
+    out.write_bytes(straight.read_bytes()[:-10])
+    result = invoke("plot", out, "--out", tmp_path / "p.png")
+    assert result.exit_code == 2
+    assert f"ends in a partial row (line {1 + 2 * CONFIGURATIONS})" in result.stderr
+    assert "resuming its sweep drops it" in result.stderr
+
+
 # ------------------------------------------------------------------- for real
 def test_a_real_file_size_limit(tmp_path, straight):
     # The kernel itself refuses to grow the CSV past RLIMIT_FSIZE (which any process may
@@ -392,3 +458,10 @@ def test_a_real_file_size_limit(tmp_path, straight):
     resumed = invoke(*SWEEP, "--out", out, "--resume")
     assert resumed.exit_code == 0 and "4 already there" in resumed.stderr
     assert_rows_equal(pd.read_csv(out), pd.read_csv(straight))
+
+
+def test_every_row_the_tool_writes_ends_in_a_newline(straight):
+    # what drop_cut_row relies on: a line without one can only be a cut row
+    text = straight.read_text()
+    assert text.endswith("\n") and "\r" not in text
+    assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
