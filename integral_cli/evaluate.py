@@ -17,7 +17,13 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_size, heatmap_to_image
-from integral_cli.decoders import DECODERS, decode, kernel_size_for_sigma
+from integral_cli.decoders import (
+    DECODER_PARAMS,
+    DECODERS,
+    decode_counted,
+    fit_radius_for_sigma,
+    kernel_size_for_sigma,
+)
 from integral_cli.devices import resolve_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.experiment import MAP_BUFFERS
@@ -66,6 +72,7 @@ class EvaluateConfig:
     beta: float = SETTINGS["beta"].default
     dark_kernel: int | str = SETTINGS["dark_kernel"].default
     window_radius: int = SETTINGS["window_radius"].default
+    fit_radius: int | str = SETTINGS["fit_radius"].default
     sigma: float | None = None
     pck: tuple[float, ...] = DEFAULT_PCK
     device: str = SETTINGS["device"].default
@@ -79,6 +86,7 @@ class EvaluateConfig:
             "beta",
             "dark_kernel",
             "window_radius",
+            "fit_radius",
             "device",
             "max_memory_mib",
         ):
@@ -96,11 +104,20 @@ class EvaluateConfig:
 
     @property
     def decoder_params(self) -> dict[str, float | int]:
-        """The decoder parameters, ``dark_kernel="auto"`` resolved from ``sigma``."""
+        """The decoder parameters, ``"auto"`` resolved from ``sigma`` (``fit_radius``
+        auto without a sigma: the registry's default)."""
         kernel = self.dark_kernel
         if kernel == "auto":
             kernel = kernel_size_for_sigma(float(self.sigma or 0))
-        return {"beta": self.beta, "dark_kernel": int(kernel), "window_radius": self.window_radius}
+        radius = self.fit_radius
+        if radius == "auto":
+            radius = int(DECODER_PARAMS["fit_radius"]) if self.sigma is None else fit_radius_for_sigma(self.sigma)
+        return {
+            "beta": self.beta,
+            "dark_kernel": int(kernel),
+            "window_radius": self.window_radius,
+            "fit_radius": int(radius),
+        }
 
 
 def pck_column(threshold: float) -> str:
@@ -168,6 +185,7 @@ def evaluate_files(
     step = chunk_samples(source.shape, budget - loaded, len(config.decoders), working_bytes=8 if wide else 4)
     decoded: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
+    fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
     with torch.inference_mode():
         for start in range(0, samples, step):
             maps = source.read(start, start + step)
@@ -175,9 +193,13 @@ def evaluate_files(
             maps = maps.to(device, torch.float32 if narrow else maps.dtype)
             _check_finite(maps, source.path, start)
             for name in config.decoders:
-                points, spent = timed(functools.partial(decode, maps, name, **config.decoder_params), device)
+                (points, fell_back), spent = timed(
+                    functools.partial(decode_counted, maps, name, **config.decoder_params), device
+                )
                 seconds[name] += spent
                 decoded[name].append(points.to(exact))
+                if fell_back is not None:
+                    fallbacks[name] = (fallbacks[name] or 0) + int(fell_back.sum())
             if progress is not None:
                 progress(min(samples, start + step), samples)
     targets, visible = targets.to(device, exact), visible.to(device)
@@ -204,6 +226,7 @@ def evaluate_files(
                 "decoder": name,
                 "visible": int(visible.sum()),
                 **summary,
+                "fallbacks": fallbacks[name],
                 **pck,
                 "device": str(device),
                 "dtype": source.dtype,
@@ -247,9 +270,11 @@ def evaluate_columns(pck: tuple[float, ...]) -> list[str]:
         "beta",
         "dark_kernel",
         "window_radius",
+        "fit_radius",
         "decoder",
         "visible",
         *SUMMARY_FIELDS,
+        "fallbacks",
         *(pck_column(t) for t in pck),
         "device",
         "dtype",

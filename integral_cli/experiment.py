@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
 import torch
 
+from integral_cli.bound import BOUNDED_ENCODERS, crlb_rmse_image
 from integral_cli.coords import heatmap_to_image, image_to_heatmap
-from integral_cli.decoders import decode
+from integral_cli.decoders import decode_counted
 from integral_cli.devices import (
     is_out_of_memory,
     limit_allocator_slack,
@@ -59,6 +60,8 @@ SAMPLE_BYTES_FIXED = 8 + 64
 SAMPLE_BYTES_PER_DECODER = 8
 
 ProgressCallback = Callable[[int], None]
+#: Decoded points, and where the decoder fell back (``None``: it has no fallback).
+Counted = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class Representation(Protocol):
@@ -85,14 +88,20 @@ class Representation(Protocol):
     def render(self, config: ExperimentConfig, truth: torch.Tensor, first_sample: int) -> Any:
         """What a chunk of ground truth encodes to, in ``config.dtype``."""
 
-    def decode(self, outputs: Any, name: str, params: dict[str, Any]) -> torch.Tensor:
-        """``(B, 1, C)`` decoded points in the representation's own units."""
+    def decode(self, outputs: Any, name: str, params: dict[str, Any]) -> Counted:
+        """``(B, 1, C)`` decoded points in the representation's own units, and the
+        ``(B, 1)`` mask of the samples where the decoder fell back to a simpler estimate
+        (``None`` for a decoder without such a fallback)."""
 
     def to_truth_units(self, config: ExperimentConfig, decoded: torch.Tensor) -> torch.Tensor:
         """Decoded points in the units of the ground truth."""
 
     def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
         """The statistics columns of ``(N, C)`` offsets decoded minus true."""
+
+    def crlb_rmse(self, config: ExperimentConfig, truth: torch.Tensor) -> float:
+        """The Cramér–Rao bound on the RMSE of ``truth`` decoded from ``config``'s noisy
+        outputs, in image pixels; NaN where it is not known (or without noise)."""
 
 
 class Heatmaps:
@@ -125,14 +134,31 @@ class Heatmaps:
     def render(self, config: ExperimentConfig, truth: torch.Tensor, first_sample: int) -> torch.Tensor:
         return render_maps(config, truth, first_sample).to(DTYPES[config.dtype])
 
-    def decode(self, outputs: torch.Tensor, name: str, params: dict[str, Any]) -> torch.Tensor:
-        return decode(outputs, name, **params)
+    def decode(self, outputs: torch.Tensor, name: str, params: dict[str, Any]) -> Counted:
+        return decode_counted(outputs, name, **params)
 
     def to_truth_units(self, config: ExperimentConfig, decoded: torch.Tensor) -> torch.Tensor:
         return config.decoded_to_image(decoded)
 
     def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
         return summarize_offsets(offsets, config.stride)
+
+    def crlb_rmse(self, config: ExperimentConfig, truth: torch.Tensor) -> float:
+        if config.noise == 0 or config.distractor > 0 or config.encoder not in BOUNDED_ENCODERS:
+            return math.nan
+        peak = peak_value(config.encoder, config.amplitude)
+        centers = image_to_heatmap(truth.double(), config.stride, config.convention, config.image_size)
+        return crlb_rmse_image(
+            centers,
+            config.heatmap_size,
+            config.sigma_hm,
+            peak,
+            config.noise * peak,
+            stride=config.stride,
+            convention=config.convention,
+            image_size=config.image_size,
+            encoder=config.encoder,
+        )
 
 
 HEATMAPS = Heatmaps()
@@ -205,15 +231,36 @@ def run_experiment(
     device = resolve_device(config.device)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
     truth = representation.sample_truth(config, device).to(render_dtype)
-    offsets, seconds = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
+    decoded = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
+    bound = representation.crlb_rmse(config, truth)
     rows = []
     for name in config.decoders:
-        summary = representation.summarize(config, offsets[name])
+        summary = representation.summarize(config, decoded.offsets[name])
         if config.sampling == "grid":
             # a lattice is not an i.i.d. sample: the normal interval would be far too wide
             summary.update(ci95_low=math.nan, ci95_high=math.nan)
-        rows.append({**config.columns(str(device)), "decoder": name, **summary, "seconds": seconds[name]})
+        rows.append(
+            {
+                **config.columns(str(device)),
+                "decoder": name,
+                **summary,
+                "fallbacks": decoded.fallbacks[name],
+                "crlb_rmse": bound,
+                "efficiency": bound / summary["rmse"] if summary["rmse"] > 0 else math.nan,
+                "seconds": decoded.seconds[name],
+            }
+        )
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+class Decoded(NamedTuple):
+    """What :func:`evaluate_points` returns, per decoder: ``(N, C)`` float32 offsets
+    decoded minus true, the seconds spent decoding, and how many samples it fell back on
+    (``None`` for a decoder without a fallback)."""
+
+    offsets: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+    fallbacks: dict[str, int | None]
 
 
 def evaluate_points(
@@ -222,7 +269,7 @@ def evaluate_points(
     *,
     progress: ProgressCallback | None = None,
     on_warning: Callable[[str], None] | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+) -> Decoded:
     """Encode ground-truth points as ``config`` says, decode them with each decoder.
 
     The part of :func:`run_experiment` that does the work, for points chosen by the
@@ -237,8 +284,7 @@ def evaluate_points(
         on_warning: called when a chunk is halved after running out of memory.
 
     Returns:
-        Per decoder, ``(N, C)`` float32 offsets decoded minus true, and the seconds spent
-        decoding.
+        Per decoder, the offsets, seconds and fallbacks (see :class:`Decoded`).
 
     Raises:
         OutOfMemoryError: not even one map fits in the device's memory.
@@ -251,12 +297,12 @@ def evaluate_points(
     samples = truth.shape[0]
     offsets: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
+    fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
     start = 0
     while start < samples:
         try:
-            chunk_offsets, chunk_seconds = _run_chunk(
-                config, representation, truth[start : start + step], start, device
-            )
+            chunk = truth[start : start + step]
+            chunk_offsets, chunk_seconds, chunk_fallbacks = _run_chunk(config, representation, chunk, start, device)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -273,10 +319,13 @@ def evaluate_points(
         for name in config.decoders:
             offsets[name].append(chunk_offsets[name])
             seconds[name] += chunk_seconds[name]
+            counted = chunk_fallbacks[name]
+            if counted is not None:
+                fallbacks[name] = (fallbacks[name] or 0) + counted
         start += truth[start : start + step].shape[0]
         if progress is not None:
             progress(start)
-    return {name: torch.cat(parts) for name, parts in offsets.items()}, seconds
+    return Decoded({name: torch.cat(parts) for name, parts in offsets.items()}, seconds, fallbacks)
 
 
 def _run_chunk(
@@ -285,16 +334,19 @@ def _run_chunk(
     truth_chunk: torch.Tensor,
     first_sample: int,
     device: torch.device,
-) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Render one chunk, decode it with every decoder: offsets and seconds."""
+) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, int | None]]:
+    """Render one chunk, decode it with every decoder: offsets, seconds and fallbacks."""
     params = config.decoder_params
     outputs = representation.render(config, truth_chunk, first_sample)
-    offsets, seconds = {}, {}
+    offsets, seconds, fallbacks = {}, {}, {}
     for name in config.decoders:
-        decoded, seconds[name] = timed(functools.partial(representation.decode, outputs, name, params), device)
-        decoded = representation.to_truth_units(config, decoded.to(truth_chunk.dtype))
-        offsets[name] = (decoded - truth_chunk).reshape(-1, representation.axes).float()
-    return offsets, seconds
+        (points, fell_back), seconds[name] = timed(
+            functools.partial(representation.decode, outputs, name, params), device
+        )
+        points = representation.to_truth_units(config, points.to(truth_chunk.dtype))
+        offsets[name] = (points - truth_chunk).reshape(-1, representation.axes).float()
+        fallbacks[name] = None if fell_back is None else int(fell_back.sum())
+    return offsets, seconds, fallbacks
 
 
 def sample_truth(config: ExperimentConfig, device: torch.device) -> torch.Tensor:

@@ -86,8 +86,8 @@ def error_field(
     truth = heatmap_to_image(points_hm, config.stride, config.convention, config.image_size)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
     truth = truth.float().to(device=device, dtype=render_dtype).unsqueeze(1)
-    decoded, _ = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
-    offsets = decoded[decoder].double().cpu()
+    decoded = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
+    offsets = decoded.offsets[decoder].double().cpu()
     image = truth[:, 0].double().cpu()
     return pd.DataFrame(
         {

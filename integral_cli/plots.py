@@ -119,6 +119,9 @@ def plot_sweep(
                 linewidth=1,
                 label="argmax closed form 0.3826·stride",
             )
+        if metric == "rmse" and "crlb_rmse" in subset and subset["crlb_rmse"].notna().any():
+            bound = subset.drop_duplicates(x).sort_values(x)
+            ax.plot(bound[x], bound["crlb_rmse"], "k--", linewidth=1, label="Cramér–Rao bound")
         values = subset[metric].to_numpy(dtype=float)
         positive = values[np.isfinite(values) & (values > 0)]
         if len(positive) and (values[np.isfinite(values)] > 0).all() and positive.max() / positive.min() > 20:

@@ -18,7 +18,7 @@ from integral_cli.decoders.registry import DECODERS, check_decoder_names, check_
 from integral_cli.errors import ConfigError
 
 #: The kinds of value a setting holds, each with its own parsing and check.
-Kind = Literal["int", "float", "choice", "size", "kernel", "decoders", "device", "optional float"]
+Kind = Literal["int", "float", "choice", "size", "kernel", "radius", "decoders", "device", "optional float"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ class Setting:
             return check_size(value, self.name)
         if self.kind == "kernel":
             return value if value == "auto" else check_kernel_size(value)
+        if self.kind == "radius":
+            return value if value == "auto" else check_range(value, self.name, self.low, self.high, integer=True)
         if self.kind == "decoders":
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise ConfigError(f"«decoders» must be a sequence of decoder names, got {value!r}")
@@ -113,7 +115,7 @@ class Setting:
                 return float(text)
             if self.kind == "size":
                 return parse_size(text)
-            if self.kind == "kernel":
+            if self.kind in ("kernel", "radius"):
                 return "auto" if text.lower() == "auto" else int(text)
             if self.kind == "decoders":
                 return tuple(DECODERS) if text.lower() == "all" else split_list(text)
@@ -121,6 +123,7 @@ class Setting:
             what = {
                 "int": "an integer",
                 "kernel": "an odd integer or auto",
+                "radius": "an integer or auto",
                 "size": "HxW (height x width) such as 256x192",
             }.get(self.kind, "a number")
             raise ConfigError(f"«{self.name}» must be {what}, got {text!r}") from None
@@ -149,6 +152,7 @@ class Setting:
         return {
             "size": "HxW, multiples of the stride",
             "kernel": "odd, ≤ 101, or auto",
+            "radius": f"≥ {self.low:g}, ≤ {self.high:g}, or auto",
             "decoders": "decoder names, or all",
             "device": DEVICE_HELP,
         }[self.kind]

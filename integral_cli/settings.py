@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from integral_cli.checks import DEVICE_HELP, check_range
 from integral_cli.coords import CONVENTIONS, Convention, convention_scales, heatmap_size, heatmap_to_image
-from integral_cli.decoders.registry import DECODERS, MAX_BETA, MAX_WINDOW_RADIUS, kernel_size_for_sigma
+from integral_cli.decoders.registry import (
+    DECODERS,
+    MAX_BETA,
+    MAX_WINDOW_RADIUS,
+    fit_radius_for_sigma,
+    kernel_size_for_sigma,
+)
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import SUMMARY_FIELDS
 from integral_cli.setting import Setting, setting, spell_value
@@ -77,6 +83,7 @@ def _resolved(column: str, value: Callable[[ExperimentConfig], Any]) -> Callable
 # How a setting fills its CSV columns when it is not simply its value.
 _COLUMN_VALUES: dict[str, Callable[[ExperimentConfig, str], dict[str, Any]]] = {
     "dark_kernel": _resolved("dark_kernel", lambda c: c.decoder_params["dark_kernel"]),
+    "fit_radius": _resolved("fit_radius", lambda c: c.decoder_params["fit_radius"]),
     "decode_convention": _resolved("decode_convention", lambda c: c.resolved_decode_convention),
     "grid_size": _resolved("grid_size", lambda c: c.grid_size if c.sampling == "grid" else 0),
     "image_size": lambda c, device: {
@@ -148,6 +155,16 @@ class ExperimentConfig:
         low=0,
         high=MAX_WINDOW_RADIUS,
         unit="heatmap px",
+    )
+    fit_radius: int | str = setting(
+        "auto",
+        "radius",
+        "Half-width of the gaussian-fit window; auto: ceil(3*sigma_hm), which holds nearly all the "
+        "information about the position.",
+        low=1,
+        high=MAX_WINDOW_RADIUS,
+        unit="heatmap px",
+        metavar="R|auto",
     )
     encoder: Encoder = setting(
         "gaussian",
@@ -295,7 +312,8 @@ class ExperimentConfig:
     def decoder_params(self) -> dict[str, Any]:
         """The decoder parameters, ``dark_kernel="auto"`` resolved."""
         kernel = kernel_size_for_sigma(self.sigma_hm) if self.dark_kernel == "auto" else self.dark_kernel
-        return {"beta": self.beta, "dark_kernel": kernel, "window_radius": self.window_radius}
+        radius = fit_radius_for_sigma(self.sigma_hm) if self.fit_radius == "auto" else self.fit_radius
+        return {"beta": self.beta, "dark_kernel": kernel, "window_radius": self.window_radius, "fit_radius": radius}
 
     @property
     def resolved_margin(self) -> float:
@@ -348,8 +366,14 @@ GRID_AXES: tuple[str, ...] = tuple(name for name, item in SETTINGS.items() if it
 #: Axes ``plot`` can put on x: the numeric ones ``sweep`` varies.
 PLOT_AXES: tuple[str, ...] = tuple(name for name in GRID_AXES if SETTINGS[name].kind in ("int", "float"))
 
-#: Metrics ``plot`` can draw: the statistics and the decoding time.
-PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, "seconds")
+#: Columns after the statistics: ``fallbacks``, the maps where the decoder fell back to
+#: a simpler estimate (``gaussian-fit``; empty for decoders without a fallback);
+#: ``crlb_rmse``, the Cramér–Rao bound on the RMSE in image pixels (empty without noise,
+#: where it is 0, and where it is not computed); ``efficiency``, ``crlb_rmse / rmse``.
+BOUND_FIELDS: tuple[str, ...] = ("fallbacks", "crlb_rmse", "efficiency")
+
+#: Metrics ``plot`` can draw: the statistics, the bound and the decoding time.
+PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, *BOUND_FIELDS, "seconds")
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
 #: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
@@ -357,6 +381,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     *(column for item in SETTINGS.values() if not item.after_summary for column in item.csv_columns),
     "decoder",
     *SUMMARY_FIELDS,
+    *BOUND_FIELDS,
     *(column for item in SETTINGS.values() if item.after_summary for column in item.csv_columns),
     "seconds",
 )

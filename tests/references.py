@@ -144,7 +144,7 @@ def ref_soft_argmax_local(h, beta, radius):
     return sx / total, sy / total
 
 
-PARAMS = {"beta": 1.7, "dark_kernel": 7, "window_radius": 3}
+PARAMS = {"beta": 1.7, "dark_kernel": 7, "window_radius": 3, "fit_radius": 3}
 REFERENCES = {
     "argmax": lambda h: ref_argmax(h),
     "argmax-quarter": ref_argmax_quarter,
@@ -155,4 +155,51 @@ REFERENCES = {
     "integral-debiased": lambda h: ref_integral_debiased(h, PARAMS["beta"]),
     "integral-l1": ref_integral_l1,
     "soft-argmax-local": lambda h: ref_soft_argmax_local(h, PARAMS["beta"], PARAMS["window_radius"]),
+    "gaussian-fit": lambda h: ref_gaussian_fit(h, PARAMS["fit_radius"]),
 }
+
+
+def ref_gaussian_fit(h, radius):
+    """The least-squares fit of ``A exp(-d^2 / 2 s^2) + b`` to the window of radius ``r``
+    around the argmax (pixels outside the map left out), by scipy's Levenberg-Marquardt
+    run to convergence from a generic start; where the fit is not a Gaussian inside the
+    window, the documented fallback: the log-parabola through the peak and its two
+    neighbours on each axis."""
+    from scipy.optimize import least_squares
+
+    x0, y0 = ref_argmax(h)
+    height, width = h.shape
+    pixels = [
+        (x, y)
+        for y in range(y0 - radius, y0 + radius + 1)
+        for x in range(x0 - radius, x0 + radius + 1)
+        if 0 <= x < width and 0 <= y < height
+    ]
+    xs = np.array([p[0] for p in pixels], dtype=float)
+    ys = np.array([p[1] for p in pixels], dtype=float)
+    values = np.array([h[y, x] for x, y in pixels])
+
+    def residual(theta):
+        cx, cy, amplitude, sigma, offset = theta
+        return amplitude * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)) + offset - values
+
+    start = (x0, y0, h[y0, x0] - values.min(), 1.5, values.min())
+    fit = least_squares(residual, start, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=10_000)
+    cx, cy, amplitude, sigma, _ = fit.x
+    if amplitude > 0 and sigma != 0 and abs(cx - x0) <= radius and abs(cy - y0) <= radius:
+        return cx, cy
+
+    def parabola(a, c, b):
+        a, c, b = (math.log(max(v, 1e-300)) for v in (a, c, b))
+        curvature = a - 2 * c + b
+        return min(0.5, max(-0.5, 0.5 * (a - b) / curvature)) if curvature < 0 else 0.0
+
+    floor = values.min()
+
+    def value(x, y):
+        return h[min(max(y, 0), height - 1), min(max(x, 0), width - 1)] - floor
+
+    return (
+        x0 + parabola(value(x0 - 1, y0), value(x0, y0), value(x0 + 1, y0)),
+        y0 + parabola(value(x0, y0 - 1), value(x0, y0), value(x0, y0 + 1)),
+    )

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from integral_cli import DECODERS, decode, render_heatmaps
+from integral_cli.decoders import decode_counted
 from integral_cli.errors import ConfigError, ShapeError
 
 from references import PARAMS, REFERENCES, opencv_kernel
@@ -59,6 +60,8 @@ def loud_float32_maps(rng):
 #: float32: sums of up to 180 weights and DARK's log differences (log values of about 4
 #: rounded to 3e-7, divided by a curvature of at least 0.04) move a point by up to
 #: ~1e-5 heatmap px; 1e-4 is ten times that.
+#: Families without a Gaussian to fit (noise, a spike on a negative background).
+ILL_POSED_FITS = ("noisy", "clamped")
 FAMILIES = {
     "noisy": (noisy_maps, 1e-9),
     "bump": (bump_maps, 1e-9),
@@ -83,8 +86,19 @@ class TestEveryDecoder:
     def test_matches_reference(self, name, family, rng):
         make, tolerance = FAMILIES[family]
         maps = make(rng)
-        got = decode(torch.from_numpy(maps), name, **PARAMS)
+        got, fell_back = decode_counted(torch.from_numpy(maps), name, **PARAMS)
         assert got.dtype == torch.from_numpy(maps).dtype
+        if name == "gaussian-fit" and family in ILL_POSED_FITS:
+            # no single Gaussian in these maps: the least-squares minimum need not be unique,
+            # so only the contract holds: a finite point in the window around the argmax
+            argmax = decode(torch.from_numpy(maps), "argmax")
+            assert torch.isfinite(got).all() and ((got - argmax).abs() <= PARAMS["fit_radius"]).all()
+            return
+        assert fell_back is None or not fell_back.any()
+        if name == "gaussian-fit":
+            # both fits stop at a tolerance: ten steps from the start and scipy's converged
+            # Levenberg-Marquardt agree to a few 1e-9 px in windows cut by a corner
+            tolerance = max(tolerance, 1e-8)
         for b in range(maps.shape[0]):
             for k in range(maps.shape[1]):
                 expected = REFERENCES[name](maps[b, k].astype(np.float64))
@@ -128,7 +142,10 @@ class TestEveryDecoder:
         maps = (maps + 0.01 * torch.rand_like(maps)).requires_grad_()
         out = decode(maps, name)
         if DECODERS[name].differentiable:
-            assert torch.autograd.gradcheck(lambda m: decode(m, name), (maps,))
+            # gaussian-fit's eight unrolled fitting steps make the full numerical Jacobian
+            # (two fits per pixel) slow; fast mode checks it along random directions
+            fast = name == "gaussian-fit"
+            assert torch.autograd.gradcheck(lambda m: decode(m, name), (maps,), fast_mode=fast)
         else:
             assert not out.requires_grad
 
@@ -417,6 +434,7 @@ ROUND_TRIP_BOUNDS = {
     "integral-debiased": 0.006,  # sampling of exp(beta h) - 1, worst 3.1e-3
     "integral-l1": 0.008,  # the Gaussian cut at the 3-sigma margin, worst 3.7e-3
     "soft-argmax-local": 0.02,  # the 5x5 window cuts the bump, worst 9.8e-3
+    "gaussian-fit": 1e-5,  # the model is the map: float32 rounding of the maps, worst ~1e-6
 }
 
 

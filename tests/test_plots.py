@@ -236,3 +236,24 @@ def test_reference_results_are_reproduced():
     for row in committed.itertuples():
         assert again.loc[row.decoder, "mean_error"] == pytest.approx(row.mean_error, rel=1e-5, abs=2e-5), row.decoder
         assert again.loc[row.decoder, "p95_error"] == pytest.approx(row.p95_error, rel=1e-5, abs=2e-5), row.decoder
+
+
+def test_an_rmse_plot_draws_the_cramer_rao_bound(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from integral_cli import plots
+
+    frame = pd.concat(
+        [
+            run_experiment(ExperimentConfig(samples=40, device="cpu", noise=noise, decoders=("argmax", "dark")))
+            for noise in (0.02, 0.1)
+        ],
+        ignore_index=True,
+    )
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda figure, out: drawn.setdefault("figure", figure))
+    plots.plot_sweep(frame, tmp_path / "p.png", x="noise", metric="rmse")
+    (axes,) = [ax for ax in drawn["figure"].axes if ax.get_visible()]
+    (bound,) = [line for line in axes.get_lines() if line.get_label() == "Cramér–Rao bound"]
+    expected = frame.drop_duplicates("noise").sort_values("noise").crlb_rmse.to_numpy()
+    np.testing.assert_array_equal(bound.get_ydata(), expected)
+    assert expected[1] == pytest.approx(5 * expected[0], rel=0.05)  # the bound grows with the noise

@@ -131,7 +131,7 @@ def test_read_results_names_a_missing_file(tmp_path):
 def test_out_of_memory_halves_the_chunk_and_gives_the_same_numbers(monkeypatch):
     config = ExperimentConfig(samples=200, device="cpu", decoders=("argmax", "dark"), dtype="float64")
     expected = run_experiment(config)
-    real = experiment_module.decode
+    real = experiment_module.decode_counted
     seen = []
 
     def decode_with_little_memory(maps, method, **params):
@@ -140,7 +140,7 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_numbers(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(maps, method, **params)
 
-    monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
+    monkeypatch.setattr(experiment_module, "decode_counted", decode_with_little_memory)
     warnings = []
     got = run_experiment(config, on_warning=warnings.append)
     assert warnings == [
@@ -157,7 +157,7 @@ def test_out_of_memory_for_one_map_is_an_error(monkeypatch):
     def no_memory(maps, method, **params):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes")
 
-    monkeypatch.setattr(experiment_module, "decode", no_memory)
+    monkeypatch.setattr(experiment_module, "decode_counted", no_memory)
     with pytest.raises(OutOfMemoryError, match="even for one 64x48 map"):
         run_experiment(ExperimentConfig(samples=4, device="cpu"))
     result = invoke("compare", "--samples", "4", "--device", "cpu")
@@ -168,7 +168,7 @@ def test_other_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
     def broken(maps, method, **params):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(experiment_module, "decode", broken)
+    monkeypatch.setattr(experiment_module, "decode_counted", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_experiment(ExperimentConfig(samples=4, device="cpu"))
 
@@ -349,14 +349,14 @@ def test_map_with_nothing_finite_is_an_error():
 
 
 def test_compare_reports_out_of_memory_retries(monkeypatch):
-    real = experiment_module.decode
+    real = experiment_module.decode_counted
 
     def decode_with_little_memory(maps, method, **params):
         if maps.shape[0] > 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real(maps, method, **params)
 
-    monkeypatch.setattr(experiment_module, "decode", decode_with_little_memory)
+    monkeypatch.setattr(experiment_module, "decode_counted", decode_with_little_memory)
     result = invoke("compare", "--samples", "20", "--decoders", "argmax", "--device", "cpu")
     assert result.exit_code == 0 and "retrying with chunks of 10 maps" in result.stderr
 

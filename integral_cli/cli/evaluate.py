@@ -21,6 +21,7 @@ EVALUATE_SETTINGS = (
     "beta",
     "dark_kernel",
     "window_radius",
+    "fit_radius",
     "sigma",
     "device",
     "max_memory_mib",
@@ -41,10 +42,12 @@ EVALUATE_SETTINGS = (
             "kind": "optional float",
             "default_text": "unknown",
             "low": 0,
-            "help": "The maps' Gaussian sigma (your model's target sigma); only --dark-kernel auto uses it.",
+            "help": "The maps' Gaussian sigma (your model's target sigma); --dark-kernel auto and "
+            "--fit-radius auto use it.",
             "unit": "heatmap px",
         },
         "convention": {"help": "Heatmap-to-image mapping (center, corner or udp; see the docs' conventions)."},
+        "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
     },
 )
 def evaluate(

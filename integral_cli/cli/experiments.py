@@ -19,7 +19,16 @@ from integral_cli.cli.params import (
     list_option_name,
     setting_options,
 )
-from integral_cli.cli.render import ERROR_COLUMNS, choose_columns, error_table, heading, show
+from integral_cli.cli.render import (
+    COMPACT,
+    COMPACT_NOISY,
+    ERROR_COLUMNS,
+    choose_columns,
+    error_table,
+    heading,
+    number,
+    show,
+)
 from integral_cli.errors import ConfigError, InputFileError
 from integral_cli.setting import spell_value
 from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
@@ -54,7 +63,8 @@ def compare(
     from integral_cli.report import check_output_path, rows_as_records, write_csv
 
     config = ExperimentConfig(**settings)
-    shown = choose_columns(wide, columns.split(",") if columns else None)
+    requested = columns.split(",") if columns else None
+    choose_columns(wide, requested)  # a bad --columns is refused before the work
     if csv is not None:
         check_output_path(csv, force=force)
     device = resolve_device(config.device)
@@ -67,14 +77,23 @@ def compare(
     if as_json:
         typer.echo(json.dumps(rows_as_records(rows), indent=2))
         return
+    bound = rows["crlb_rmse"].iloc[0]
+    noisy = bool(bound == bound)  # the Cramér–Rao bound is known
+    shown = choose_columns(wide, requested, compact=COMPACT_NOISY if noisy else COMPACT)
     table, notes = error_table(rows, shown)
-    interval = (
-        "no CI: a lattice is not a random sample" if config.sampling == "grid" else "CI = 95% interval of the mean"
-    )
+    caption = ["errors in image pixels", *notes]
+    if "ci95" in shown:
+        grid = config.sampling == "grid"
+        caption.insert(1, "no CI: a lattice is not a random sample" if grid else "CI = 95% interval of the mean")
+    if noisy:
+        caption += [f"Cramér–Rao bound on the RMSE: {number(bound)} px", "efficiency = bound / RMSE"]
+    counted = rows.dropna(subset=["fallbacks"])
+    for row in counted[counted["fallbacks"] > 0].itertuples():
+        caption.append(f"{row.decoder} kept its start estimate on {int(row.fallbacks)} maps")
     show(
         table,
         heading(experiment_title(config, str(device), rows["margin"].iloc[0])),
-        heading(["errors in image pixels", interval, *notes]),
+        heading(caption),
         wide=wide or columns is not None,
     )
 
@@ -103,6 +122,7 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         f"beta {config.beta:g}",
         f"dark kernel {config.decoder_params['dark_kernel']}",
         f"window radius {config.window_radius}",
+        f"fit radius {config.decoder_params['fit_radius']}",
         f"image {config.image_size[0]}x{config.image_size[1]} → heatmap {height}x{width}",
         f"{config.total_samples} points {where}, {sampling}",
         f"convention {conventions}",

@@ -97,10 +97,14 @@ ERROR_COLUMNS: dict[str, str] = {
     "mean_error_hm": "mean hm",
     "ci95": "95% CI of mean",
     "nonfinite": "non-finite",
+    "fallbacks": "fallbacks",
+    "efficiency": "efficiency",
     "seconds": "seconds",
 }
 #: What ``compare`` and ``evaluate`` show by default.
 COMPACT = ("mean_error", "median_error", "p95_error", "max_error", "ci95")
+#: What ``compare`` shows by default on noisy maps, where the Cramér–Rao bound is known.
+COMPACT_NOISY = ("mean_error", "median_error", "p95_error", "rmse", "efficiency")
 
 
 def error_table(
@@ -122,8 +126,10 @@ def error_table(
                 )
             elif column in (extra or {}):
                 cells.append(f"{row[column]:.1%}")
-            elif column == "nonfinite":
-                cells.append(str(row[column]))
+            elif column in ("nonfinite", "fallbacks"):
+                cells.append("-" if _missing(row.get(column)) else str(int(row[column])))
+            elif column == "efficiency":
+                cells.append("-" if _missing(row.get(column)) else number(row[column]))
             elif column == "seconds":
                 cells.append(f"{row[column]:.3f}")
             else:
@@ -135,12 +141,17 @@ def error_table(
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    try:
+        return value is None or bool(math.isnan(value))
+    except TypeError:
+        return False
 
 
-def choose_columns(wide: bool, requested: Sequence[str] | None, extra: Sequence[str] = ()) -> list[str]:
+def choose_columns(
+    wide: bool, requested: Sequence[str] | None, extra: Sequence[str] = (), compact: Sequence[str] = COMPACT
+) -> list[str]:
     """The error-table columns to show: ``requested`` (checked), every one with
-    ``wide``, else the compact set; ``extra`` columns (PCK) come after."""
+    ``wide``, else the ``compact`` set; ``extra`` columns (PCK) come after."""
     known = [*ERROR_COLUMNS, *extra]
     if requested:
         unknown = [c for c in requested if c not in known]
@@ -153,4 +164,4 @@ def choose_columns(wide: bool, requested: Sequence[str] | None, extra: Sequence[
         return list(requested)
     if wide:
         return [*ERROR_COLUMNS, *extra]
-    return [*COMPACT[:4], *extra] if extra else list(COMPACT)
+    return [*compact[:4], *extra] if extra else list(compact)

@@ -19,6 +19,7 @@ from integral_cli.decoders.registry import (
     check_decoder_names,
     check_decoder_params,
     check_kernel_size,
+    fit_radius_for_sigma,
     get_decoder,
     kernel_size_for_sigma,
     opencv_sigma,
@@ -51,12 +52,23 @@ def decode(heatmaps: torch.Tensor, method: str, **params: Any) -> torch.Tensor:
     <BLANKLINE>
             [[1., 3.]]])
     """
+    return decode_counted(heatmaps, method, **params)[0]
+
+
+def decode_counted(heatmaps: torch.Tensor, method: str, **params: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`decode`, and the ``(B, K)`` mask of the maps where the decoder fell back to
+    a simpler estimate (``gaussian-fit``: a fit that failed), or ``None`` for a decoder
+    that has no such fallback to count."""
     check_heatmaps(heatmaps)
     decoder = get_decoder(method)
     check_decoder_params(params)
     own = {key: value for key, value in params.items() if key in decoder.params}
+    counted = decoder.counted_function
+    if counted is not None:
+        points, fell_back = counted(heatmaps, **own)
+        return points, fell_back
     result: torch.Tensor = decoder.function(heatmaps, **own)
-    return result
+    return result, None
 
 
 __all__ = [
@@ -68,6 +80,8 @@ __all__ = [
     "check_decoder_params",
     "check_kernel_size",
     "decode",
+    "decode_counted",
+    "fit_radius_for_sigma",
     "get_decoder",
     "kernel_size_for_sigma",
     "opencv_sigma",

@@ -23,7 +23,7 @@ REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 
 #: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
 #: only the ones it declares, so callers may hand the same settings to every decoder.
-DECODER_PARAMS: dict[str, float | int] = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2}
+DECODER_PARAMS: dict[str, float | int] = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2, "fit_radius": 4}
 
 #: Largest accepted values: beyond them results stop being meaningful in float32
 #: (beta * amplitude near the float32 range) or the neighbourhoods outgrow any map.
@@ -46,6 +46,9 @@ class Decoder:
         params: names of the parameters (keys of ``DECODER_PARAMS``) it takes.
         citation: the reference in a few words (authors, year), for tables.
         representations: the outputs it decodes.
+        counted: a variant of ``implementation`` that also returns the ``(B, K)`` mask
+            of the maps where the decoder fell back to a simpler estimate (by path, like
+            ``implementation``), for decoders that can.
     """
 
     name: str
@@ -56,15 +59,25 @@ class Decoder:
     params: tuple[str, ...] = ()
     citation: str = ""
     representations: tuple[str, ...] = ("heatmap",)
+    counted: str | None = None
 
     @property
     def function(self) -> Callable[..., Any]:
         """The decoding function (imported now if named by its path)."""
-        if callable(self.implementation):
-            return self.implementation
-        module, _, attribute = self.implementation.partition(":")
-        function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
-        return function
+        return _resolve(self.implementation)
+
+    @property
+    def counted_function(self) -> Callable[..., Any] | None:
+        """The variant that also returns where it fell back, if the decoder has one."""
+        return None if self.counted is None else _resolve(self.counted)
+
+
+def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
+    if callable(implementation):
+        return implementation
+    module, _, attribute = implementation.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+    return function
 
 
 _HERE = "integral_cli.decoders"
@@ -152,6 +165,18 @@ DECODERS: dict[str, Decoder] = {
             description="softmax(beta*h) expectation in a (2r+1)^2 window around the argmax",
             params=("beta", "window_radius"),
         ),
+        Decoder(
+            "gaussian-fit",
+            f"{_HERE}.gaussian_fit:decode_gaussian_fit",
+            differentiable=True,
+            reference="least-squares Gaussian fitting, the maximum-likelihood estimate under white Gaussian "
+            "noise (Mortensen et al., Optimized localization analysis for single-molecule tracking and "
+            "super-resolution microscopy, Nature Methods 2010)",
+            citation="Mortensen et al. 2010",
+            description="argmax, then a Levenberg-Marquardt fit of A*g + b in a (2r+1)^2 window",
+            params=("fit_radius",),
+            counted=f"{_HERE}.gaussian_fit:decode_gaussian_fit_counted",
+        ),
     )
 }
 
@@ -186,7 +211,8 @@ def check_decoder_params(params: dict[str, Any]) -> dict[str, Any]:
     """Check names and values of decoder parameters.
 
     ``beta`` is a number in ``(0, 1e6]``, ``dark_kernel`` an odd integer in
-    ``[1, 101]``, ``window_radius`` an integer in ``[0, 100]``.
+    ``[1, 101]``, ``window_radius`` an integer in ``[0, 100]``, ``fit_radius`` one in
+    ``[1, 100]``.
     """
     for key, value in params.items():
         if key not in DECODER_PARAMS:
@@ -195,9 +221,21 @@ def check_decoder_params(params: dict[str, Any]) -> dict[str, Any]:
             check_kernel_size(value)
         elif key == "window_radius":
             check_range(value, key, 0, MAX_WINDOW_RADIUS, integer=True)
+        elif key == "fit_radius":
+            check_range(value, key, 1, MAX_WINDOW_RADIUS, integer=True)
         else:
             check_range(value, key, 0, MAX_BETA, low_open=True)
     return params
+
+
+def fit_radius_for_sigma(sigma: float) -> int:
+    """``gaussian-fit``'s window for maps of ``sigma``: ``ceil(3 sigma)``, which holds
+    nearly all the information about the position.
+
+    >>> fit_radius_for_sigma(2.0), fit_radius_for_sigma(1.5)
+    (6, 5)
+    """
+    return min(MAX_WINDOW_RADIUS, max(1, math.ceil(3.0 * sigma)))
 
 
 def opencv_sigma(size: int) -> float:
