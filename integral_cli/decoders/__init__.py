@@ -39,7 +39,8 @@ def decode(heatmaps: torch.Tensor, method: str, **params: Any) -> torch.Tensor:
 
     Returns:
         ``(B, K, 2)`` coordinates ``(x, y)`` in heatmap pixels, float32 (float64 for
-        float64 input), on the device of ``heatmaps``.
+        float64 input), on the device of ``heatmaps``. Float32 maths on CUDA runs in full
+        float32, whatever TensorFloat-32 settings the caller has.
 
     Raises:
         ShapeError: ``heatmaps`` is not a ``(B, K, H, W)`` floating-point tensor.
@@ -51,11 +52,14 @@ def decode(heatmaps: torch.Tensor, method: str, **params: Any) -> torch.Tensor:
     <BLANKLINE>
             [[1., 3.]]])
     """
+    from integral_cli.devices import full_float32
+
     check_heatmaps(heatmaps)
     decoder = get_decoder(method)
     check_decoder_params(params)
     own = {key: value for key, value in params.items() if key in decoder.params}
-    result: torch.Tensor = decoder.function(heatmaps, **own)
+    with full_float32(heatmaps.device):
+        result: torch.Tensor = decoder.function(heatmaps, **own)
     return result
 
 
