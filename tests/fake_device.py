@@ -124,7 +124,7 @@ class FakeDevice(TorchFunctionMode):
         return "cpu"
 
     # ---------------------------------------------------------------- the mode
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", "")
         if name == "__get__":
@@ -174,7 +174,7 @@ class FakeDevice(TorchFunctionMode):
             self._label(value)
         return value
 
-    def _move(self, name: str, args: list[Any], kwargs: dict[str, Any], target: str | None):  # type: ignore[no-untyped-def]
+    def _move(self, name: str, args: list[Any], kwargs: dict[str, Any], target: str | None) -> tuple:
         """``.to(...)``, ``.cuda()``, ``.cpu()`` as a ``.to`` on the CPU and where it goes."""
         source = args[0]
         if name == "cuda":
@@ -208,7 +208,7 @@ def generator_for(mode: FakeDevice) -> type:
             pass
 
         @property
-        def device(self) -> torch.device:  # type: ignore[override]
+        def device(self) -> torch.device:
             return mode.device if self.on_device else torch.device("cpu")
 
     return Generator
