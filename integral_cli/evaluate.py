@@ -194,8 +194,7 @@ def _decode_and_score(
             maps = maps.to(torch.float32 if narrow else maps.dtype).to(device)
             _check_finite(maps, source.path, start)
             if start == 0 and device.type != "cpu":
-                few = maps[:WARM_UP_MAPS]
-                warm_up(lambda name, few=few: decode(few, name, **config.decoder_params), config.decoders, device)
+                warm_up(_decoding(maps[:WARM_UP_MAPS], config.decoder_params), config.decoders, device)
             for name in config.decoders:
                 points, spent = timed(functools.partial(decode, maps, name, **config.decoder_params), device)
                 seconds[name] += spent
@@ -232,6 +231,11 @@ def _decode_and_score(
             }
         )
     return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+
+
+def _decoding(maps: torch.Tensor, params: dict[str, float | int]) -> Callable[[str], torch.Tensor]:
+    """``maps`` decoded by the decoder named."""
+    return lambda name: decode(maps, name, **params)
 
 
 def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, int]:
