@@ -178,16 +178,15 @@ class FakeDevice(TorchFunctionMode):
         """``.to(...)``, ``.cuda()``, ``.cpu()`` as a ``.to`` on the CPU and where it goes."""
         source = args[0]
         if name == "cuda":
-            args, target = [source], "device"
+            args, target = [source], self._where(torch.device("cuda"))
         elif name == "cpu":
             args, target = [source], "cpu"
         for index, value in enumerate(args[1:], start=1):
             if isinstance(value, torch.Tensor):  # .to(other): other's device and dtype
                 target = "device" if self.on_device(value) else "cpu"
                 args[index] = value.dtype
-            elif self._where(value) is not None:
-                target = self._where(value)
-                args[index] = "cpu"
+            elif (where := self._where(value)) is not None:
+                target, args[index] = where, "cpu"
         if target is not None and (target == "device") != self.on_device(source):
             kwargs["copy"] = True  # a move makes a new tensor; the source stays where it was
         return args, kwargs, target
