@@ -15,7 +15,7 @@ from integral_cli import baselines
 from integral_cli.baselines import DSNTNN, KORNIA
 from integral_cli.checks import check_range, check_size
 from integral_cli.decoders import DECODERS, check_decoder_names, decode, kernel_size_for_sigma
-from integral_cli.devices import limit_allocator_slack, resolve_device, synchronize, timed
+from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.experiment import DTYPES, run_experiment
 from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
@@ -147,8 +147,13 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
     pair of :data:`COMPARISONS` whose two sides were timed).
     """
     device = resolve_device(config.device)
+    check_dtype(device, config.dtype)
     if device.type == "cpu":
         limit_allocator_slack()  # time everything under the allocator policy compare runs with
+    return run_on_device(device, lambda: _bench(config, device, progress), "lower «batch», or use another «device»")
+
+
+def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], None] | None) -> dict[str, Any]:
     dtype = DTYPES[config.dtype]
     height, width = config.heatmap_size
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -226,8 +231,8 @@ def _baselines(
     dark_difference = None
     if baselines.loop_dark(maps_np[:1], kernel) is not None:
         contenders.append(Contender(DARK_LOOP, "baseline", lambda: baselines.loop_dark(maps_np, kernel), batch, slow))
-        theirs = torch.from_numpy(baselines.loop_dark(maps_np, kernel)).to(device)
-        dark_difference = float((decode(maps, "dark", dark_kernel=kernel).float() - theirs).abs().max())
+        theirs = torch.from_numpy(baselines.loop_dark(maps_np, kernel))
+        dark_difference = float((decode(maps, "dark", dark_kernel=kernel).float().cpu() - theirs).abs().max())
     contenders.append(Contender(NOTE_MARGINAL, "baseline", lambda: baselines.note_marginal(maps), batch, config.repeat))
     count = min(batch, 512)
     joints = centers[:count, 0].cpu().numpy()

@@ -1,17 +1,31 @@
-"""Choosing the device to compute on, naming it, and synchronising it before a clock read."""
+"""Choosing the device to compute on, naming it, synchronising it before a clock read,
+keeping its float32 maths in full float32, and turning its out-of-memory errors into the
+project's error.
+
+What holds on every device:
+
+* Ground truth, noise and distractors do not depend on the device: points are drawn on the
+  CPU with the seeded generator and moved; noise and distractor directions come from a
+  counter-based hash (on MPS, which has no float64, computed on the CPU and moved).
+* Float32 maths on CUDA runs in full float32: no TensorFloat-32 in convolutions or matrix
+  products while the library computes (:func:`full_float32`), whatever the caller set.
+* MPS computes in float32; float64 is refused before any work (:func:`check_dtype`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import re
 import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 
 from integral_cli.checks import check_device_spec
-from integral_cli.errors import DeviceError
+from integral_cli.errors import DeviceError, IntegralError, OutOfMemoryError
 
 T = TypeVar("T")
 
@@ -66,6 +80,37 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
+def device_model(device: torch.device) -> str:
+    """What a result depends on about the device: ``"cpu"``, ``"mps"``, or ``"cuda"`` and
+    the GPU model (``"cuda (NVIDIA A100-SXM4-40GB)"``), without the index, so two GPUs of
+    one model count as the same device."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def model_of_device_name(name: str) -> str:
+    """:func:`device_model` from a :func:`device_name` (as older sweep sidecars hold it):
+    ``"cuda:1 (NVIDIA A100)"`` -> ``"cuda (NVIDIA A100)"``."""
+    return re.sub(r"^(\w+):\d+", r"\1", name.strip())
+
+
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """The widest float ``device`` computes in, for sums that must keep their digits:
+    float64, or float32 on MPS (Metal has no 64-bit floats)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def check_dtype(device: torch.device, dtype: str) -> None:
+    """Refuse a precision the device cannot compute in, before any work.
+
+    Raises:
+        DeviceError: float64 on MPS (Metal has no 64-bit floats).
+    """
+    if device.type == "mps" and dtype == "float64":
+        raise DeviceError("MPS has no float64; use «dtype» float32, or «device» cpu")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocator running out of memory (CUDA, MPS or CPU)."""
     if isinstance(error, MemoryError):
@@ -75,6 +120,87 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     message = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def run_on_device(device: torch.device, work: Callable[[], T], advice: str) -> T:
+    """``work()`` with float32 maths in full float32 (:func:`full_float32`), and an
+    out-of-memory error from anywhere in it turned into :class:`OutOfMemoryError`.
+
+    The device's cached memory is released once the failed work is gone: after the
+    ``except`` block, whose exception and traceback hold the frames, and the tensors, of
+    the work that failed.
+
+    Args:
+        device: the device ``work`` computes on.
+        work: the computation.
+        advice: what to do about it, ending the one-line message (it may name settings
+            as ``«name»``).
+
+    Raises:
+        OutOfMemoryError: the device (or the host) ran out of memory.
+    """
+    try:
+        with full_float32(device):
+            return work()
+    except Exception as error:
+        if isinstance(error, IntegralError) or not is_out_of_memory(error):
+            raise
+        message = f"{device} ran out of memory ({out_of_memory_reason(error)}); {advice}"
+    release_cached_memory(device)
+    raise OutOfMemoryError(message)
+
+
+def out_of_memory_reason(error: BaseException) -> str:
+    """The first sentence of an out-of-memory message, e.g. ``CUDA out of memory``."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.split(r"\.\s", text, maxsplit=1)[0].rstrip(".")
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device) -> Iterator[None]:
+    """Run float32 convolutions and matrix products in full float32 on CUDA while the
+    block runs, and restore the caller's settings after it.
+
+    On Ampere and later GPUs cuDNN runs float32 convolutions in TensorFloat-32 (a 10-bit
+    mantissa) unless told not to, and ``torch.set_float32_matmul_precision("high")`` does
+    the same to matrix products. A decoder's answer then moves by up to tens of heatmap
+    pixels on noisy maps (DARK's blur), so the library pins both to IEEE float32. A
+    no-op on other devices.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = _fp32_settings()
+    _apply_fp32_settings(_IEEE_FP32)
+    try:
+        yield
+    finally:
+        _apply_fp32_settings(saved)
+
+
+#: torch 2.9 and later set float32 precision per operation; mixing that with the older
+#: switches makes torch refuse to read them back, so only one of the two is used.
+_PER_OPERATION = hasattr(torch.backends.cudnn, "conv")
+_CUDNN: Any = torch.backends.cudnn  # its per-operation settings are not in torch's type stubs
+#: cuDNN convolutions' and matrix products' float32 precision, pinned to IEEE float32.
+_IEEE_FP32: tuple[object, object] = ("ieee", "ieee") if _PER_OPERATION else (False, "highest")
+
+
+def _fp32_settings() -> tuple[object, object]:
+    """The float32 precisions of cuDNN convolutions and of matrix products, as set now."""
+    if _PER_OPERATION:
+        return _CUDNN.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+
+
+def _apply_fp32_settings(settings: tuple[object, object]) -> None:
+    convolutions, products = settings
+    if _PER_OPERATION:
+        _CUDNN.conv.fp32_precision = convolutions
+        torch.backends.cuda.matmul.fp32_precision = products
+    else:  # torch before 2.9
+        torch.backends.cudnn.allow_tf32 = bool(convolutions)
+        torch.set_float32_matmul_precision(str(products))
 
 
 def release_cached_memory(device: torch.device) -> None:

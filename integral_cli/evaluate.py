@@ -20,13 +20,14 @@ from integral_cli.coords import heatmap_size, heatmap_to_image
 from integral_cli.decoders import (
     DECODER_PARAMS,
     DECODERS,
+    decode,
     decode_counted,
     fit_radius_for_sigma,
     kernel_size_for_sigma,
 )
-from integral_cli.devices import resolve_device, timed
+from integral_cli.devices import resolve_device, run_on_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
-from integral_cli.experiment import MAP_BUFFERS
+from integral_cli.experiment import MAP_BUFFERS, WARM_UP_MAPS, warm_up
 from integral_cli.inputs import HeatmapFile, load_targets, open_heatmaps
 from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
@@ -168,17 +169,35 @@ def evaluate_files(
         ConfigError: a setting out of range, or one sample does not fit the budget.
         MissingResultsError: no keypoint is counted (every visibility is 0).
         DeviceError: the device is not available.
+        OutOfMemoryError: the device ran out of memory.
     """
-    budget = config.max_memory_mib * 2**20
-    source = open_heatmaps(config.heatmaps, budget)
+    source = open_heatmaps(config.heatmaps, config.max_memory_mib * 2**20)
     samples, keypoints, height, width = source.shape
     image_size = _image_size(config, (height, width))
     targets, visible = load_targets(config.targets, samples, keypoints)
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
     device = resolve_device(config.device)
-    # MPS has no float64: decode and score in float32 there
-    exact = torch.float32 if device.type == "mps" else torch.float64
+    return run_on_device(
+        device,
+        lambda: _decode_and_score(config, source, targets, visible, image_size, device, progress),
+        "lower «max_memory_mib», or use another «device»",
+    )
+
+
+def _decode_and_score(
+    config: EvaluateConfig,
+    source: HeatmapFile,
+    targets: torch.Tensor,
+    visible: torch.Tensor,
+    image_size: tuple[int, int],
+    device: torch.device,
+    progress: ProgressCallback | None,
+) -> tuple[pd.DataFrame, HeatmapFile]:
+    """Decode on ``device`` a chunk at a time; score in float64 on the CPU."""
+    samples, keypoints, height, width = source.shape
+    budget = config.max_memory_mib * 2**20
+    # MPS has no float64: float64 maps are decoded in float32 there
     wide = source.dtype == "float64" and device.type != "mps"
     # a file that had to be loaded whole already holds part of the budget
     loaded = 0 if source.mapped else samples * keypoints * height * width * source.itemsize
@@ -190,19 +209,21 @@ def evaluate_files(
         for start in range(0, samples, step):
             maps = source.read(start, start + step)
             narrow = maps.dtype == torch.float64 and not wide
-            maps = maps.to(device, torch.float32 if narrow else maps.dtype)
+            # the dtype first: a float64 tensor cannot go to MPS
+            maps = maps.to(torch.float32 if narrow else maps.dtype).to(device)
             _check_finite(maps, source.path, start)
+            if start == 0 and device.type != "cpu":
+                warm_up(_decoding(maps[:WARM_UP_MAPS], config.decoder_params), config.decoders, device)
             for name in config.decoders:
                 (points, fell_back), spent = timed(
                     functools.partial(decode_counted, maps, name, **config.decoder_params), device
                 )
                 seconds[name] += spent
-                decoded[name].append(points.to(exact))
+                decoded[name].append(points.cpu().double())
                 if fell_back is not None:
                     fallbacks[name] = (fallbacks[name] or 0) + int(fell_back.sum())
             if progress is not None:
                 progress(min(samples, start + step), samples)
-    targets, visible = targets.to(device, exact), visible.to(device)
     rows = []
     for name in config.decoders:
         points = heatmap_to_image(torch.cat(decoded[name]), config.stride, config.convention, image_size)
@@ -234,6 +255,11 @@ def evaluate_files(
             }
         )
     return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+
+
+def _decoding(maps: torch.Tensor, params: dict[str, float | int]) -> Callable[[str], torch.Tensor]:
+    """``maps`` decoded by the decoder named."""
+    return lambda name: decode(maps, name, **params)
 
 
 def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, int]:

@@ -20,10 +20,11 @@ EXAMPLE_DECODERS: tuple[str, ...] = ("argmax", "integral", "integral-marginal")
 
 
 def example_heatmaps(device: torch.device | str = "cpu") -> torch.Tensor:
-    """The note's ``(1, 3, 64, 32)`` heatmaps (float32, like the note's)."""
-    centers = torch.tensor([EXAMPLE_JOINTS], dtype=torch.float64, device=device)
+    """The note's ``(1, 3, 64, 32)`` heatmaps (float32, like the note's), rendered in
+    float64 on the CPU and moved to ``device`` (MPS has no float64)."""
+    centers = torch.tensor([EXAMPLE_JOINTS], dtype=torch.float64)
     sigma = note_fwhm(EXAMPLE_BOX_SIDE) / FWHM_PER_SIGMA
-    return render_heatmaps(centers, EXAMPLE_SIZE, sigma, encoder="fwhm").float()
+    return render_heatmaps(centers, EXAMPLE_SIZE, sigma, encoder="fwhm").float().to(device)
 
 
 def run_example(device: torch.device | str = "cpu") -> pd.DataFrame:

@@ -1,16 +1,18 @@
 """The experiment engine: one configuration in, one row per decoder out.
 
-Ground-truth points are drawn once, up front, from a generator seeded with
-``config.seed``; maps are then rendered and decoded in chunks sized from the memory
-budget. The numbers therefore do not depend on the budget (to the rounding of batched
-kernels), and the same seed gives the same rows on the same machine.
+Ground-truth points are drawn once, up front, on the CPU from a generator seeded with
+``config.seed``, so the same seed gives the same points on every device; maps are then
+rendered and decoded on the device in chunks sized from the memory budget, each chunk's
+points moved there and its offsets brought back. The numbers therefore do not depend on
+the budget (to the rounding of batched kernels), and the same seed gives the same rows
+on the same machine.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
@@ -20,10 +22,13 @@ from integral_cli.bound import BOUNDED_ENCODERS, crlb_rmse_image
 from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode_counted
 from integral_cli.devices import (
+    check_dtype,
     is_out_of_memory,
     limit_allocator_slack,
     release_cached_memory,
     resolve_device,
+    run_on_device,
+    synchronize,
     timed,
 )
 from integral_cli.errors import ConfigError, OutOfMemoryError
@@ -54,10 +59,15 @@ DTYPES: dict[str, torch.dtype] = {
 MAP_BUFFERS = 6
 #: Extra bytes per pixel while noise is drawn (hashed counters and their uniforms).
 NOISE_BYTES_PER_PIXEL = 48
-#: Bytes kept per sample for the whole run besides the maps: the point, each decoder's
-#: offsets and the float64 working copies of the summary.
+#: Bytes kept per sample for the whole run besides the maps (in host memory): the point,
+#: each decoder's offsets and the float64 working copies of the summary.
 SAMPLE_BYTES_FIXED = 8 + 64
 SAMPLE_BYTES_PER_DECODER = 8
+#: Maps decoded once by every decoder before the clock starts on an accelerator, so the
+#: first decoder's seconds do not include the device's start-up (cuBLAS, cuDNN, kernels).
+WARM_UP_MAPS = 16
+#: The end of the message when a run does not fit the device's memory.
+MEMORY_ADVICE = "lower «max_memory_mib» or «samples», or use another «device»"
 
 ProgressCallback = Callable[[int], None]
 #: Decoded points, and where the decoder fell back (``None``: it has no fallback).
@@ -83,7 +93,9 @@ class Representation(Protocol):
         """Bytes one sample takes while it is rendered and decoded."""
 
     def sample_truth(self, config: ExperimentConfig, device: torch.device) -> torch.Tensor:
-        """``(N, 1, C)`` float32 ground truth, drawn from ``config.seed``."""
+        """``(N, 1, C)`` float32 ground truth, drawn from ``config.seed`` independently of
+        the device (on the CPU, say) and moved to ``device``: the same seed must give the
+        same points on every device."""
 
     def render(self, config: ExperimentConfig, truth: torch.Tensor, first_sample: int) -> Any:
         """What a chunk of ground truth encodes to, in ``config.dtype``."""
@@ -224,13 +236,24 @@ def run_experiment(
     Raises:
         ConfigError: a setting out of range (e.g. a margin that leaves no room).
         DeviceError: the device is not available.
-        OutOfMemoryError: not even one map fits in the device's memory.
+        OutOfMemoryError: the device ran out of memory, and halving the chunk could not
+            help (not even one map fits, or it ran out outside the chunks).
     """
     check_runnable(config)
-    representation = representation_of(config)
     device = resolve_device(config.device)
+    check_dtype(device, config.dtype)
+    return run_on_device(device, lambda: _rows(config, device, progress, on_warning), MEMORY_ADVICE)
+
+
+def _rows(
+    config: ExperimentConfig,
+    device: torch.device,
+    progress: ProgressCallback | None,
+    on_warning: Callable[[str], None] | None,
+) -> pd.DataFrame:
+    representation = representation_of(config)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    truth = representation.sample_truth(config, device).to(render_dtype)
+    truth = representation.sample_truth(config, torch.device("cpu")).to(render_dtype)
     decoded = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
     bound = representation.crlb_rmse(config, truth)
     rows = []
@@ -274,34 +297,39 @@ def evaluate_points(
 
     The part of :func:`run_experiment` that does the work, for points chosen by the
     caller (a lattice, say): chunks sized from the budget, halved when the device runs
-    out of memory.
+    out of memory. Each chunk's points are moved to the device and its offsets back, so
+    the device holds one chunk at a time.
 
     Args:
-        config: the experiment (its sampling settings are not used).
-        truth: ``(N, 1, C)`` ground truth (image pixels for x and y), on the config's
-            device.
+        config: the experiment (its sampling settings are not used); it names the device.
+        truth: ``(N, 1, C)`` ground truth (image pixels for x and y), in host memory.
         progress: called with the number of points finished after each chunk.
         on_warning: called when a chunk is halved after running out of memory.
 
     Returns:
-        Per decoder, the offsets, seconds and fallbacks (see :class:`Decoded`).
+        Per decoder, the offsets (on the CPU), seconds and fallbacks (see :class:`Decoded`).
 
     Raises:
         OutOfMemoryError: not even one map fits in the device's memory.
     """
     step = check_runnable(config)
     representation = representation_of(config)
-    device = truth.device
+    device = resolve_device(config.device)
     if device.type == "cpu":
         limit_allocator_slack()
+    else:
+        outputs = representation.render(config, truth[: min(step, WARM_UP_MAPS)].to(device), 0)
+        warm_up(lambda name: representation.decode(outputs, name, config.decoder_params), config.decoders, device)
+        del outputs
     samples = truth.shape[0]
     offsets: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
     fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
     start = 0
     while start < samples:
+        halved = False
         try:
-            chunk = truth[start : start + step]
+            chunk = truth[start : start + step].to(device)
             chunk_offsets, chunk_seconds, chunk_fallbacks = _run_chunk(config, representation, chunk, start, device)
         except Exception as error:
             if not is_out_of_memory(error):
@@ -311,6 +339,9 @@ def evaluate_points(
                     f"{device} ran out of memory even for one {representation.describe(config)}; "
                     "lower the stride or use another device"
                 ) from error
+            halved = True
+        if halved:
+            # here, not in the except block: the traceback held the failed chunk's tensors
             step = max(1, step // 2)
             release_cached_memory(device)
             if on_warning is not None:
@@ -326,6 +357,15 @@ def evaluate_points(
         if progress is not None:
             progress(start)
     return Decoded({name: torch.cat(parts) for name, parts in offsets.items()}, seconds, fallbacks)
+
+
+def warm_up(decode_with: Callable[[str], Any], decoders: Sequence[str], device: torch.device) -> None:
+    """Decode a few samples once with every decoder (``decode_with(name)``), untimed: the
+    first call of a decoder on an accelerator pays for library start-up (cuBLAS, cuDNN)
+    and kernel loading, which would otherwise count as the first decoder's seconds."""
+    for name in decoders:
+        decode_with(name)
+    synchronize(device)
 
 
 def _run_chunk(
@@ -344,18 +384,21 @@ def _run_chunk(
             functools.partial(representation.decode, outputs, name, params), device
         )
         points = representation.to_truth_units(config, points.to(truth_chunk.dtype))
-        offsets[name] = (points - truth_chunk).reshape(-1, representation.axes).float()
+        offsets[name] = (points - truth_chunk).reshape(-1, representation.axes).float().cpu()
         fallbacks[name] = None if fell_back is None else int(fell_back.sum())
     return offsets, seconds, fallbacks
 
 
-def sample_truth(config: ExperimentConfig, device: torch.device) -> torch.Tensor:
+def sample_truth(config: ExperimentConfig, device: torch.device | None = None) -> torch.Tensor:
     """The ground-truth points of ``config``: ``(N, 1, 2)`` image pixels, float32.
 
-    Drawn once from a generator seeded with ``config.seed`` on ``device``, in heatmap
-    pixels (so margins are exact) and mapped to the image with ``config.convention``.
+    Drawn once on the CPU from a generator seeded with ``config.seed``, in heatmap pixels
+    (so margins are exact), mapped to the image with ``config.convention`` and then moved
+    to ``device`` (default: left on the CPU). Accelerators' random kernels give an element
+    a draw that depends on their launch grid, which depends on the GPU model; the CPU's
+    generator makes the same seed give the same points on every device.
     """
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
     points_hm = sample_heatmap_points(
         config.samples,
         config.heatmap_size,
@@ -369,7 +412,7 @@ def sample_truth(config: ExperimentConfig, device: torch.device) -> torch.Tensor
     )
     image = heatmap_to_image(points_hm, config.stride, config.convention, config.image_size)
     # float32 whatever the decoding dtype, so every dtype sees the same points
-    return image.float()
+    return image.float().to(device or torch.device("cpu"))
 
 
 def render_maps(config: ExperimentConfig, truth_img: torch.Tensor, first_sample: int) -> torch.Tensor:

@@ -10,9 +10,9 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image
-from integral_cli.devices import resolve_device
+from integral_cli.devices import check_dtype, resolve_device, run_on_device
 from integral_cli.errors import ConfigError
-from integral_cli.experiment import ProgressCallback, evaluate_points
+from integral_cli.experiment import MEMORY_ADVICE, ProgressCallback, evaluate_points
 from integral_cli.settings import ExperimentConfig
 
 #: Columns of the field table: true position (heatmap and image px), signed error and
@@ -83,12 +83,16 @@ def error_field(
         sampling="random",
     )
     device = resolve_device(config.device)
+    check_dtype(device, config.dtype)
+    # the lattice stays in host memory; evaluate_points moves one chunk at a time
     truth = heatmap_to_image(points_hm, config.stride, config.convention, config.image_size)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    truth = truth.float().to(device=device, dtype=render_dtype).unsqueeze(1)
-    decoded = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
-    offsets = decoded.offsets[decoder].double().cpu()
-    image = truth[:, 0].double().cpu()
+    truth = truth.float().to(render_dtype).unsqueeze(1)
+    decoded = run_on_device(
+        device, lambda: evaluate_points(config, truth, progress=progress, on_warning=on_warning), MEMORY_ADVICE
+    )
+    offsets = decoded.offsets[decoder].double()
+    image = truth[:, 0].double()
     return pd.DataFrame(
         {
             "x_hm": points_hm[:, 0].numpy(),

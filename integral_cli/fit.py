@@ -24,9 +24,9 @@ import torch
 from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode
-from integral_cli.devices import resolve_device
-from integral_cli.errors import ConfigError, DeviceError
-from integral_cli.experiment import DTYPES, check_runnable, render_maps, sample_truth
+from integral_cli.devices import accumulation_dtype, check_dtype, resolve_device, run_on_device
+from integral_cli.errors import ConfigError
+from integral_cli.experiment import DTYPES, MEMORY_ADVICE, check_runnable, render_maps, sample_truth
 from integral_cli.settings import ExperimentConfig
 
 DEFAULT_STEPS = 200
@@ -108,16 +108,21 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
     Raises:
         ConfigError: a setting out of range, or the run does not fit the memory budget.
         DeviceError: the device is not available, or is MPS with float64.
+        OutOfMemoryError: the device ran out of memory.
     """
     experiment = config.experiment
     check_runnable(experiment)
     _check_memory(config)
     device = resolve_device(experiment.device)
-    if device.type == "mps" and experiment.dtype == "float64":
-        raise DeviceError("MPS has no float64; use «dtype» float32 or «device» cpu")
+    check_dtype(device, experiment.dtype)
+    return run_on_device(device, lambda: _fit(config, device, progress), MEMORY_ADVICE)
+
+
+def _fit(config: FitConfig, device: torch.device, progress: StepCallback | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    experiment = config.experiment
     dtype = DTYPES[experiment.dtype]
-    exact = torch.float32 if device.type == "mps" else torch.float64
-    targets = sample_truth(experiment, device).to(exact)  # (B, 1, 2) image px
+    exact = accumulation_dtype(device)
+    targets = sample_truth(experiment).to(exact).to(device)  # (B, 1, 2) image px
     starts = _start_points(config, targets)
     start_maps = render_maps(experiment, starts, 0).to(dtype)
     runs = []
@@ -150,14 +155,17 @@ def _check_memory(config: FitConfig) -> None:
 
 
 def _start_points(config: FitConfig, targets: torch.Tensor) -> torch.Tensor:
-    """Each target moved ``start_distance`` heatmap pixels in a seeded direction, image px."""
+    """Each target moved ``start_distance`` heatmap pixels in a seeded direction, image px.
+
+    The directions are drawn on the CPU in float64 and moved, like the targets, so they
+    are the same on every device.
+    """
     experiment = config.experiment
     convention, size = experiment.convention, experiment.image_size
-    generator = torch.Generator(device=targets.device).manual_seed(experiment.seed + 1)
-    angle = (
-        2 * math.pi * torch.rand(targets.shape[:-1], generator=generator, device=targets.device, dtype=targets.dtype)
-    )
+    generator = torch.Generator(device="cpu").manual_seed(experiment.seed + 1)
+    angle = 2 * math.pi * torch.rand(targets.shape[:-1], generator=generator, dtype=torch.float64)
     step = config.start_distance * torch.stack((angle.cos(), angle.sin()), dim=-1)
+    step = step.to(targets.dtype).to(targets.device)
     starts_hm = image_to_heatmap(targets, experiment.stride, convention, size) + step
     return heatmap_to_image(starts_hm, experiment.stride, convention, size)
 

@@ -17,9 +17,9 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.decoders import decode, get_decoder
-from integral_cli.devices import resolve_device
+from integral_cli.devices import resolve_device, run_on_device
 from integral_cli.errors import ConfigError, DeviceError
-from integral_cli.experiment import check_runnable, render_maps, sample_truth
+from integral_cli.experiment import MEMORY_ADVICE, check_runnable, render_maps, sample_truth
 from integral_cli.settings import ExperimentConfig
 from integral_cli.synth import DIRECTION_STREAM, counter_uniform
 
@@ -97,20 +97,25 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     Raises:
         ConfigError: a setting out of range, or not even one map fits the budget.
         DeviceError: the device is missing or cannot compute in float64 (MPS).
+        OutOfMemoryError: the device ran out of memory.
     """
     experiment = config.experiment
     check_runnable(experiment)
     device = resolve_device(experiment.device)
     if device.type == "mps":
-        raise DeviceError("the gradient check computes in float64, which MPS does not support; use «device» cpu")
+        raise DeviceError("the gradient check computes in float64, which MPS does not have; use «device» cpu")
     step = _chunk_maps(experiment)
-    truth = sample_truth(experiment, device).double()
+    return run_on_device(device, lambda: _report(experiment, config.epsilon, step, device), MEMORY_ADVICE)
+
+
+def _report(experiment: ExperimentConfig, epsilon: float, step: int, device: torch.device) -> pd.DataFrame:
+    truth = sample_truth(experiment).double()  # on the CPU; one chunk at a time goes to the device
     parts: dict[str, list[dict[str, torch.Tensor]]] = {name: [] for name in experiment.decoders}
     for start in range(0, truth.shape[0], step):
-        maps = render_maps(experiment, truth[start : start + step], start)
-        direction = _direction(maps, experiment.seed, start, config.epsilon)
+        maps = render_maps(experiment, truth[start : start + step].to(device), start)
+        direction = _direction(maps, experiment.seed, start, epsilon)
         for name in experiment.decoders:
-            parts[name].append(_check_chunk(experiment, name, maps, direction, config.epsilon))
+            parts[name].append(_check_chunk(experiment, name, maps, direction, epsilon))
     rows = [_row(name, parts[name]) for name in experiment.decoders]
     return pd.DataFrame(rows, columns=list(GRAD_COLUMNS))
 

@@ -71,12 +71,6 @@ def quantile_sorted(sorted_values: torch.Tensor, q: float) -> torch.Tensor:
     return sorted_values[low] + fraction * (sorted_values[high] - sorted_values[low])
 
 
-def _accumulation_dtype(device: torch.device) -> torch.dtype:
-    import torch
-
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
     """Summary of signed offsets ``predicted - target`` in image pixels.
 
@@ -95,9 +89,11 @@ def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
     """
     import torch
 
+    from integral_cli.devices import accumulation_dtype
+
     if offsets.ndim != 2 or offsets.shape[-1] != 2:
         raise ShapeError(f"offsets must have shape (N, 2), got {tuple(offsets.shape)}")
-    offsets = offsets.to(_accumulation_dtype(offsets.device))
+    offsets = offsets.to(accumulation_dtype(offsets.device))
     finite = torch.isfinite(offsets).all(dim=-1)
     nonfinite = int(offsets.shape[0] - finite.sum().item())
     kept = offsets[finite]

@@ -18,7 +18,7 @@ import pandas
 import torch
 
 from integral_cli import __version__
-from integral_cli.devices import device_name, resolve_device
+from integral_cli.devices import check_dtype, device_model, device_name, model_of_device_name, resolve_device
 from integral_cli.errors import ConfigError, InputFileError, OutputError, OutputPathError
 from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
@@ -163,6 +163,7 @@ def run_sweep(
     *,
     force: bool = False,
     resume: bool = False,
+    allow_mixed_devices: bool = False,
     shard: Shard = Shard(),
     command_line: Sequence[str] = (),
     on_samples: Callable[[int], None] | None = None,
@@ -180,16 +181,20 @@ def run_sweep(
     sidecar (``out`` with suffix ``.json``) records the command line, versions, device,
     seed, shard, the grid and every other setting, and start/end times (status
     ``running``, ``complete`` or ``interrupted``; it stays ``running`` when the disk is
-    too full to mark it).
+    too full to mark it); its ``devices`` lists the devices (GPU model, or the CPU)
+    that computed the rows.
 
     Args:
         sweep: the grid.
         out: the CSV path; it must not exist unless ``force`` or ``resume``.
         force: overwrite an existing ``out`` and sidecar.
         resume: keep the configurations ``out`` already holds and run the rest; the
-            sidecar's settings must match this sweep's. Without ``out``, start afresh.
-            A last line without its newline (a row cut by a crash during a write) is
-            dropped with a warning, and its configuration runs again.
+            sidecar's settings must match this sweep's, and so must the device it ran on
+            (see :func:`mixed_devices`). Without ``out``, start afresh. A last line
+            without its newline (a row cut by a crash during a write) is dropped with a
+            warning, and its configuration runs again.
+        allow_mixed_devices: resume rows computed on another device (GPU model, or
+            the CPU): the same points, numbers that may differ in their last digits.
         shard: run only this slice of the grid.
         command_line: recorded in the sidecar.
         on_samples: called with the number of samples finished so far in this run.
@@ -205,7 +210,8 @@ def run_sweep(
     budget and its sampling region, and a resumed CSV and its sidecar are checked.
 
     Raises:
-        ConfigError: a setting out of range, or a resume with other settings.
+        ConfigError: a setting out of range, or a resume with other settings or on
+            another device (without ``allow_mixed_devices``).
         DeviceError: the device is not available.
         OutputPathError: the output exists, or its directory does not.
         InputFileError: the CSV or the sidecar to resume is malformed.
@@ -217,13 +223,15 @@ def run_sweep(
     for config in configurations:
         check_runnable(config)
     device = resolve_device(sweep.base.device)
+    for config in configurations:
+        check_dtype(device, config.dtype)
     if sidecar_path(out) == out:
         raise OutputPathError(f"{out} would be overwritten by its own JSON sidecar; name the CSV *.csv")
     sidecar = _sidecar(sweep, configurations, device, command_line, shard)
     progress = SweepProgress(total=len(configurations))
     pending, header = configurations, True
     if resume and out.exists():
-        pending, header = _resumable(sweep, configurations, out, sidecar, on_warning)
+        pending, header = _resumable(sweep, configurations, out, sidecar, allow_mixed_devices, on_warning)
         progress.skipped = len(configurations) - len(pending)
     else:
         check_output_path(out, force=force or resume)
@@ -272,8 +280,10 @@ def run_sweep(
     return progress
 
 
-#: Settings that may differ between the runs of one sweep: they change no number.
-_FREE_SETTINGS = ("max_memory_mib",)
+#: Settings that may differ between the runs of one sweep: they change no number (the
+#: device asked for is one: the device the rows came from is compared on its own, see
+#: :func:`mixed_devices`).
+_FREE_SETTINGS = ("max_memory_mib", "device")
 
 
 def read_sweep_sidecar(path: Path) -> dict[str, Any]:
@@ -303,11 +313,41 @@ def setting_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, shard
     return differences
 
 
+def sidecar_devices(payload: Mapping[str, Any]) -> list[str]:
+    """The devices (:func:`~integral_cli.devices.device_model`) a sidecar's rows were
+    computed on; for a sidecar written before they were recorded, the one its
+    ``device_name`` names."""
+    devices = payload.get("devices")
+    if isinstance(devices, list) and all(isinstance(d, str) for d in devices):
+        return list(devices)
+    name = payload.get("device_name") or payload.get("device")
+    return [model_of_device_name(name)] if isinstance(name, str) else []
+
+
+def mixed_devices(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """How two sidecars' devices differ (``"cuda (NVIDIA A100) then cpu"``), or ``None``
+    when they ran on the same one.
+
+    The ground truth is the same on every device, but the decoded numbers may differ in
+    their last digits between GPU models and the CPU, so rows from different devices are
+    kept apart unless asked otherwise.
+    """
+    before, after = sidecar_devices(old), sidecar_devices(new)
+    if set(before) == set(after):
+        return None
+    return f"{', '.join(before) or 'an unrecorded device'} then {', '.join(after) or 'an unrecorded device'}"
+
+
+def _union(*device_lists: list[str]) -> list[str]:
+    return list(dict.fromkeys(device for devices in device_lists for device in devices))
+
+
 def _resumable(
     sweep: SweepConfig,
     configurations: list[ExperimentConfig],
     out: Path,
     sidecar: dict[str, Any],
+    allow_mixed_devices: bool,
     on_warning: Callable[[str], None] | None = None,
 ) -> tuple[list[ExperimentConfig], bool]:
     """The configurations still to run in a resumed sweep, and whether to write a header."""
@@ -315,6 +355,13 @@ def _resumable(
     differences = setting_differences(old, sidecar)
     if differences:
         raise ConfigError(f"cannot resume {out}: it was made with other settings ({'; '.join(differences)})")
+    mixed = mixed_devices(old, sidecar)
+    if mixed and not allow_mixed_devices:
+        raise ConfigError(
+            f"cannot resume {out} on another device ({mixed}): its numbers may differ in the last digits; "
+            "resume on the same device, or allow it with «allow_mixed_devices»"
+        )
+    sidecar["devices"] = _union(sidecar_devices(old), sidecar["devices"])
     sidecar["started"] = old.get("started", sidecar["started"])
     sidecar["resumed"] = [*old.get("resumed", []), _now()]
     cut = drop_cut_row(out)
@@ -356,7 +403,12 @@ class MergeReport:
 
 
 def merge_results(
-    out: Path, parts: Sequence[Path], *, force: bool = False, command_line: Sequence[str] = ()
+    out: Path,
+    parts: Sequence[Path],
+    *,
+    force: bool = False,
+    allow_mixed_devices: bool = False,
+    command_line: Sequence[str] = (),
 ) -> MergeReport:
     """Combine the CSVs of a sharded sweep into one, in grid order.
 
@@ -364,6 +416,8 @@ def merge_results(
         out: the merged CSV (its sidecar goes beside it).
         parts: the shards' CSVs, each with its sidecar.
         force: overwrite ``out``.
+        allow_mixed_devices: merge parts computed on different devices (GPU models, or
+            the CPU); the merged sidecar lists them all.
         command_line: recorded in the merged sidecar.
 
     Returns:
@@ -373,7 +427,8 @@ def merge_results(
     Raises:
         InputFileError: a part or its sidecar is missing or malformed, holds a
             configuration outside the grid, or two parts hold the same configuration.
-        ConfigError: the parts were made with different settings.
+        ConfigError: the parts were made with different settings, or on different
+            devices without ``allow_mixed_devices``.
         OutputError: ``out`` or its sidecar could not be written; neither is left
             half-written, and the merged CSV is not left without its sidecar.
     """
@@ -392,6 +447,12 @@ def merge_results(
         differences = setting_differences(reference, other, shard=False)
         if differences:
             raise ConfigError(f"{part} was made with other settings than {parts[0]} ({'; '.join(differences)})")
+        mixed = mixed_devices(reference, other)
+        if mixed and not allow_mixed_devices:
+            raise ConfigError(
+                f"{parts[0]} and {part} ran on different devices ({mixed}): their numbers may differ in the last "
+                "digits; merge parts from one device, or allow it with «allow_mixed_devices»"
+            )
     grid = reference["grid"]
     expected = [configuration_key(dict(zip(grid, values, strict=True))) for values in itertools.product(*grid.values())]
     order = {key: index for index, key in enumerate(expected)}
@@ -431,6 +492,7 @@ def merge_results(
         configurations_done=len(present),
         status="complete" if not missing else "incomplete",
         merged=_now(),
+        devices=_union(*map(sidecar_devices, sidecars)),
     )
     try:
         write_json(sidecar_path(out), sidecar)
@@ -471,6 +533,7 @@ def _sidecar(
         "seed": sweep.base.seed,
         "device": str(device),
         "device_name": device_name(device),
+        "devices": [device_model(device)],
         "versions": {
             "integral_cli": __version__,
             "torch": torch.__version__,

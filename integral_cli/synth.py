@@ -314,7 +314,9 @@ def counter_uniform(
 
     Value ``j`` of sample ``i`` depends only on ``(seed, stream, i, j)``: not on how the
     samples are split into chunks, nor on the device. That keeps noisy experiments
-    identical whatever the memory budget.
+    identical whatever the memory budget. Computed on the device of ``sample_index``, in
+    ``dtype``: for a device without float64 (MPS), pass a CPU index (see
+    :func:`counter_device`) and move the result.
 
     Args:
         seed: the experiment's seed.
@@ -343,6 +345,14 @@ def peak_value(encoder: str, amplitude: float) -> float:
     return {"fwhm": FWHM_PEAK, "logit": 1.0}.get(encoder, amplitude)
 
 
+def counter_device(device: torch.device) -> torch.device:
+    """Where counter-based numbers for tensors on ``device`` are computed: on the device
+    itself, except on MPS, which has no float64; there, on the CPU, then moved. Integer
+    hashing is exact everywhere and the float64 steps after it round alike, so every
+    device sees the same numbers."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def add_noise(maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int) -> torch.Tensor:
     """``maps + level * peak * z`` with ``z`` standard normal per pixel.
 
@@ -358,19 +368,24 @@ def add_noise(maps: torch.Tensor, level: float, peak: float, seed: int, first_sa
         A new ``(B, K, H, W)`` tensor.
     """
     batch, keypoints, height, width = maps.shape
-    index = torch.arange(first_sample, first_sample + batch, device=maps.device)
+    index = torch.arange(first_sample, first_sample + batch, device=counter_device(maps.device))
     uniform = counter_uniform(seed, NOISE_STREAM, index, keypoints * height * width)
     normal = torch.special.ndtri(uniform).view(maps.shape)
     del uniform
-    return maps + normal.mul_(level * peak).to(maps.dtype)
+    # the dtype first: a float64 tensor cannot go to MPS
+    return maps + normal.mul_(level * peak).to(maps.dtype).to(maps.device)
 
 
 def distractor_centers(centers: torch.Tensor, distance: float, seed: int, first_sample: int) -> torch.Tensor:
-    """Centres ``distance`` heatmap px from ``centers`` in a uniformly random direction."""
+    """Centres ``distance`` heatmap px from ``centers`` in a uniformly random direction.
+
+    The directions (one number per keypoint) are computed on the CPU in float64 and
+    moved, so they are the same on every device.
+    """
     batch, keypoints, _ = centers.shape
-    index = torch.arange(first_sample, first_sample + batch, device=centers.device)
+    index = torch.arange(first_sample, first_sample + batch)
     angle = 2 * math.pi * counter_uniform(seed, DISTRACTOR_STREAM, index, keypoints)
-    step = torch.stack((torch.cos(angle), torch.sin(angle)), dim=-1).to(centers.dtype)
+    step = torch.stack((torch.cos(angle), torch.sin(angle)), dim=-1).to(centers.dtype).to(centers.device)
     return centers + distance * step
 
 

@@ -400,7 +400,7 @@ class TestSweepConfigFile:
     @pytest.mark.parametrize(
         "text, message",
         [
-            ("sigmass = 1\n", "unknown key 'sigmass'; known: amplitudes"),
+            ("sigmass = 1\n", "unknown key 'sigmass'; known: allow-mixed-devices, amplitudes"),
             ('sigmas = [1, "x"]\n', "key 'sigmas': sigma must be a number, got 'x'"),
             ("strides = [4, 4]\n", "key 'strides': the list stride repeats a value"),
             ("force = 1\n", "key 'force': expected true or false"),

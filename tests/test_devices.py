@@ -70,3 +70,100 @@ def test_mps_unavailable(monkeypatch):
 def test_unknown_spec(spec):
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device(spec)
+
+
+# ------------------------------------------------------------------ full float32
+def test_full_float32_pins_tf32_off_on_cuda_and_restores_the_callers_settings():
+    from integral_cli.devices import full_float32
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if not hasattr(cudnn, "conv"):
+        pytest.skip("torch before 2.9 has no per-operation float32 precision")
+    saved = cudnn.conv.fp32_precision, matmul.fp32_precision
+    try:
+        cudnn.conv.fp32_precision, matmul.fp32_precision = "tf32", "tf32"  # what Ampere users run with
+        with full_float32(torch.device("cuda", 0)):
+            assert (cudnn.conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert (cudnn.conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+        with full_float32(torch.device("cpu")):  # nothing to pin elsewhere
+            assert (cudnn.conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+        with pytest.raises(ValueError), full_float32(torch.device("cuda", 0)):
+            raise ValueError
+        assert (cudnn.conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+    finally:
+        cudnn.conv.fp32_precision, matmul.fp32_precision = saved
+
+
+# ------------------------------------------------------------------ out of memory
+def test_run_on_device_turns_out_of_memory_into_one_error_and_frees_after_the_except(monkeypatch):
+    import sys
+
+    from integral_cli import devices
+    from integral_cli.errors import OutOfMemoryError
+
+    released = []
+    # the failed work's tensors are referenced from the traceback until the except block ends
+    monkeypatch.setattr(devices, "release_cached_memory", lambda device: released.append(sys.exc_info()[0]))
+
+    def work():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ...")
+
+    with pytest.raises(OutOfMemoryError) as caught:
+        devices.run_on_device(torch.device("cuda", 0), work, "lower «samples»")
+    assert str(caught.value) == "cuda:0 ran out of memory (CUDA out of memory); lower samples"
+    assert caught.value.__context__ is None  # no traceback of the failed work kept alive
+    assert released == [None]
+
+
+def test_run_on_device_lets_other_errors_and_its_own_through():
+    from integral_cli.devices import run_on_device
+    from integral_cli.errors import OutOfMemoryError
+
+    def broken():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_on_device(torch.device("cpu"), broken, "")
+
+    def ours():
+        raise OutOfMemoryError("even for one map")
+
+    with pytest.raises(OutOfMemoryError, match="^even for one map$"):
+        run_on_device(torch.device("cpu"), ours, "")
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (MemoryError(), "MemoryError"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes."), None),
+        (RuntimeError("MPS backend out of memory (MPS allocated: 1 GB). Tried ..."), None),
+    ],
+)
+def test_out_of_memory_reason_is_the_first_sentence(error, reason):
+    from integral_cli.devices import is_out_of_memory, out_of_memory_reason
+
+    assert is_out_of_memory(error)
+    expected = reason or str(error).split(". ")[0].rstrip(".")
+    assert out_of_memory_reason(error) == expected
+
+
+# ------------------------------------------------------------------ device models
+def test_device_model_leaves_out_the_index(two_gpus, monkeypatch):
+    from integral_cli.devices import device_model, model_of_device_name
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    assert device_model(torch.device("cuda", 1)) == "cuda (NVIDIA A100)"
+    assert device_model(torch.device("cpu")) == "cpu"
+    assert device_model(torch.device("mps")) == "mps"
+    assert model_of_device_name("cuda:1 (NVIDIA A100)") == "cuda (NVIDIA A100)"
+    assert model_of_device_name("cpu") == "cpu"
+
+
+def test_float64_is_refused_on_mps_only():
+    from integral_cli.devices import check_dtype
+
+    check_dtype(torch.device("cpu"), "float64")
+    check_dtype(torch.device("mps"), "float32")
+    with pytest.raises(DeviceError, match="MPS has no float64"):
+        check_dtype(torch.device("mps"), "float64")

@@ -420,3 +420,103 @@ def test_append_rows_is_one_write_and_one_fsync(tmp_path, monkeypatch, short):
         assert len(writes) == -(-len(expected.encode()) // short)  # every byte, in order
     report.append_rows(out, rows, header=False)
     assert len(syncs) == 2 and out.read_text() == expected + expected.split("\n", 1)[1]
+
+
+# ------------------------------------------------------- out of memory anywhere
+def test_out_of_memory_outside_the_chunks_is_one_line(monkeypatch):
+    def no_memory(offsets, stride):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total ...")
+
+    monkeypatch.setattr(experiment_module, "summarize_offsets", no_memory)
+    with pytest.raises(OutOfMemoryError, match=r"^cpu ran out of memory \(CUDA out of memory\); lower max_memory_mib"):
+        run_experiment(ExperimentConfig(samples=4, device="cpu", decoders=("argmax",)))
+    result = invoke("compare", "--samples", "4", "--decoders", "argmax", "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (
+        "integral-cli: error: cpu ran out of memory (CUDA out of memory); lower --max-memory or --samples, "
+        "or use another --device\n"
+    )
+
+
+def test_out_of_memory_the_library_did_not_catch_is_one_line_too(monkeypatch):
+    # the command line's last line of defence, for an allocation outside the library
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("integral_cli.cli.experiments.error_table", no_memory)
+    result = invoke("compare", "--samples", "4", "--decoders", "argmax", "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith("integral-cli: error: out of memory (MemoryError)")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_halved_chunk_frees_memory_after_the_except_block(monkeypatch):
+    real = experiment_module.decode_counted
+    released = []
+
+    def decode_with_little_memory(maps, method, **params):
+        if maps.shape[0] > 10:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(maps, method, **params)
+
+    monkeypatch.setattr(experiment_module, "decode_counted", decode_with_little_memory)
+    monkeypatch.setattr(experiment_module, "release_cached_memory", lambda device: released.append(sys.exc_info()[0]))
+    run_experiment(ExperimentConfig(samples=20, device="cpu", decoders=("argmax",)))
+    # with no exception being handled, the failed chunk's traceback (and its maps) is gone
+    assert released == [None]
+
+
+# ------------------------------------------------------------ one device per file
+def run_on(monkeypatch, gpu, *args):
+    """``invoke(*args)`` on a machine whose GPU is ``gpu`` (``None``: no GPU)."""
+    with monkeypatch.context() as patch:
+        if gpu is not None:
+            patch.setattr(torch.cuda, "is_available", lambda: True)
+            patch.setattr(torch.cuda, "current_device", lambda: 0)
+            patch.setattr(torch.cuda, "device_count", lambda: 1)
+            patch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+            # the numbers themselves are computed on the CPU here: only the label matters
+            patch.setattr("integral_cli.experiment.resolve_device", lambda spec: torch.device("cpu"))
+        return invoke(*args)
+
+
+SMALL_SWEEP = ["sweep", "--strides", "4,8", "--samples", "40", "--decoders", "argmax", "--device", "auto"]
+
+
+def test_resume_refuses_another_device_unless_allowed(tmp_path, monkeypatch):
+    out = tmp_path / "s.csv"
+    assert run_on(monkeypatch, "NVIDIA A100", *SMALL_SWEEP, "--shard", "1/1", "--out", out).exit_code == 0
+    pd.read_csv(out).iloc[:1].to_csv(out, index=False)  # as if interrupted after one configuration
+    for gpu, model in ((None, "cpu"), ("NVIDIA H100", "cuda (NVIDIA H100)")):
+        refused = run_on(monkeypatch, gpu, *SMALL_SWEEP, "--out", out, "--resume")
+        assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+        assert f"on another device (cuda (NVIDIA A100) then {model})" in refused.stderr
+        assert "--allow-mixed-devices" in refused.stderr
+    # another A100 (or the same one under another index) is the same device
+    assert run_on(monkeypatch, "NVIDIA A100", *SMALL_SWEEP, "--out", out, "--resume").exit_code == 0
+    pd.read_csv(out).iloc[:1].to_csv(out, index=False)
+    allowed = run_on(monkeypatch, None, *SMALL_SWEEP, "--out", out, "--resume", "--allow-mixed-devices")
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(out.with_suffix(".json").read_text())["devices"] == ["cuda (NVIDIA A100)", "cpu"]
+
+
+def test_merge_refuses_parts_from_different_devices_unless_allowed(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert run_on(monkeypatch, "NVIDIA A100", *SMALL_SWEEP, "--shard", "1/2", "--out", a).exit_code == 0
+    assert run_on(monkeypatch, None, *SMALL_SWEEP, "--shard", "2/2", "--out", b).exit_code == 0
+    refused = invoke("merge", tmp_path / "m.csv", a, b)
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "ran on different devices (cuda (NVIDIA A100) then cpu)" in refused.stderr
+    assert not (tmp_path / "m.csv").exists()
+    allowed = invoke("merge", tmp_path / "m.csv", a, b, "--allow-mixed-devices")
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads((tmp_path / "m.json").read_text())["devices"] == ["cuda (NVIDIA A100)", "cpu"]
+
+
+def test_a_sidecar_from_before_devices_were_recorded_names_its_device(tmp_path):
+    from integral_cli.sweep import mixed_devices, sidecar_devices
+
+    old = {"device": "cuda:1", "device_name": "cuda:1 (NVIDIA A100)"}
+    assert sidecar_devices(old) == ["cuda (NVIDIA A100)"]
+    assert mixed_devices(old, {"devices": ["cuda (NVIDIA A100)"]}) is None
+    assert mixed_devices(old, {"devices": ["cpu"]}) == "cuda (NVIDIA A100) then cpu"

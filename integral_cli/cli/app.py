@@ -2,11 +2,13 @@
 
 Tables and data go to stdout; progress, warnings and errors go to stderr. A library
 error becomes one line on stderr: a bad setting exits with 2 (like a usage error), any
-other with 1; an interrupt exits with 130. Imports no torch.
+other with 1; so does running out of memory anywhere (exit 1), whether or not the
+library caught it; an interrupt exits with 130. Imports no torch.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +48,24 @@ class IntegralGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("integral-cli: interrupted", err=True)
             raise typer.Exit(INTERRUPTED) from None
+        except Exception as error:
+            # the last line of defence: the library turns out-of-memory errors into its own
+            reason = out_of_memory_reason(error)
+            if reason is None:
+                raise
+        typer.echo(f"integral-cli: error: out of memory ({reason}); ask for less work, or use another device", err=True)
+        raise typer.Exit(1)
+
+
+def out_of_memory_reason(error: BaseException) -> str | None:
+    """The first sentence of ``error``'s message if it is an allocator running out of
+    memory (on a device or the host), else ``None``. Imports no torch: a torch error can
+    only come from a command that imported it."""
+    if not isinstance(error, MemoryError) and "torch" not in sys.modules:
+        return None
+    from integral_cli import devices
+
+    return devices.out_of_memory_reason(error) if devices.is_out_of_memory(error) else None
 
 
 app = typer.Typer(

@@ -33,6 +33,14 @@ from integral_cli.errors import ConfigError, InputFileError
 from integral_cli.setting import spell_value
 from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
 
+AllowMixedDevices = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mixed-devices",
+        help="Combine rows computed on different devices (GPU models, or the CPU): the same "
+        "points, but numbers that may differ in their last digits. Refused without it.",
+    ),
+]
 Columns = Annotated[
     str | None,
     typer.Option(
@@ -135,7 +143,7 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
 # -------------------------------------------------------------------------- sweep
 SWEEP_DEFAULTS: dict[str, dict[str, Any]] = {"stride": {"default": (1, 2, 4, 8)}, "sigma": {"default": (1.0, 2.0, 3.0)}}
 #: Options of sweep a config file may set besides the settings.
-_FILE_OPTIONS = ("out", "force", "resume", "shard")
+_FILE_OPTIONS = ("out", "force", "resume", "shard", "allow_mixed_devices")
 
 
 @app.command()
@@ -165,7 +173,7 @@ def sweep(
         typer.Option(
             "--resume",
             help="Keep the configurations --out already holds (its "
-            "sidecar must show the same settings) and run the rest.",
+            "sidecar must show the same settings and device) and run the rest.",
         ),
     ] = False,
     shard: Annotated[
@@ -177,6 +185,7 @@ def sweep(
             "merge.",
         ),
     ] = "1/1",
+    allow_mixed_devices: AllowMixedDevices = False,
 ) -> None:
     """Run the grid of every listed axis (strides x sigmas x ... x dtypes) and write one
     CSV row per configuration and decoder.
@@ -188,7 +197,13 @@ def sweep(
     from integral_cli.report import sidecar_path
     from integral_cli.sweep import Shard, SweepConfig, SweepProgress, run_sweep
 
-    own: dict[str, Any] = {"out": out, "force": force, "resume": resume, "shard": shard}
+    own: dict[str, Any] = {
+        "out": out,
+        "force": force,
+        "resume": resume,
+        "shard": shard,
+        "allow_mixed_devices": allow_mixed_devices,
+    }
     if config is not None:
         apply_config_file(context, config, settings, own)
     axes = tuple((name, tuple(settings.pop(name))) for name in GRID_AXES)
@@ -210,6 +225,7 @@ def sweep(
                 out,
                 force=own["force"],
                 resume=own["resume"],
+                allow_mixed_devices=own["allow_mixed_devices"],
                 shard=part,
                 command_line=_command_line(grid, own, config),
                 on_samples=lambda n: bar.update(task, completed=n),
@@ -263,7 +279,9 @@ def apply_config_file(context: typer.Context, path: Path, settings: dict[str, An
     for item in SETTINGS.values():
         for spelling in {item.name, item.flag.lstrip("-").replace("-", "_"), list_option_name(item)}:
             by_key[spelling] = item.name
-    known = sorted({*(i.sweep or i.flag.lstrip("-") for i in SETTINGS.values()), *_FILE_OPTIONS})
+    known = sorted(
+        {*(i.sweep or i.flag.lstrip("-") for i in SETTINGS.values()), *(o.replace("_", "-") for o in _FILE_OPTIONS)}
+    )
     for key, value in table.items():
         normal = key.replace("-", "_")
         name = by_key.get(normal)
@@ -285,7 +303,7 @@ def apply_config_file(context: typer.Context, path: Path, settings: dict[str, An
 
 
 def _file_option(name: str, value: Any) -> Any:
-    expected = bool if name in ("force", "resume") else str
+    expected = bool if name in ("force", "resume", "allow_mixed_devices") else str
     if not isinstance(value, expected):
         raise ConfigError(f"expected {'true or false' if expected is bool else 'a string'}, got {value!r}")
     return value
@@ -302,7 +320,7 @@ def _command_line(grid: Any, own: dict[str, Any], config_file: Path | None) -> l
         elif getattr(grid.base, name) is not None:
             words += [item.flag, spell_value(getattr(grid.base, name))]
     words += ["--out", str(own["out"]), "--shard", str(own["shard"])]
-    words += [flag for flag in ("--force", "--resume") if own[flag[2:]]]
+    words += [flag for flag in ("--force", "--resume", "--allow-mixed-devices") if own[flag[2:].replace("-", "_")]]
     return words + ([] if config_file is None else ["--config", str(config_file)])
 
 
@@ -313,15 +331,20 @@ def merge(
         list[Path], typer.Argument(metavar="PART.csv...", help="The shards' CSVs, each with its .json sidecar.")
     ],
     force: Force = False,
+    allow_mixed_devices: AllowMixedDevices = False,
 ) -> None:
     """Combine the CSVs of a sweep run in shards (sweep --shard i/n) into one.
 
-    Checks that every part was made with the same settings, refuses a configuration
-    held twice, writes the rows in grid order and reports configurations no part holds.
+    Checks that every part was made with the same settings on the same device, refuses
+    a configuration held twice, writes the rows in grid order and reports configurations
+    no part holds.
     """
     from integral_cli.sweep import merge_results
 
-    report = merge_results(out, parts, force=force, command_line=["integral-cli", "merge", str(out), *map(str, parts)])
+    command_line = ["integral-cli", "merge", str(out), *map(str, parts)]
+    if allow_mixed_devices:
+        command_line.append("--allow-mixed-devices")
+    report = merge_results(out, parts, force=force, allow_mixed_devices=allow_mixed_devices, command_line=command_line)
     say(
         f"wrote {report.rows} rows from {len(parts)} parts to {out}; "
         f"{report.configurations - len(report.missing)} of {report.configurations} configurations present"

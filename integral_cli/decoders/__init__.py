@@ -40,7 +40,8 @@ def decode(heatmaps: torch.Tensor, method: str, **params: Any) -> torch.Tensor:
 
     Returns:
         ``(B, K, 2)`` coordinates ``(x, y)`` in heatmap pixels, float32 (float64 for
-        float64 input), on the device of ``heatmaps``.
+        float64 input), on the device of ``heatmaps``. Float32 maths on CUDA runs in full
+        float32, whatever TensorFloat-32 settings the caller has.
 
     Raises:
         ShapeError: ``heatmaps`` is not a ``(B, K, H, W)`` floating-point tensor.
@@ -59,15 +60,18 @@ def decode_counted(heatmaps: torch.Tensor, method: str, **params: Any) -> tuple[
     """:func:`decode`, and the ``(B, K)`` mask of the maps where the decoder fell back to
     a simpler estimate (``gaussian-fit``: a fit that failed), or ``None`` for a decoder
     that has no such fallback to count."""
+    from integral_cli.devices import full_float32
+
     check_heatmaps(heatmaps)
     decoder = get_decoder(method)
     check_decoder_params(params)
     own = {key: value for key, value in params.items() if key in decoder.params}
     counted = decoder.counted_function
-    if counted is not None:
-        points, fell_back = counted(heatmaps, **own)
-        return points, fell_back
-    result: torch.Tensor = decoder.function(heatmaps, **own)
+    with full_float32(heatmaps.device):
+        if counted is not None:
+            points, fell_back = counted(heatmaps, **own)
+            return points, fell_back
+        result: torch.Tensor = decoder.function(heatmaps, **own)
     return result, None
 
 

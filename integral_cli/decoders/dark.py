@@ -28,6 +28,7 @@ from integral_cli.decoders.common import (
     working_dtype,
 )
 from integral_cli.decoders.registry import check_kernel_size, opencv_sigma
+from integral_cli.devices import full_float32
 
 #: Smallest value DARK takes the log of.
 DARK_FLOOR = 1e-10
@@ -54,15 +55,21 @@ def gaussian_kernel(
         return torch.tensor(_OPENCV_SMALL_KERNELS[size], dtype=dtype, device=device)
     steps = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     kernel = torch.exp(-(steps**2) / (2 * opencv_sigma(size) ** 2))
-    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+    # the dtype first: a float64 tensor cannot go to MPS
+    return (kernel / kernel.sum()).to(dtype).to("cpu" if device is None else device)
 
 
 def blur_maps(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable blur of whole ``(N, H, W)`` maps with zero padding; same size out."""
+    """Separable blur of whole ``(N, H, W)`` maps with zero padding; same size out.
+
+    On CUDA the convolutions run in full float32: cuDNN would use TensorFloat-32 on
+    Ampere and later GPUs, whose rounding moves DARK's answer on noisy maps by pixels.
+    """
     radius = (kernel.numel() - 1) // 2
     flat = maps.unsqueeze(1)
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    with full_float32(maps.device):
+        flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
+        flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
     return flat.squeeze(1)
 
 

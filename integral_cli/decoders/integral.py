@@ -20,23 +20,37 @@ from integral_cli.decoders.common import (
     stack_xy,
     working_dtype,
 )
+from integral_cli.devices import accumulation_dtype
 
-#: Bytes of weights built at once by the decoders that need a full-size weight map: a
-#: block this small stays in cache and, being under the 1 MiB mmap threshold the tool
-#: sets, comes from the allocator's free list instead of fresh pages (a fresh buffer for
-#: 4096 maps of 64x48 costs about as much in page faults as the exp that fills it). 64
-#: maps of 64x48 float32 ran fastest of 32 to 4096 maps on the 2-core machine (bench).
+#: Bytes of weights built at once on the CPU by the decoders that need a full-size weight
+#: map: a block this small stays in cache and, being under the 1 MiB mmap threshold the
+#: tool sets, comes from the allocator's free list instead of fresh pages (a fresh buffer
+#: for 4096 maps of 64x48 costs about as much in page faults as the exp that fills it).
+#: 64 maps of 64x48 float32 ran fastest of 32 to 4096 maps on the 2-core machine (bench).
 BLOCK_BYTES = 768 * 1024
 #: Fewest maps per block, so that large maps do not turn the loop over blocks into one
 #: iteration per map.
 MIN_BLOCK_MAPS = 16
 
 
+def block_maps(maps: torch.Tensor) -> int:
+    """How many maps :func:`weight_marginals` weighs at once.
+
+    On the CPU, blocks of about :data:`BLOCK_BYTES`, which stay in cache. On a GPU the
+    whole chunk: each block costs a few kernel launches whatever its size, so cache-sized
+    blocks (about 157 of them for 10k maps of 64x48) would cost launch overhead, while
+    the chunk itself was sized to fit the memory budget with its working buffers.
+    """
+    if maps.device.type != "cpu":
+        return maps.shape[0]
+    return max(MIN_BLOCK_MAPS, BLOCK_BYTES // (maps[0].numel() * maps.element_size()))
+
+
 def weight_marginals(
     weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Column and row sums, ``(B, K, W)`` and ``(B, K, H)``, of the weights
-    ``weigh(maps)``, built a block of about :data:`BLOCK_BYTES` at a time.
+    ``weigh(maps)``, built a block of :func:`block_maps` maps at a time.
 
     The same numbers as one call on everything (each map is weighed on its own), with
     bounded temporaries; each block's sums go straight into the outputs, so a block
@@ -45,7 +59,7 @@ def weight_marginals(
     """
     batch, keypoints, height, width = maps.shape
     flat = maps.reshape(batch * keypoints, 1, height, width)
-    block = max(MIN_BLOCK_MAPS, BLOCK_BYTES // (flat[0].numel() * flat.element_size()))
+    block = block_maps(flat)
     if flat.shape[0] <= block or maps.requires_grad:
         weights = weigh(maps)
         return weights.sum(-2), weights.sum(-1)
@@ -65,15 +79,16 @@ def expectation_2d(weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Te
 
 def marginal_expectation(columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``(B, K, 2)`` expected ``(x, y)`` from the column and row sums of the weights, in
-    float64.
+    float64 (float32 on MPS, which has no float64).
 
     Moments from the two marginals (two reductions of each map, then these short sums)
     are faster on the CPU than a matrix product with a two-column basis, whose GEMM is
     inefficient at that width.
     """
-    columns, rows = columns.double(), rows.double()
-    xs = torch.arange(columns.shape[-1], device=columns.device, dtype=torch.float64)
-    ys = torch.arange(rows.shape[-1], device=rows.device, dtype=torch.float64)
+    dtype = accumulation_dtype(columns.device)
+    columns, rows = columns.to(dtype), rows.to(dtype)
+    xs = torch.arange(columns.shape[-1], device=columns.device, dtype=dtype)
+    ys = torch.arange(rows.shape[-1], device=rows.device, dtype=dtype)
     total = rows.sum(-1)
     return stack_xy((columns @ xs) / total, (rows @ ys) / total)
 
