@@ -7,6 +7,8 @@ Public API::
     DECODERS
     ExperimentConfig(...)
     run_experiment(config)
+    decode_file(DecodeConfig(heatmaps=..., decoders=("dark",)), out)
+    evaluate_files(EvaluateConfig(targets=..., heatmaps=..., predictions=...))
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
 heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``.
@@ -33,11 +35,19 @@ from integral_cli.errors import (
 from integral_cli.settings import ExperimentConfig
 
 if TYPE_CHECKING:
+    from integral_cli.evaluate import DecodeConfig, EvaluateConfig, decode_file, evaluate_files
     from integral_cli.experiment import run_experiment
     from integral_cli.synth import render_heatmaps
 
 #: Names imported on first use, with the module that holds them.
-_LAZY = {"render_heatmaps": "integral_cli.synth", "run_experiment": "integral_cli.experiment"}
+_LAZY = {
+    "render_heatmaps": "integral_cli.synth",
+    "run_experiment": "integral_cli.experiment",
+    "DecodeConfig": "integral_cli.evaluate",
+    "EvaluateConfig": "integral_cli.evaluate",
+    "decode_file": "integral_cli.evaluate",
+    "evaluate_files": "integral_cli.evaluate",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,8 +61,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DECODERS",
     "ConfigError",
+    "DecodeConfig",
     "Decoder",
     "DeviceError",
+    "EvaluateConfig",
     "ExperimentConfig",
     "IntegralError",
     "OutputError",
@@ -60,6 +72,8 @@ __all__ = [
     "ShapeError",
     "__version__",
     "decode",
+    "decode_file",
+    "evaluate_files",
     "render_heatmaps",
     "run_experiment",
 ]

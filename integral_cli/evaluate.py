@@ -1,7 +1,10 @@
-"""Decoding heatmaps saved from a model against their ground truth.
+"""Scoring a model's outputs against their ground truth: heatmaps saved from it
+(decoded with every decoder), or coordinates it predicted.
 
-The files are read by :mod:`integral_cli.inputs`; the maps are decoded in chunks that
-fit the memory budget, with every decoder, and scored like ``compare``'s rows plus PCK.
+The files are read by :mod:`integral_cli.inputs` and :mod:`integral_cli.predictions`;
+the maps are decoded in chunks that fit the memory budget, and every set of points is
+scored like ``compare``'s rows, plus PCK, and on request per keypoint, normalised by a
+per-sample length (NME, AUC), and as COCO's OKS with the AP ceiling.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from integral_cli.checks import check_range
+from integral_cli.coco import COCO_SIGMAS
 from integral_cli.coords import heatmap_size, heatmap_to_image
 from integral_cli.decoders import (
     DECODER_PARAMS,
@@ -30,6 +35,14 @@ from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.experiment import MAP_BUFFERS, WARM_UP_MAPS, warm_up
 from integral_cli.inputs import HeatmapFile, load_targets, open_heatmaps
 from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets
+from integral_cli.predictions import (
+    check_prediction_path,
+    keypoint_names,
+    load_lengths,
+    read_predictions,
+    write_predictions,
+)
+from integral_cli.scores import ap_ceiling, keypoint_oks, keypoint_scores, person_oks
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
 
 DEFAULT_PCK: tuple[float, ...] = (1.0, 2.0, 4.0)
@@ -38,25 +51,22 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class DecodeConfig:
     """Decoding saved heatmaps.
 
     Attributes:
-        heatmaps: ``.npy``, ``.npz`` or ``.pt``/``.pth`` file of ``(N, K, H, W)`` maps.
-        targets: ``.npy`` ``(N, K, 2)`` or ``(N, K, 3)`` (x, y, visibility) or ``.csv``
-            with columns ``sample, keypoint, x, y`` and optionally ``visible``; image
-            pixels. A keypoint with visibility 0 is left out (COCO's 1 and 2 count).
+        heatmaps: ``.npy``, ``.npz`` or ``.pt``/``.pth`` file of ``(N, K, H, W)`` maps
+            (``None`` only for :class:`EvaluateConfig` with ``predictions``).
         stride: image pixels per heatmap pixel.
         convention: heatmap -> image mapping (``center``, ``corner``, ``udp``).
         image_size: ``(H, W)`` of the image, for ``udp``; ``None`` means the heatmap
             size times the stride.
-        decoders: decoder names, in the order the rows come out.
-        beta, dark_kernel, window_radius: decoder parameters; ``dark_kernel="auto"``
-            needs ``sigma``.
+        decoders: decoder names, in the order the rows come out (:func:`decode_file`
+            takes one).
+        beta, dark_kernel, window_radius, fit_radius: decoder parameters;
+            ``dark_kernel="auto"`` needs ``sigma``.
         sigma: the maps' Gaussian sigma in heatmap pixels, if known (the model's target
-            sigma); used only to pick the DARK kernel for ``dark_kernel="auto"``.
-        pck: thresholds in image pixels; PCK@t is the share of counted keypoints whose
-            decoded point is within ``t`` (a non-finite result counts as a miss).
+            sigma); used only to resolve ``dark_kernel`` and ``fit_radius`` ``"auto"``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         max_memory_mib: memory budget in MiB; sets the chunk size.
 
@@ -64,8 +74,7 @@ class EvaluateConfig:
     settings (:data:`integral_cli.settings.SETTINGS`).
     """
 
-    heatmaps: Path
-    targets: Path
+    heatmaps: Path | None = None
     stride: int = SETTINGS["stride"].default
     convention: str = SETTINGS["convention"].default
     image_size: tuple[int, int] | None = None
@@ -75,7 +84,6 @@ class EvaluateConfig:
     window_radius: int = SETTINGS["window_radius"].default
     fit_radius: int | str = SETTINGS["fit_radius"].default
     sigma: float | None = None
-    pck: tuple[float, ...] = DEFAULT_PCK
     device: str = SETTINGS["device"].default
     max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB
 
@@ -98,10 +106,6 @@ class EvaluateConfig:
             check_range(self.sigma, "sigma", 0, math.inf, low_open=True)
         if self.dark_kernel == "auto" and self.sigma is None:
             raise ConfigError("«dark_kernel» auto picks the kernel from the maps' «sigma»; give it, or a kernel size")
-        for threshold in self.pck:
-            check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
-        if len(set(self.pck)) != len(self.pck):
-            raise ConfigError("a PCK threshold is listed twice")
 
     @property
     def decoder_params(self) -> dict[str, float | int]:
@@ -119,6 +123,55 @@ class EvaluateConfig:
             "window_radius": self.window_radius,
             "fit_radius": int(radius),
         }
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(DecodeConfig):
+    """Scoring saved heatmaps (decoded as :class:`DecodeConfig` says), a model's
+    predicted coordinates, or both, against the ground truth.
+
+    Attributes:
+        targets: ``.npy`` ``(N, K, 2)`` or ``(N, K, 3)`` (x, y, visibility) or ``.csv``
+            with columns ``sample, keypoint, x, y`` and optionally ``visible``; image
+            pixels. A keypoint with visibility 0 is left out (COCO's 1 and 2 count).
+        pck: thresholds in image pixels, or fractions of the ``normalize`` length; PCK@t
+            is the share of counted keypoints whose decoded point is within ``t`` (a
+            non-finite result counts as a miss).
+        predictions: coordinates a model produced, ``(N, K, 2)`` image pixels (``.npy``
+            or a CSV like ``decode``'s), scored in a row of their own.
+        per_keypoint: also one row per keypoint (per decoder).
+        keypoint_names: ``coco`` (COCO's 17), a text file of ``K`` names, or ``None``
+            (the indices).
+        normalize: ``none``, ``bbox:FILE``, ``pair:I,J`` or ``value:V``: the per-sample
+            length errors are divided by; with one, the PCK thresholds are fractions of
+            it, and NME and AUC are reported.
+        auc_max: the AUC integrates PCK from 0 to this fraction.
+        oks_area: the persons' area in image pixels squared, to score COCO's OKS and the
+            AP ceiling (``K`` must be COCO's 17).
+    """
+
+    targets: Path | None = None
+    pck: tuple[float, ...] = DEFAULT_PCK
+    predictions: Path | None = None
+    per_keypoint: bool = False
+    keypoint_names: str | None = None
+    normalize: str = "none"
+    auc_max: float = 0.5
+    oks_area: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            raise ConfigError("«targets» is needed: the ground truth to score against")
+        if self.heatmaps is None and self.predictions is None:
+            raise ConfigError("give «heatmaps» to decode, «predictions» to score, or both")
+        super().__post_init__()
+        check_range(self.auc_max, "auc_max", 0, math.inf, low_open=True)
+        if self.oks_area is not None:
+            object.__setattr__(self, "oks_area", SETTINGS["oks_area"].check(self.oks_area))
+        for threshold in self.pck:
+            check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
+        if len(set(self.pck)) != len(self.pck):
+            raise ConfigError("a PCK threshold is listed twice")
 
 
 def pck_column(threshold: float) -> str:
@@ -149,52 +202,175 @@ def chunk_samples(
     return max(1, min(samples, int((budget_bytes - fixed) // per_sample)))
 
 
+@dataclass
+class Decoded:
+    """Every decoder's points from saved heatmaps: ``(N, K, 2)`` float64 image pixels on
+    the CPU, the seconds spent decoding, the fallbacks, and the maps' ``(N, K)``
+    maxima."""
+
+    points: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+    fallbacks: dict[str, int | None]
+    peaks: torch.Tensor
+    device: str
+
+
 def evaluate_files(
     config: EvaluateConfig, *, progress: ProgressCallback | None = None
-) -> tuple[pd.DataFrame, HeatmapFile]:
-    """Decode every map of ``config.heatmaps`` with each decoder and score it.
+) -> tuple[pd.DataFrame, HeatmapFile | None]:
+    """Score ``config.predictions`` and every decoder's reading of ``config.heatmaps``.
 
     Args:
         config: the files and settings.
         progress: called with the samples finished and the samples in all after each chunk.
 
     Returns:
-        One row per decoder (columns: :func:`evaluate_columns`) with the
-        :data:`~integral_cli.metrics.SUMMARY_FIELDS` over the counted keypoints in
-        image pixels and PCK at each threshold, and the opened heatmap file.
+        The rows (columns: :func:`evaluate_columns`): one for the predictions and one per
+        decoder, each followed by one per keypoint with ``per_keypoint``, with the
+        :data:`~integral_cli.metrics.SUMMARY_FIELDS` over the counted keypoints in image
+        pixels, PCK, and the normalised and OKS scores asked for; and the opened heatmap
+        file (``None`` without heatmaps).
 
     Raises:
-        InputFileError: a file is missing, unreadable, of the wrong shape, or holds
-            NaN or infinite values in the maps (named by sample and keypoint).
+        InputFileError: a file is missing, unreadable, of the wrong shape or size, or
+            holds NaN or infinite values in the maps (named by sample and keypoint).
         ConfigError: a setting out of range, or one sample does not fit the budget.
         MissingResultsError: no keypoint is counted (every visibility is 0).
         DeviceError: the device is not available.
         OutOfMemoryError: the device ran out of memory.
     """
-    source = open_heatmaps(config.heatmaps, config.max_memory_mib * 2**20)
-    samples, keypoints, height, width = source.shape
-    image_size = _image_size(config, (height, width))
-    targets, visible = load_targets(config.targets, samples, keypoints)
+    source = None if config.heatmaps is None else open_heatmaps(config.heatmaps, config.max_memory_mib * 2**20)
+    predicted = None
+    if config.predictions is not None:
+        predicted = read_predictions(config.predictions, None if source is None else source.shape[:2])
+    samples, keypoints = source.shape[:2] if source is not None else predicted.shape[:2]  # type: ignore[union-attr]
+    image_size = None if source is None else _image_size(config, source.shape[2:])
+    targets, visible = load_targets(config.targets, samples, keypoints)  # type: ignore[arg-type]
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
+    if config.oks_area is not None and keypoints != len(COCO_SIGMAS):
+        raise ConfigError(f"«oks_area»: OKS scores COCO's {len(COCO_SIGMAS)} keypoints, the files hold {keypoints}")
+    lengths = load_lengths(config.normalize, targets.numpy(), visible.numpy())
+    names = keypoint_names(config.keypoint_names, keypoints)
+    sets: list[tuple[str, torch.Tensor, float, int | None, str, str]] = []
+    if predicted is not None:
+        sets.append(("predictions", torch.from_numpy(predicted), 0.0, None, "cpu", "float64"))
+    if source is not None:
+        decoded = _decode_on_device(config, source, progress)
+        for name in config.decoders:
+            points = heatmap_to_image(decoded.points[name], config.stride, config.convention, image_size)
+            sets.append((name, points, decoded.seconds[name], decoded.fallbacks[name], decoded.device, source.dtype))
+    sizes = {"samples": samples, "keypoints": keypoints}
+    if source is not None:
+        sizes |= {"heatmap_h": source.shape[2], "heatmap_w": source.shape[3]}
+    if image_size is not None:
+        sizes |= {"image_h": image_size[0], "image_w": image_size[1]}
+    rows = []
+    for name, points, seconds, fallbacks, device_name, dtype in sets:
+        decoder_params = {} if name == "predictions" else config.decoder_params
+        common = {
+            "heatmaps": "" if config.heatmaps is None else str(config.heatmaps),
+            "predictions": "" if config.predictions is None else str(config.predictions),
+            "targets": str(config.targets),
+            **sizes,
+            "stride": config.stride,
+            "convention": config.convention,
+            **decoder_params,
+            "decoder": name,
+            "device": device_name,
+            "dtype": dtype,
+        }
+        groups: list[tuple[str, int | None]] = [("all", None)]
+        if config.per_keypoint:
+            groups += [(label, index) for index, label in enumerate(names)]
+        for label, index in groups:
+            scores = _score(config, points, targets, visible, lengths, index)
+            rows.append({**common, "keypoint": label, **scores, "fallbacks": fallbacks, "seconds": seconds})
+    return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+
+
+def decode_file(
+    config: DecodeConfig, out: Path | None = None, *, progress: ProgressCallback | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every map of ``config.heatmaps`` with ``config``'s one decoder.
+
+    Args:
+        config: the file and settings; ``decoders`` names one decoder.
+        out: if given, the points are written there atomically: ``.npy`` ``(N, K, 2)``,
+            or ``.csv`` with columns ``sample, keypoint, x, y, score``.
+        progress: called with the samples finished and the samples in all after each chunk.
+
+    Returns:
+        ``(N, K, 2)`` float64 points ``(x, y)`` in image pixels, and the ``(N, K)`` maps'
+        maxima (the confidence score top-down pipelines keep with each point).
+
+    Raises:
+        ConfigError: not one decoder, ``out`` not ``.npy`` or ``.csv``, a setting out of
+            range, or one sample does not fit the budget.
+        InputFileError: the file is missing, unreadable or holds non-finite values.
+        OutputError: the write failed.
+        DeviceError, OutOfMemoryError: as :func:`evaluate_files`.
+    """
+    if config.heatmaps is None:
+        raise ConfigError("«heatmaps» is needed: the maps to decode")
+    if len(config.decoders) != 1:
+        raise ConfigError(f"decode writes one decoder's points; got {len(config.decoders)} decoders")
+    if out is not None:
+        check_prediction_path(out)
+    source = open_heatmaps(config.heatmaps, config.max_memory_mib * 2**20)
+    image_size = _image_size(config, source.shape[2:])
+    decoded = _decode_on_device(config, source, progress)
+    name = config.decoders[0]
+    points = heatmap_to_image(decoded.points[name], config.stride, config.convention, image_size).numpy()
+    peaks = decoded.peaks.numpy()
+    if out is not None:
+        write_predictions(out, points, peaks)
+    return points, peaks
+
+
+def _decode_on_device(config: DecodeConfig, source: HeatmapFile, progress: ProgressCallback | None) -> Decoded:
     device = resolve_device(config.device)
     return run_on_device(
         device,
-        lambda: _decode_and_score(config, source, targets, visible, image_size, device, progress),
+        lambda: decode_saved(config, source, device, progress),
         "lower «max_memory_mib», or use another «device»",
     )
 
 
-def _decode_and_score(
+def _score(
     config: EvaluateConfig,
-    source: HeatmapFile,
+    points: torch.Tensor,
     targets: torch.Tensor,
     visible: torch.Tensor,
-    image_size: tuple[int, int],
-    device: torch.device,
-    progress: ProgressCallback | None,
-) -> tuple[pd.DataFrame, HeatmapFile]:
-    """Decode on ``device`` a chunk at a time; score in float64 on the CPU."""
+    lengths: np.ndarray | None,
+    keypoint: int | None,
+) -> dict[str, float | int]:
+    """The scores of ``points`` (all keypoints, or one) against the counted targets."""
+    counted = visible.clone()
+    if keypoint is not None:
+        counted[:, :keypoint] = False
+        counted[:, keypoint + 1 :] = False
+    offsets = (points - targets)[counted]
+    scores: dict[str, float | int] = {"visible": int(counted.sum()), **summarize_offsets(offsets, config.stride)}
+    errors = torch.linalg.vector_norm(offsets, dim=-1).numpy()
+    per_sample = None if lengths is None else np.broadcast_to(lengths[:, None], counted.shape)[counted.numpy()]
+    scores |= keypoint_scores(errors, config.pck, lengths=per_sample, auc_max=config.auc_max)
+    if config.oks_area is not None:
+        every = torch.linalg.vector_norm(points - targets, dim=-1).numpy()  # (N, K)
+        every = np.where(counted.numpy(), np.where(np.isfinite(every), every, np.inf), np.nan)
+        if keypoint is None:
+            oks = person_oks(every, config.oks_area)
+            scores |= {"oks": float(np.nanmean(oks)), "ap_ceiling": ap_ceiling(oks)}
+        else:
+            scores["oks"] = float(np.nanmean(keypoint_oks(every, config.oks_area)[:, keypoint]))
+    return scores
+
+
+def decode_saved(
+    config: DecodeConfig, source: HeatmapFile, device: torch.device, progress: ProgressCallback | None = None
+) -> Decoded:
+    """Decode every map of ``source`` with each of ``config.decoders`` on ``device``, a
+    chunk of samples at a time; points in heatmap pixels, on the CPU in float64."""
     samples, keypoints, height, width = source.shape
     budget = config.max_memory_mib * 2**20
     # MPS has no float64: float64 maps are decoded in float32 there
@@ -205,6 +381,7 @@ def _decode_and_score(
     decoded: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
     seconds = dict.fromkeys(config.decoders, 0.0)
     fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
+    peaks = []
     with torch.inference_mode():
         for start in range(0, samples, step):
             maps = source.read(start, start + step)
@@ -212,6 +389,7 @@ def _decode_and_score(
             # the dtype first: a float64 tensor cannot go to MPS
             maps = maps.to(torch.float32 if narrow else maps.dtype).to(device)
             _check_finite(maps, source.path, start)
+            peaks.append(maps.flatten(-2).amax(-1).cpu().double())
             if start == 0 and device.type != "cpu":
                 warm_up(_decoding(maps[:WARM_UP_MAPS], config.decoder_params), config.decoders, device)
             for name in config.decoders:
@@ -224,37 +402,8 @@ def _decode_and_score(
                     fallbacks[name] = (fallbacks[name] or 0) + int(fell_back.sum())
             if progress is not None:
                 progress(min(samples, start + step), samples)
-    rows = []
-    for name in config.decoders:
-        points = heatmap_to_image(torch.cat(decoded[name]), config.stride, config.convention, image_size)
-        offsets = (points - targets)[visible]
-        summary = summarize_offsets(offsets, config.stride)
-        errors = torch.linalg.vector_norm(offsets, dim=-1)
-        pck = {pck_column(t): (errors <= t).sum().item() / errors.numel() for t in config.pck}
-        rows.append(
-            {
-                "heatmaps": str(config.heatmaps),
-                "targets": str(config.targets),
-                "samples": samples,
-                "keypoints": keypoints,
-                "heatmap_h": height,
-                "heatmap_w": width,
-                "stride": config.stride,
-                "convention": config.convention,
-                "image_h": image_size[0],
-                "image_w": image_size[1],
-                **config.decoder_params,
-                "decoder": name,
-                "visible": int(visible.sum()),
-                **summary,
-                "fallbacks": fallbacks[name],
-                **pck,
-                "device": str(device),
-                "dtype": source.dtype,
-                "seconds": seconds[name],
-            }
-        )
-    return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+    joined = {name: torch.cat(parts) for name, parts in decoded.items()}
+    return Decoded(joined, seconds, fallbacks, torch.cat(peaks), str(device))
 
 
 def _decoding(maps: torch.Tensor, params: dict[str, float | int]) -> Callable[[str], torch.Tensor]:
@@ -262,7 +411,7 @@ def _decoding(maps: torch.Tensor, params: dict[str, float | int]) -> Callable[[s
     return lambda name: decode(maps, name, **params)
 
 
-def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, int]:
+def _image_size(config: DecodeConfig, heatmap: tuple[int, int]) -> tuple[int, int]:
     """The image size, checked against the maps: ``heatmap`` times the stride unless
     given, and if given, one whose heatmap at the stride is exactly ``heatmap``."""
     if config.image_size is None:
@@ -284,6 +433,7 @@ def evaluate_columns(pck: tuple[float, ...]) -> list[str]:
     """The columns of an evaluate table, PCK thresholds ``pck`` included."""
     return [
         "heatmaps",
+        "predictions",
         "targets",
         "samples",
         "keypoints",
@@ -298,10 +448,15 @@ def evaluate_columns(pck: tuple[float, ...]) -> list[str]:
         "window_radius",
         "fit_radius",
         "decoder",
+        "keypoint",
         "visible",
         *SUMMARY_FIELDS,
         "fallbacks",
         *(pck_column(t) for t in pck),
+        "nme",
+        "auc",
+        "oks",
+        "ap_ceiling",
         "device",
         "dtype",
         "seconds",

@@ -33,12 +33,15 @@ from integral_cli.devices import (
 )
 from integral_cli.errors import ConfigError, OutOfMemoryError
 from integral_cli.metrics import summarize_offsets
+from integral_cli.scores import person_scores
 from integral_cli.settings import (
     CSV_COLUMNS,
     ExperimentConfig,
     default_margin,
 )
 from integral_cli.synth import (
+    FLIPPED_NOISE_STREAM,
+    NOISE_STREAM,
     add_distractor,
     add_noise,
     check_sampling_region,
@@ -153,10 +156,17 @@ class Heatmaps:
         return config.decoded_to_image(decoded)
 
     def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
-        return summarize_offsets(offsets, config.stride)
+        summary = summarize_offsets(offsets, config.stride)
+        if config.oks_area is not None:
+            errors = torch.linalg.vector_norm(offsets.double(), dim=-1).cpu().numpy()
+            summary.update(person_scores(errors, config.oks_area))
+        return summary
 
     def crlb_rmse(self, config: ExperimentConfig, truth: torch.Tensor) -> float:
-        if config.noise == 0 or config.distractor > 0 or config.encoder not in BOUNDED_ENCODERS:
+        # the flip test's average of two maps is not the model the bound is derived for
+        if config.noise == 0 or config.distractor > 0 or config.flip_test != "none":
+            return math.nan
+        if config.encoder not in BOUNDED_ENCODERS:
             return math.nan
         peak = peak_value(config.encoder, config.amplitude)
         centers = image_to_heatmap(truth.double(), config.stride, config.convention, config.image_size)
@@ -400,7 +410,7 @@ def sample_truth(config: ExperimentConfig, device: torch.device | None = None) -
     """
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     points_hm = sample_heatmap_points(
-        config.samples,
+        config.total_samples,
         config.heatmap_size,
         generator,
         position=config.position,
@@ -425,15 +435,45 @@ def render_maps(config: ExperimentConfig, truth_img: torch.Tensor, first_sample:
             are functions of it, so chunking does not change them).
 
     Returns:
-        ``(B, 1, H, W)`` maps in the dtype of ``truth_img``.
+        ``(B, 1, H, W)`` maps in the dtype of ``truth_img``. With the flip test, the
+        average of the map and the flipped-back map of the horizontally flipped image
+        (``x' = W_img - 1 - x``, its own noise), shifted one heatmap pixel toward +x first
+        for ``shift``, as HRNet's ``shift_heatmap`` does.
     """
-    centers = image_to_heatmap(truth_img, config.stride, config.convention, config.image_size)
+    maps = _render_view(config, truth_img, first_sample, mirrored=False)
+    if config.flip_test == "none":
+        return maps
+    flipped = _render_view(config, truth_img, first_sample, mirrored=True).flip(-1)
+    if config.flip_test == "shift":
+        flipped = torch.cat((flipped[..., :1], flipped[..., :-1]), dim=-1)
+    return (maps + flipped) / 2
+
+
+def _render_view(
+    config: ExperimentConfig, truth_img: torch.Tensor, first_sample: int, *, mirrored: bool
+) -> torch.Tensor:
+    """The map the network would give on the image, or on its mirror image (the ground
+    truth and the distractor mirrored as ``x' = W_img - 1 - x``, the noise its own)."""
+
+    def mirror(points_img: torch.Tensor) -> torch.Tensor:
+        if not mirrored:
+            return points_img
+        return torch.stack((config.image_size[1] - 1 - points_img[..., 0], points_img[..., 1]), dim=-1)
+
+    def to_map(points_img: torch.Tensor) -> torch.Tensor:
+        return image_to_heatmap(points_img, config.stride, config.convention, config.image_size)
+
+    centers = to_map(truth_img)
     sigma, size = config.sigma_hm, config.heatmap_size
-    maps = render_heatmaps(centers, size, sigma, amplitude=config.amplitude, encoder=config.encoder)
+    seen = to_map(mirror(truth_img)) if mirrored else centers
+    maps = render_heatmaps(seen, size, sigma, amplitude=config.amplitude, encoder=config.encoder)
     if config.distractor > 0:
         others = distractor_centers(centers, config.distractor_distance, config.seed, first_sample)
+        if mirrored:
+            others = to_map(mirror(heatmap_to_image(others, config.stride, config.convention, config.image_size)))
         maps = add_distractor(maps, others, sigma, config.distractor, config.amplitude, config.encoder)
     if config.noise > 0:
         peak = peak_value(config.encoder, config.amplitude)
-        maps = add_noise(maps, config.noise, peak, config.seed, first_sample)
+        stream = FLIPPED_NOISE_STREAM if mirrored else NOISE_STREAM
+        maps = add_noise(maps, config.noise, peak, config.seed, first_sample, stream=stream)
     return maps

@@ -80,7 +80,7 @@ class Setting:
                 value, self.name, self.low, self.high, low_open=self.low_open, integer=self.kind == "int"
             )
         if self.kind == "optional float":
-            return None if value is None else check_range(value, self.name, self.low, self.high)
+            return None if value is None else check_range(value, self.name, self.low, self.high, low_open=self.low_open)
         if self.kind == "choice":
             return check_choice(self.name, value, self.choices)
         if self.kind == "size":

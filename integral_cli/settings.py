@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from integral_cli.checks import DEVICE_HELP, check_range
+from integral_cli.coco import COCO_SIGMAS
 from integral_cli.coords import CONVENTIONS, Convention, convention_scales, heatmap_size, heatmap_to_image
 from integral_cli.decoders.registry import (
     DECODERS,
@@ -43,12 +44,14 @@ Encoder = Literal["gaussian", "msra", "udp", "fwhm", "logit"]
 Position = Literal["interior", "border", "anywhere"]
 DecodeConvention = Literal["same", "center", "corner", "udp"]
 Sampling = Literal["random", "grid"]
+FlipTest = Literal["none", "average", "shift"]
 Dtype = Literal["float32", "float64", "float16", "bfloat16"]
 
 SIGMA_UNITS: tuple[str, ...] = get_args(SigmaUnit)
 POSITIONS: tuple[str, ...] = get_args(Position)
 DECODE_CONVENTIONS: tuple[str, ...] = get_args(DecodeConvention)
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+FLIP_TESTS: tuple[str, ...] = get_args(FlipTest)
 DTYPE_NAMES: tuple[str, ...] = get_args(Dtype)
 
 #: What each encoder renders (the names are those of :data:`Encoder`).
@@ -220,6 +223,14 @@ class ExperimentConfig:
         choices=DECODE_CONVENTIONS,
         sweep="decode-conventions",
     )
+    flip_test: FlipTest = setting(
+        "none",
+        "choice",
+        "The flip test: average the map with the one the network gives on the horizontally flipped image, "
+        "flipped back (average), and shifted one heatmap pixel toward +x first as HRNet does (shift).",
+        choices=FLIP_TESTS,
+        sweep="flip-tests",
+    )
     sampling: Sampling = setting(
         "random",
         "choice",
@@ -247,6 +258,17 @@ class ExperimentConfig:
     )
     samples: int = setting(
         10_000, "int", "Ground-truth points (one map each) per configuration.", low=1, high=MAX_SAMPLES
+    )
+    oks_area: float | None = setting(
+        None,
+        "optional float",
+        "Score the points as COCO keypoints of persons of this area: sample i is keypoint i mod 17 of a "
+        "person of 17 consecutive samples (samples rounded up to whole persons); adds the mean OKS and the AP "
+        "ceiling, the AP a perfect detector with perfect ranking would get if decoding were its only error.",
+        low=0,
+        low_open=True,
+        unit="image px^2",
+        default_text="none",
     )
     decoders: tuple[str, ...] = setting(
         tuple(DECODERS),
@@ -337,11 +359,12 @@ class ExperimentConfig:
 
     @property
     def total_samples(self) -> int:
-        """The number of points: ``samples``, rounded up to whole lattices for ``grid``."""
-        if self.sampling == "grid":
-            cells = self.grid_size**2
-            return -(-self.samples // cells) * cells
-        return self.samples
+        """The number of points: ``samples``, rounded up to whole lattices for ``grid`` and
+        to whole persons of 17 keypoints with ``oks_area``."""
+        unit = self.grid_size**2 if self.sampling == "grid" else 1
+        if self.oks_area is not None:
+            unit = math.lcm(unit, len(COCO_SIGMAS))
+        return -(-self.samples // unit) * unit
 
     def columns(self, device: str) -> dict[str, Any]:
         """This configuration's CSV columns (all but the decoder, the statistics and the
@@ -369,11 +392,13 @@ PLOT_AXES: tuple[str, ...] = tuple(name for name in GRID_AXES if SETTINGS[name].
 #: Columns after the statistics: ``fallbacks``, the maps where the decoder fell back to
 #: a simpler estimate (``gaussian-fit``; empty for decoders without a fallback);
 #: ``crlb_rmse``, the Cramér–Rao bound on the RMSE in image pixels (empty without noise,
-#: where it is 0, and where it is not computed); ``efficiency``, ``crlb_rmse / rmse``.
-BOUND_FIELDS: tuple[str, ...] = ("fallbacks", "crlb_rmse", "efficiency")
+#: where it is 0, and where it is not computed); ``efficiency``, ``crlb_rmse / rmse``;
+#: ``oks``, the mean OKS of the persons, and ``ap_ceiling``, the AP of a perfect detector
+#: with perfect ranking (empty without ``oks_area``).
+RESULT_FIELDS: tuple[str, ...] = ("fallbacks", "crlb_rmse", "efficiency", "oks", "ap_ceiling")
 
-#: Metrics ``plot`` can draw: the statistics, the bound and the decoding time.
-PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, *BOUND_FIELDS, "seconds")
+#: Metrics ``plot`` can draw: the statistics, the bound, the scores and the decoding time.
+PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, *RESULT_FIELDS, "seconds")
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
 #: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
@@ -381,7 +406,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     *(column for item in SETTINGS.values() if not item.after_summary for column in item.csv_columns),
     "decoder",
     *SUMMARY_FIELDS,
-    *BOUND_FIELDS,
+    *RESULT_FIELDS,
     *(column for item in SETTINGS.values() if item.after_summary for column in item.csv_columns),
     "seconds",
 )

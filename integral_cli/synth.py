@@ -293,7 +293,7 @@ def sample_points(
 _MASK32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B
 #: Independent random streams drawn from :func:`counter_uniform`.
-NOISE_STREAM, DISTRACTOR_STREAM, DIRECTION_STREAM = 1, 2, 3
+NOISE_STREAM, DISTRACTOR_STREAM, DIRECTION_STREAM, FLIPPED_NOISE_STREAM = 1, 2, 3, 4
 
 
 def _hash32_(values: torch.Tensor) -> torch.Tensor:
@@ -353,7 +353,9 @@ def counter_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def add_noise(maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int) -> torch.Tensor:
+def add_noise(
+    maps: torch.Tensor, level: float, peak: float, seed: int, first_sample: int, *, stream: int = NOISE_STREAM
+) -> torch.Tensor:
     """``maps + level * peak * z`` with ``z`` standard normal per pixel.
 
     Args:
@@ -363,13 +365,15 @@ def add_noise(maps: torch.Tensor, level: float, peak: float, seed: int, first_sa
         seed: the experiment's seed.
         first_sample: global index of ``maps[0]``, so every sample gets its own noise
             whatever the chunking.
+        stream: which independent stream of noise (the flip test's second map has its
+            own).
 
     Returns:
         A new ``(B, K, H, W)`` tensor.
     """
     batch, keypoints, height, width = maps.shape
     index = torch.arange(first_sample, first_sample + batch, device=counter_device(maps.device))
-    uniform = counter_uniform(seed, NOISE_STREAM, index, keypoints * height * width)
+    uniform = counter_uniform(seed, stream, index, keypoints * height * width)
     normal = torch.special.ndtri(uniform).view(maps.shape)
     del uniform
     # the dtype first: a float64 tensor cannot go to MPS

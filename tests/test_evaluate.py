@@ -35,7 +35,7 @@ def rendered(tmp_path_factory):
 
 
 def evaluate(heatmaps, targets, **settings):
-    rows, source = evaluate_files(EvaluateConfig(heatmaps, targets, device="cpu", **settings))
+    rows, source = evaluate_files(EvaluateConfig(heatmaps=heatmaps, targets=targets, device="cpu", **settings))
     return rows.set_index("decoder"), source
 
 
@@ -159,7 +159,7 @@ def good(tmp_path):
 
 def refused(heatmaps, targets, text, error=InputFileError, **settings):
     with pytest.raises(error, match=text):
-        evaluate_files(EvaluateConfig(heatmaps, targets, device="cpu", **settings))
+        evaluate_files(EvaluateConfig(heatmaps=heatmaps, targets=targets, device="cpu", **settings))
 
 
 def test_missing_files(good, tmp_path):
@@ -395,7 +395,7 @@ def test_wide_and_unusual_dtypes(tmp_path, good):
 def test_bad_settings(good, settings, text):
     maps, targets = good
     with pytest.raises(ConfigError, match=text):
-        EvaluateConfig(maps, targets, **settings)
+        EvaluateConfig(heatmaps=maps, targets=targets, **settings)
 
 
 def test_summary_columns_present(good):

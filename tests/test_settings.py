@@ -54,6 +54,7 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "position",
         "convention",
         "decode_convention",
+        "flip_test",
         "sampling",
         "grid_size",
         "image_h",
@@ -62,6 +63,7 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "heatmap_w",
         "margin",
         "samples",
+        "oks_area",
         "decoder",
         "mean_error",
         "median_error",
@@ -77,6 +79,8 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "fallbacks",
         "crlb_rmse",
         "efficiency",
+        "oks",
+        "ap_ceiling",
         "device",
         "dtype",
         "seed",
@@ -88,6 +92,7 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "position",
         "convention",
         "decode_convention",
+        "flip_test",
         "sampling",
         "decoder",
         "device",
@@ -108,6 +113,7 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "position",
         "convention",
         "decode_convention",
+        "flip_test",
         "sampling",
         "dtype",
     )
@@ -119,7 +125,7 @@ def test_choices_are_declared_once():
     assert tuple(ENCODERS) == get_args(Encoder)
     hints = typing.get_type_hints(ExperimentConfig)
     choices = [item for item in SETTINGS.values() if item.kind == "choice"]
-    assert len(choices) == 7
+    assert len(choices) == 8
     for item in choices:
         assert typing.get_origin(hints[item.name]) is typing.Literal
         assert get_args(hints[item.name]) == item.choices, item.name

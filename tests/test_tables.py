@@ -152,7 +152,20 @@ print(sorted(m for m in ("torch", "pandas", "numpy") if m in sys.modules))
 
 
 def every_help():
-    names = ["compare", "sweep", "merge", "evaluate", "decoders", "example", "bench", "plot", "map", "grad", "fit"]
+    names = [
+        "compare",
+        "sweep",
+        "merge",
+        "evaluate",
+        "decode",
+        "decoders",
+        "example",
+        "bench",
+        "plot",
+        "map",
+        "grad",
+        "fit",
+    ]
     return [["--help"], ["--version"], *([name, "--help"] for name in names)]
 
 

@@ -8,16 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from integral_cli.cli.app import app, progress_bar
+from integral_cli.cli.app import app, progress_bar, say
 from integral_cli.cli.experiments import Columns
-from integral_cli.cli.params import AsJson, CsvPath, Force, Number, Numbers, Wide, option, setting_options
-from integral_cli.cli.render import choose_columns, error_table, heading, show
+from integral_cli.cli.params import AsJson, Choice, CsvPath, Force, Number, Numbers, Wide, option, setting_options
+from integral_cli.cli.render import SCORE_COLUMNS, choose_columns, error_table, heading, show
+from integral_cli.decoders.registry import DECODERS
 
-EVALUATE_SETTINGS = (
+DECODER_NAMES = tuple(DECODERS)
+
+#: The settings that say how saved maps are decoded (``decode`` and ``evaluate``).
+DECODE_SETTINGS = (
     "stride",
     "convention",
     "image_size",
-    "decoders",
     "beta",
     "dark_kernel",
     "window_radius",
@@ -26,42 +29,43 @@ EVALUATE_SETTINGS = (
     "device",
     "max_memory_mib",
 )
+DECODE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "image_size": {
+        "default": None,
+        "default_text": "heatmap size x stride",
+        "help": "Input image size, height x width; used by --convention udp.",
+    },
+    "sigma": {
+        "default": None,
+        "kind": "optional float",
+        "default_text": "unknown",
+        "low": 0,
+        "help": "The maps' Gaussian sigma (your model's target sigma); --dark-kernel auto and "
+        "--fit-radius auto use it.",
+        "unit": "heatmap px",
+    },
+    "convention": {"help": "Heatmap-to-image mapping (center, corner or udp; see the docs' conventions)."},
+    "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
+}
+HEATMAPS_HELP = (
+    "Your model's heatmaps, (N, K, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth "
+    "(a tensor, or a dict holding one)."
+)
 
 
 @app.command()
 @setting_options(
-    EVALUATE_SETTINGS,
+    (*DECODE_SETTINGS[:3], "decoders", *DECODE_SETTINGS[3:], "oks_area"),
     overrides={
-        "image_size": {
-            "default": None,
-            "default_text": "heatmap size x stride",
-            "help": "Input image size, height x width; used by --convention udp.",
+        **DECODE_OVERRIDES,
+        "oks_area": {
+            "help": "Score COCO's OKS and the AP ceiling: every sample is a person of this area "
+            "(the files must hold COCO's 17 keypoints)."
         },
-        "sigma": {
-            "default": None,
-            "kind": "optional float",
-            "default_text": "unknown",
-            "low": 0,
-            "help": "The maps' Gaussian sigma (your model's target sigma); --dark-kernel auto and "
-            "--fit-radius auto use it.",
-            "unit": "heatmap px",
-        },
-        "convention": {"help": "Heatmap-to-image mapping (center, corner or udp; see the docs' conventions)."},
-        "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
     },
 )
 def evaluate(
     settings: dict[str, Any],
-    heatmaps: Annotated[
-        Path,
-        typer.Option(
-            "--heatmaps",
-            metavar="FILE",
-            help="Your model's heatmaps, (N, K, H, "
-            "W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict "
-            "holding one).",
-        ),
-    ],
     targets: Annotated[
         Path,
         typer.Option(
@@ -72,51 +76,173 @@ def evaluate(
             "visible]. Visibility 0 leaves a keypoint out.",
         ),
     ],
+    heatmaps: Annotated[Path | None, typer.Option("--heatmaps", metavar="FILE", help=HEATMAPS_HELP)] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            metavar="FILE",
+            help="Coordinates your model predicted, in image pixels: .npy (N, K, 2) or a CSV like decode "
+            "writes (sample, keypoint, x, y); scored in a row of their own.",
+        ),
+    ] = None,
     pck: Annotated[
-        Any, option(parser=Numbers(Number(0, low_open=True)), help="Comma-separated PCK thresholds, image pixels.")
+        Any,
+        option(
+            parser=Numbers(Number(0, low_open=True)),
+            help="Comma-separated PCK thresholds: image pixels, or fractions of the --normalize length.",
+        ),
     ] = "1,2,4",
+    normalize: Annotated[
+        str,
+        typer.Option(
+            "--normalize",
+            metavar="SPEC",
+            help="Divide errors by a length per sample: none, bbox:FILE (the square root of an (N, 4) "
+            "x, y, w, h box's area; .npy or .csv), pair:I,J (the distance between target keypoints I and J, "
+            "e.g. the eyes for faces) or value:V. Adds NME and AUC.",
+        ),
+    ] = "none",
+    auc_max: Annotated[
+        Any,
+        option("--auc-max", parser=Number(0, low_open=True), help="The AUC integrates PCK from 0 to this fraction."),
+    ] = "0.5",
+    per_keypoint: Annotated[
+        bool, typer.Option("--per-keypoint", help="Also one row per keypoint, under each decoder's row.")
+    ] = False,
+    names: Annotated[
+        str | None,
+        typer.Option(
+            "--keypoint-names",
+            metavar="coco|FILE",
+            help="Name the keypoints: coco (COCO's 17) or a text file of K lines; default: their indices.",
+        ),
+    ] = None,
     csv: CsvPath = None,
     force: Force = False,
     as_json: AsJson = False,
     wide: Wide = False,
     columns: Columns = None,
 ) -> None:
-    """Decode heatmaps saved from your own model with every decoder and print the same
-    error table as compare, plus PCK.
+    """Score your own model: decode the heatmaps it saved with every decoder, and score
+    the coordinates it predicted, against the ground truth.
 
-    Maps are read in chunks that fit --max-memory; .npy, uncompressed .npz and .pt
-    files are memory-mapped, so they may be larger than memory.
+    Prints the error table of compare plus PCK; with --normalize, NME and AUC; with
+    --oks-area, COCO's OKS and the AP ceiling. Maps are read in chunks that fit
+    --max-memory; .npy, uncompressed .npz and .pt files are memory-mapped, so they may be
+    larger than memory.
     """
     from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, pck_column
     from integral_cli.report import check_output_path, rows_as_records, write_csv
 
-    config = EvaluateConfig(heatmaps=heatmaps, targets=targets, pck=tuple(pck), **settings)
+    config = EvaluateConfig(
+        heatmaps=heatmaps,
+        targets=targets,
+        predictions=predictions,
+        pck=tuple(pck),
+        normalize=normalize,
+        auc_max=float(auc_max),
+        per_keypoint=per_keypoint,
+        keypoint_names=names,
+        **settings,
+    )
+    normalized = config.normalize != "none"
     extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
-    shown = choose_columns(wide, columns.split(",") if columns else None, extra=list(extra))
+    if normalized:
+        extra |= {key: SCORE_COLUMNS[key] for key in ("nme", "auc")}
+    if config.oks_area is not None:
+        extra |= {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")}
+    requested = columns.split(",") if columns else None
+    shown = choose_columns(wide, requested, extra=list(extra), compact=EVALUATE_COMPACT)
     if csv is not None:
         check_output_path(csv, force=force)
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=None)
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
-    rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
+    rows = _by_mean_error(rows)
     if csv is not None:
         write_csv(csv, rows, evaluate_columns(config.pck))
     if as_json:
         typer.echo(json.dumps(rows_as_records(rows, evaluate_columns(config.pck)), indent=2))
         return
     first = rows.iloc[0]
-    samples, keypoints, height, width = source.shape
-    title = [
-        f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
-        + (" (memory-mapped)" if source.mapped else ""),
-        f"targets {targets}: {first['visible']} keypoints counted",
-        f"stride {config.stride} → image {first['image_h']}x{first['image_w']}",
-        f"convention {config.convention}",
-        f"beta {config.beta:g}",
-        f"dark kernel {first['dark_kernel']}",
-        f"window radius {config.window_radius}",
-        f"device {first['device']}",
-    ]
-    table, notes = error_table(rows, shown, extra)
-    caption = ["errors in image pixels", "CI = 95% interval of the mean", "PCK@t = share within t px", *notes]
+    title = []
+    if source is not None:
+        samples, keypoints, height, width = source.shape
+        title += [
+            f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
+            + (" (memory-mapped)" if source.mapped else ""),
+        ]
+    if predictions is not None:
+        title.append(f"predictions {predictions}")
+    title.append(f"targets {targets}: {first['visible']} keypoints counted")
+    if source is not None:
+        params = config.decoder_params
+        title += [
+            f"stride {config.stride} → image {first['image_h']}x{first['image_w']}",
+            f"convention {config.convention}",
+            f"beta {config.beta:g}",
+            f"dark kernel {params['dark_kernel']}",
+            f"window radius {config.window_radius}",
+            f"fit radius {params['fit_radius']}",
+            f"device {rows.loc[rows['decoder'] != 'predictions', 'device'].iloc[0]}",
+        ]
+    table, notes = error_table(rows, shown, extra, fit=not (wide or columns))
+    caption = ["errors in image px", *(["CI = 95% interval of the mean"] if "ci95" in shown else [])]
+    caption += ["PCK@t = share within t · L, L from " + config.normalize if normalized else "PCK@t = share within t px"]
+    caption += notes
+    if normalized:
+        caption.append(f"NME = mean error / length · AUC of PCK up to {config.auc_max:g}")
+    if config.oks_area is not None:
+        caption.append(f"OKS at area {config.oks_area:g} px² · AP ceiling = AP with perfect detection and ranking")
     show(table, heading(title), heading(caption), wide=wide or columns is not None)
+
+
+#: What ``evaluate`` shows by default before the scores.
+EVALUATE_COMPACT = ("mean_error", "median_error", "p95_error", "max_error")
+
+
+def _by_mean_error(rows: Any) -> Any:
+    """``rows`` with the sets of points sorted by their mean error over all keypoints;
+    per-keypoint rows stay under their set's row, in keypoint order."""
+    overall = rows[rows["keypoint"] == "all"].set_index("decoder")["mean_error"]
+    rank = rows["decoder"].map(overall.rank(method="first"))
+    order = sorted(range(len(rows)), key=lambda i: (rank.iloc[i], rows["keypoint"].iloc[i] != "all", i))
+    return rows.iloc[order].reset_index(drop=True)
+
+
+@app.command("decode")
+@setting_options(DECODE_SETTINGS, overrides=DECODE_OVERRIDES)
+def decode_command(
+    settings: dict[str, Any],
+    heatmaps: Annotated[Path, typer.Option("--heatmaps", metavar="FILE", help=HEATMAPS_HELP)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="PATH",
+            help="Where to write the points: .npy, an (N, K, 2) array of x, y; or .csv, one row per sample and "
+            "keypoint: sample, keypoint, x, y, score (the map's maximum).",
+        ),
+    ],
+    decoder: Annotated[
+        str, option("--decoder", parser=Choice(DECODER_NAMES), help="The decoder whose points are written.")
+    ] = "dark",
+    force: Force = False,
+) -> None:
+    """Decode the heatmaps your model saved into keypoint coordinates, in image pixels.
+
+    The maps are read and decoded in chunks that fit --max-memory; the file is written
+    whole at the end or not at all. evaluate --predictions scores the result.
+    """
+    from integral_cli.evaluate import DecodeConfig, decode_file
+    from integral_cli.report import check_output_path
+
+    config = DecodeConfig(heatmaps=heatmaps, decoders=(decoder,), **settings)
+    check_output_path(out, force=force)
+    with progress_bar() as bar:
+        task = bar.add_task("decode", total=None)
+        points, _ = decode_file(config, out, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    samples, keypoints = points.shape[:2]
+    say(f"wrote {samples}x{keypoints} points decoded by {decoder} to {out}")

@@ -23,12 +23,14 @@ from integral_cli.cli.render import (
     COMPACT,
     COMPACT_NOISY,
     ERROR_COLUMNS,
+    SCORE_COLUMNS,
     choose_columns,
     error_table,
     heading,
     number,
     show,
 )
+from integral_cli.coco import COCO_SIGMAS
 from integral_cli.errors import ConfigError, InputFileError
 from integral_cli.setting import spell_value
 from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
@@ -72,7 +74,8 @@ def compare(
 
     config = ExperimentConfig(**settings)
     requested = columns.split(",") if columns else None
-    choose_columns(wide, requested)  # a bad --columns is refused before the work
+    scores = {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")} if config.oks_area is not None else {}
+    choose_columns(wide, requested, extra=list(scores))  # a bad --columns is refused before the work
     if csv is not None:
         check_output_path(csv, force=force)
     device = resolve_device(config.device)
@@ -87,14 +90,18 @@ def compare(
         return
     bound = rows["crlb_rmse"].iloc[0]
     noisy = bool(bound == bound)  # the Cramér–Rao bound is known
-    shown = choose_columns(wide, requested, compact=COMPACT_NOISY if noisy else COMPACT)
-    table, notes = error_table(rows, shown)
+    shown = choose_columns(wide, requested, extra=list(scores), compact=COMPACT_NOISY if noisy else COMPACT)
+    table, notes = error_table(rows, shown, scores, fit=not (wide or columns))
     caption = ["errors in image pixels", *notes]
     if "ci95" in shown:
         grid = config.sampling == "grid"
         caption.insert(1, "no CI: a lattice is not a random sample" if grid else "CI = 95% interval of the mean")
     if noisy:
-        caption += [f"Cramér–Rao bound on the RMSE: {number(bound)} px", "efficiency = bound / RMSE"]
+        caption.append(f"Cramér–Rao bound on the RMSE: {number(bound)} px")
+        if "efficiency" in shown:
+            caption.append("efficiency = bound / RMSE")
+    if scores:
+        caption.append("AP ceiling = COCO AP with perfect detection and ranking")
     counted = rows.dropna(subset=["fallbacks"])
     for row in counted[counted["fallbacks"] > 0].itertuples():
         caption.append(f"{row.decoder} kept its start estimate on {int(row.fallbacks)} maps")
@@ -120,6 +127,10 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         "anywhere": "anywhere",
     }[config.position]
     sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
+    points = [f"{config.total_samples} points {where}, {sampling}"]
+    if config.oks_area is not None:
+        persons = config.total_samples // len(COCO_SIGMAS)
+        points.append(f"{persons} persons of {len(COCO_SIGMAS)} keypoints, area {config.oks_area:g} px²")
     decode_convention = config.resolved_decode_convention
     conventions = config.convention + ("" if decode_convention == config.convention else " → " + decode_convention)
     return [
@@ -132,8 +143,9 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         f"window radius {config.window_radius}",
         f"fit radius {config.decoder_params['fit_radius']}",
         f"image {config.image_size[0]}x{config.image_size[1]} → heatmap {height}x{width}",
-        f"{config.total_samples} points {where}, {sampling}",
+        *points,
         f"convention {conventions}",
+        *([] if config.flip_test == "none" else [f"flip test {config.flip_test}"]),
         config.dtype,
         f"seed {config.seed}",
         f"device {device}",

@@ -74,7 +74,7 @@ def show(table: Table, title: str = "", caption: str = "", *, wide: bool = False
     stdout is not a terminal, at the table's natural width when ``wide``."""
     console = Console()
     if wide:
-        out = Console(width=max(WIDTH, Console(width=10_000).measure(table).maximum))
+        out = Console(width=max(WIDTH, _width(table)))
     else:
         out = console if console.is_terminal else Console(width=WIDTH)
     if title:
@@ -101,6 +101,10 @@ ERROR_COLUMNS: dict[str, str] = {
     "efficiency": "efficiency",
     "seconds": "seconds",
 }
+#: Scores shown after the error columns when a run has them: key -> header. PCK, AUC
+#: and the AP ceiling are shares, shown as percentages; NME and OKS as numbers.
+SCORE_COLUMNS: dict[str, str] = {"nme": "NME", "auc": "AUC", "oks": "OKS", "ap_ceiling": "AP ceiling"}
+_SCORES_AS_NUMBERS = ("nme", "oks")
 #: What ``compare`` and ``evaluate`` show by default.
 COMPACT = ("mean_error", "median_error", "p95_error", "max_error", "ci95")
 #: What ``compare`` shows by default on noisy maps, where the Cramér–Rao bound is known.
@@ -108,24 +112,55 @@ COMPACT_NOISY = ("mean_error", "median_error", "p95_error", "rmse", "efficiency"
 
 
 def error_table(
-    rows: pd.DataFrame, columns: Sequence[str], extra: Mapping[str, str] | None = None
+    rows: pd.DataFrame, columns: Sequence[str], extra: Mapping[str, str] | None = None, *, fit: bool = False
 ) -> tuple[Table, list[str]]:
     """The error table of ``compare`` and ``evaluate``: one line per decoder with
-    ``columns`` (keys of :data:`ERROR_COLUMNS` or of ``extra``, fractions shown as
-    percentages), and the notes to print under it."""
+    ``columns`` (keys of :data:`ERROR_COLUMNS` or of ``extra``: PCK and the
+    :data:`SCORE_COLUMNS`), and the notes to print under it. Rows scored per keypoint
+    (a ``keypoint`` other than ``all``) get a keypoint column.
+
+    With ``fit``, columns are left out until the table fits :data:`WIDTH`: the error
+    columns after the first, last first, then the ``extra`` ones, last first; a note
+    says how many."""
+    table, notes = _error_table(rows, columns, extra)
+    kept = list(columns)
+    droppable = [c for c in reversed(columns[1:]) if c not in (extra or {})]
+    droppable += [c for c in reversed(columns[1:]) if c in (extra or {})]
+    while fit and droppable and _width(table) > WIDTH:
+        kept.remove(droppable.pop(0))
+        table, notes = _error_table(rows, kept, extra)
+    if len(kept) < len(columns):
+        hidden = len(columns) - len(kept)
+        notes.append(f"{hidden} more column{'s' * (hidden > 1)} with --wide")
+    return table, notes
+
+
+def _width(table: Table) -> int:
+    return Console(width=10_000).measure(table).maximum
+
+
+def _error_table(
+    rows: pd.DataFrame, columns: Sequence[str], extra: Mapping[str, str] | None = None
+) -> tuple[Table, list[str]]:
     headers = {**ERROR_COLUMNS, **(extra or {})}
-    table = new_table(["decoder", *(headers[c] for c in columns)], left=["decoder"])
+    per_keypoint = "keypoint" in rows and bool((rows["keypoint"] != "all").any())
+    labels = ["decoder", "keypoint"] if per_keypoint else ["decoder"]
+    table = new_table([*labels, *(headers[c] for c in columns)], left=labels)
     notes = []
     for row in rows.to_dict(orient="records"):
         flagged = bool(row["nonfinite"])
         cells = [row["decoder"] + (" !" if flagged else "")]
+        if per_keypoint:
+            cells.append(str(row["keypoint"]))
         for column in columns:
             if column == "ci95":
                 cells.append(
                     "-" if _missing(row["ci95_low"]) else f"{number(row['ci95_low'])}–{number(row['ci95_high'])}"
                 )
+            elif column in _SCORES_AS_NUMBERS:
+                cells.append(number(row[column]))
             elif column in (extra or {}):
-                cells.append(f"{row[column]:.1%}")
+                cells.append("-" if _missing(row[column]) else f"{row[column]:.1%}")
             elif column in ("nonfinite", "fallbacks"):
                 cells.append("-" if _missing(row.get(column)) else str(int(row[column])))
             elif column == "efficiency":
