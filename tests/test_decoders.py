@@ -487,3 +487,14 @@ def test_the_blur_kernel_is_opencvs(size):
     expected = cv2.GaussianBlur(padded, (size, size), 0)[size:-size, size:-size]
     got = blur_maps(torch.from_numpy(image)[None], gaussian_kernel(size)).numpy()[0]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+def test_soft_argmax_local_near_the_border_of_a_map_far_below_zero():
+    # The window pixels outside the map must weigh nothing, however far the peak lies
+    # below zero (raw network outputs can be all negative). Peak -300 at (1, 2), window
+    # radius 2: by hand, exp(h - peak) is 1 at the peak, e^-1 at (2, 2) and 0 elsewhere,
+    # so x = (1 + 2 e^-1) / (1 + e^-1) and y = 2.
+    maps = torch.full((1, 1, 6, 7), -1000.0)
+    maps[0, 0, 2, 1] = -300.0
+    maps[0, 0, 2, 2] = -301.0
+    x = (1 + 2 * math.exp(-1)) / (1 + math.exp(-1))
+    torch.testing.assert_close(decode(maps, "soft-argmax-local"), torch.tensor([[[x, 2.0]]]), atol=1e-6, rtol=0)
