@@ -498,3 +498,137 @@ def test_soft_argmax_local_near_the_border_of_a_map_far_below_zero():
     maps[0, 0, 2, 2] = -301.0
     x = (1 + 2 * math.exp(-1)) / (1 + math.exp(-1))
     torch.testing.assert_close(decode(maps, "soft-argmax-local"), torch.tensor([[[x, 2.0]]]), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------ mutation-testing follow-ups
+# Each test below pins a property that a surviving mutant of the decoders broke
+# (benchmarks/mutation.sh); expected values come from the per-map references above.
+@pytest.mark.parametrize("name", ["integral", "integral-marginal", "integral-debiased", "soft-argmax-local"])
+def test_beta_two_matches_the_reference(name, rng):
+    # beta = 1 takes a shortcut (no multiplication); any other value must scale
+    maps = bump_maps(rng)
+    params = dict(PARAMS, beta=2.0)
+    got = decode(torch.from_numpy(maps), name, **params).numpy()
+    references = {
+        "integral": lambda h: ref_integral(h, 2.0),
+        "integral-marginal": lambda h: ref_integral_marginal(h, 2.0),
+        "integral-debiased": lambda h: ref_integral_debiased(h, 2.0),
+        "soft-argmax-local": lambda h: ref_soft_argmax_local(h, 2.0, PARAMS["window_radius"]),
+    }
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(got[b, k], references[name](maps[b, k]), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_defaults_are_the_registry_defaults(name, rng):
+    # decode() passes only the parameters it is given: the functions' own defaults must
+    # be those of DECODER_PARAMS (beta 1, dark_kernel 11, window_radius 2)
+    maps = torch.from_numpy(noisy_maps(rng))
+    defaults = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2}
+    assert decode(maps, name).tolist() == decode(maps, name, **defaults).tolist()
+    references = {
+        "dark": lambda h: ref_dark(h, 11),
+        "dark-udp": lambda h: ref_dark_udp(h, 11),
+        "integral": lambda h: ref_integral(h, 1.0),
+        "integral-marginal": lambda h: ref_integral_marginal(h, 1.0),
+        "integral-debiased": lambda h: ref_integral_debiased(h, 1.0),
+        "soft-argmax-local": lambda h: ref_soft_argmax_local(h, 1.0, 2),
+    }
+    if name in references:
+        got = decode(maps, name).numpy()
+        for b in range(maps.shape[0]):
+            for k in range(maps.shape[1]):
+                np.testing.assert_allclose(got[b, k], references[name](maps[b, k].numpy()), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_each_map_is_decoded_on_its_own(name, rng):
+    # A softmax taken over more than one map would still sum to one per batch, and the
+    # expectation's division would hide it, until one map is far below the other: its
+    # weights then underflow (float32 exp(-300) = 0). Lowering one map by a constant
+    # changes no decoder's answer for that map, and none for the other map.
+    maps = torch.from_numpy(bump_maps(rng)).float()
+    alone = decode(maps, name)
+    shifted = maps.clone()
+    shifted[:, 1] -= 300.0
+    got = decode(shifted, name)
+    assert torch.equal(got[:, 0], alone[:, 0])
+    if name in ("dark", "dark-udp", "integral-l1", "integral-debiased"):
+        return  # not shift-invariant by design: the clip before the log, relu and
+        # exp(h) - 1 all see the zero level
+    # the shift moves float32 rounding of the logits: 300 carries 2^-15 of absolute error
+    torch.testing.assert_close(got[:, 1], alone[:, 1], atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_autograd_does_not_change_the_coordinates(name, rng):
+    # With autograd on, some steps avoid in-place operations: the numbers must not move.
+    maps = torch.from_numpy(bump_maps(rng))
+    plain = decode(maps, name)
+    tracked = decode(maps.clone().requires_grad_(), name)
+    torch.testing.assert_close(tracked.detach(), plain, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_half_precision_input_is_decoded_in_float32(name):
+    maps = render_heatmaps(torch.tensor([[[5.3, 4.6]], [[6.2, 3.7]]]), (10, 11), 1.5, amplitude=2.0)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = decode(maps.to(dtype), name)
+        assert got.dtype == torch.float32, dtype
+        # the same numbers as the float32 decode of the rounded maps
+        torch.testing.assert_close(got, decode(maps.to(dtype).float(), name), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["argmax", "argmax-quarter", "integral", "integral-marginal", "integral-l1",
+                                  "soft-argmax-local"])
+def test_decoders_stay_on_the_device_of_the_maps(name):
+    # The meta device (shapes, no data) stands in for an accelerator: any tensor made on
+    # the CPU by mistake meets the maps in an operation and raises. (DARK and the
+    # debiased integral branch on values, which the meta device does not have.)
+    out = decode(torch.empty(2, 3, 12, 10, device="meta"), name)
+    assert out.device.type == "meta" and out.shape == (2, 3, 2) and out.dtype == torch.float32
+
+
+def test_quarter_offset_on_every_pixel_of_a_small_map():
+    # A peak at each pixel in turn, its right and lower neighbours higher than its left
+    # and upper ones: +1/4 on each axis where both neighbours exist (1 <= x <= W - 2).
+    height, width = 5, 6
+    maps = torch.zeros(height, width, height, width, dtype=torch.float64)
+    expected = torch.zeros(height, width, 2, dtype=torch.float64)
+    for y in range(height):
+        for x in range(width):
+            maps[y, x, y, x] = 10.0
+            if x + 1 < width:
+                maps[y, x, y, x + 1] = 2.0
+            if y + 1 < height:
+                maps[y, x, y + 1, x] = 2.0
+            if x > 0:
+                maps[y, x, y, x - 1] = 1.0
+            if y > 0:
+                maps[y, x, y - 1, x] = 1.0
+            expected[y, x] = torch.tensor([x + (0.25 if 1 <= x <= width - 2 else 0.0),
+                                           y + (0.25 if 1 <= y <= height - 2 else 0.0)])
+    torch.testing.assert_close(decode(maps, "argmax-quarter"), expected, atol=0, rtol=0)
+
+
+def test_many_maps_are_weighed_in_blocks_with_the_same_numbers():
+    # 130 maps of 64x48 float32 are weighed 64 at a time (BLOCK_BYTES); each map's result
+    # must match the per-map reference, no block may be skipped, and nothing may warn
+    # (an output buffer of the wrong shape would be resized with a warning).
+    import warnings
+
+    generator = np.random.default_rng(7)
+    maps = render_heatmaps(torch.from_numpy(generator.uniform(6, 40, (65, 2, 2))), (64, 48), 2.0,
+                           amplitude=3.0).float()
+    maps = maps + 0.1 * torch.from_numpy(generator.random(maps.shape)).float()
+    references = {"integral": lambda h: ref_integral(h, 1.0), "integral-l1": ref_integral_l1,
+                  "integral-debiased": lambda h: ref_integral_debiased(h, 1.0)}
+    for name, reference in references.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = decode(maps, name).numpy()
+        for b in range(maps.shape[0]):
+            for k in range(maps.shape[1]):
+                # float32 maps and sums over 3072 pixels: 1e-4 px is ~100 ulp of a coordinate
+                np.testing.assert_allclose(got[b, k], reference(maps[b, k].double().numpy()), atol=1e-4, rtol=0)
