@@ -164,18 +164,22 @@ def cut_after(path, rows):
 def test_resume_runs_only_the_missing_configurations(tmp_path, straight):
     out = tmp_path / "s.csv"
     run_sweep(SWEEP, out)
-    started = json.loads(out.with_suffix(".json").read_text())["started"]
+    # the first run's start and an earlier resume, dated so that no clock can match them
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar.update(started="2000-01-01T00:00:00+00:00", resumed=["2000-01-02T00:00:00+00:00"])
+    out.with_suffix(".json").write_text(json.dumps(sidecar))
     cut_after(out, 6)  # three whole configurations
     progress = run_sweep(SWEEP, out, resume=True)
     assert (progress.total, progress.skipped, progress.written) == (4, 3, 1)
     assert_rows_equal(pd.read_csv(out), straight)
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar["started"] == started and len(sidecar["resumed"]) == 1
+    assert sidecar["started"] == "2000-01-01T00:00:00+00:00"
+    assert sidecar["resumed"][0] == "2000-01-02T00:00:00+00:00" and sidecar["resumed"][1] > "2020"
     assert sidecar["status"] == "complete" and sidecar["configurations_done"] == 4
     # a second resume has nothing to do, and records that it came
     progress = run_sweep(SWEEP, out, resume=True)
     assert (progress.skipped, progress.written) == (4, 0)
-    assert len(json.loads(out.with_suffix(".json").read_text())["resumed"]) == 2
+    assert len(json.loads(out.with_suffix(".json").read_text())["resumed"]) == 3
     assert_rows_equal(pd.read_csv(out), straight)
 
 
@@ -306,7 +310,9 @@ def test_merge_refuses_an_existing_output_unless_forced(tmp_path, halves):
     out.with_suffix(".json").write_text("{}")
     with pytest.raises(OutputPathError, match=r"m\.json exists"):
         merge_results(out, halves)
+    out.write_text("old\n")
     assert merge_results(out, halves, force=True).rows == 8
+    assert len(pd.read_csv(out)) == 8 and json.loads(out.with_suffix(".json").read_text())["status"] == "complete"
 
 
 def test_merge_refuses_parts_made_with_other_settings(tmp_path, halves):
@@ -335,3 +341,18 @@ def test_merge_refuses_a_configuration_outside_the_grid(tmp_path, halves):
     part.with_suffix(".json").write_text(halves[0].with_suffix(".json").read_text())
     with pytest.raises(InputFileError, match=r"p\.csv holds a configuration outside the grid \(stride=2, sigma=1\.0\)"):
         merge_results(tmp_path / "m.csv", [part])
+
+
+def test_merge_orders_each_configuration_by_the_sweep_decoders(tmp_path, halves, straight):
+    # a part whose rows of a configuration come in another order (a hand-edited file),
+    # and a row of a decoder the sweep does not list: known decoders first, in the
+    # sweep's order, then the others
+    part = tmp_path / "p.csv"
+    lines = halves[0].read_text().splitlines(keepends=True)
+    extra = lines[2].replace(",argmax,", ",integral,", 1)
+    part.write_text("".join([lines[0], extra, lines[2], lines[1], *lines[3:]]))
+    part.with_suffix(".json").write_text(halves[0].with_suffix(".json").read_text())
+    merge_results(tmp_path / "m.csv", [part, halves[1]])
+    got = pd.read_csv(tmp_path / "m.csv")
+    assert keys_of(got) == GRID_ORDER[:2] + [(4, 1.0, "integral")] + GRID_ORDER[2:]
+    assert_rows_equal(got.drop(index=2), straight)
