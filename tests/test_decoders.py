@@ -632,3 +632,98 @@ def test_many_maps_are_weighed_in_blocks_with_the_same_numbers():
             for k in range(maps.shape[1]):
                 # float32 maps and sums over 3072 pixels: 1e-4 px is ~100 ulp of a coordinate
                 np.testing.assert_allclose(got[b, k], reference(maps[b, k].double().numpy()), atol=1e-4, rtol=0)
+
+
+def border_maps(rng, amplitude=2.0):
+    """Bumps centred on every side and corner of a 12x15 map, and one pixel in from
+    them (where the +-1 and +-2 neighbourhoods first fit), plus a little positive noise.
+    At amplitude 80 UDP-DARK's ceiling of 50 bites: the whole-map blur, border included."""
+    centres = [(0, 0), (14, 0), (0, 11), (14, 11), (7, 0), (0, 5), (14, 6), (7, 11),
+               (1, 1), (13, 10), (2, 2), (12, 9)]
+    centres = torch.tensor(centres, dtype=torch.float64).view(6, 2, 2) + torch.from_numpy(rng.uniform(-0.3, 0.3, (6, 2, 2)))
+    maps = render_heatmaps(centres, (12, 15), 1.5, amplitude=amplitude).numpy()
+    return maps + 0.05 * rng.random(maps.shape)
+
+
+@pytest.mark.parametrize("amplitude", [2.0, 80.0])
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_peaks_on_the_border_match_the_reference(name, amplitude, rng):
+    maps = border_maps(rng, amplitude)
+    got = decode(torch.from_numpy(maps), name, **PARAMS).numpy()
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(got[b, k], REFERENCES[name](maps[b, k]), rtol=1e-9, atol=1e-9,
+                                       err_msg=f"map {b},{k}")
+
+
+def test_refinements_default_to_the_kernel_of_eleven(rng):
+    from integral_cli.decoders.dark import refine_dark, refine_dark_udp
+    from integral_cli.decoders.argmax import get_heatmap_maximum
+
+    # bump maps take the local blur, clamped ones the whole-map blur; without the
+    # maxima handed in, the refinements find them
+    for maps in (torch.from_numpy(bump_maps(rng)), torch.from_numpy(clamped_maps(rng))):
+        coords, peak = get_heatmap_maximum(maps)
+        for refine in (refine_dark, refine_dark_udp):
+            assert torch.equal(refine(maps, coords), refine(maps, coords, 11, peak))
+
+
+def test_dark_keeps_the_argmax_where_the_log_is_flat():
+    # A map below the clip everywhere (raw outputs all negative): the log is the floor's
+    # at every pixel, so the Hessian is 0 and there is no step to take.
+    maps = torch.full((1, 1, 9, 9), -1.0)
+    maps[0, 0, 4, 5] = -0.5
+    assert decode(maps, "dark").tolist() == [[[5.0, 4.0]]]
+
+
+def test_opencv_sigma_and_the_kernel_size_rule():
+    from integral_cli.decoders.dark import kernel_size_for_sigma, opencv_sigma
+
+    # 0.3 ((k - 1) / 2 - 1) + 0.8, by hand
+    assert [opencv_sigma(k) for k in (3, 9, 11, 17)] == pytest.approx([0.8, 1.7, 2.0, 2.9], abs=1e-12)
+    # the odd size whose sigma is nearest; never below 3
+    assert [kernel_size_for_sigma(s) for s in (0.1, 1.0, 1.7, 2.0, 2.9, 3.0)] == [3, 5, 9, 11, 17, 17]
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9, 11, 25])
+def test_gaussian_kernel_is_opencvs(size):
+    from integral_cli.decoders.dark import gaussian_kernel
+
+    kernel = gaussian_kernel(size)
+    assert kernel.dtype == torch.float64
+    np.testing.assert_allclose(kernel.numpy(), opencv_kernel(size), rtol=1e-15, atol=1e-17)
+    assert gaussian_kernel(size, dtype=torch.float32).dtype == torch.float32
+    assert gaussian_kernel(size, device="meta").device.type == "meta"
+
+
+def test_half_precision_on_the_clipped_paths_is_decoded_in_float32(rng):
+    # the clamped family takes the whole-map blur, where the rescale factor is computed
+    maps = torch.from_numpy(clamped_maps(rng))
+    for name in ("dark", "dark-udp"):
+        got = decode(maps.half(), name, dark_kernel=7)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, decode(maps.half().float(), name, dark_kernel=7), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["dark", "dark-udp"])
+def test_dark_blurs_whole_only_the_maps_where_the_clip_bites(name, rng, monkeypatch):
+    # in a batch mixing both families, and for bumps whose peak is below 1
+    from integral_cli.decoders import dark
+
+    blurred_whole = []
+    real = dark.blur_maps
+    monkeypatch.setattr(dark, "blur_maps", lambda maps, kernel: blurred_whole.append(len(maps)) or real(maps, kernel))
+    clamped = torch.from_numpy(clamped_maps(rng))
+    decode(clamped, name, **PARAMS)
+    alone = blurred_whole.pop()
+    mixed = torch.cat([torch.from_numpy(bump_maps(rng)), clamped])
+    decode(mixed, name, **PARAMS)
+    assert blurred_whole == [alone]
+    decode(torch.from_numpy(bump_maps(rng)) / 4, name, **PARAMS)  # peaks about 0.5
+    assert blurred_whole == [alone]
+    if name == "dark":
+        # DARK takes no step from the border, so it has no need of the whole blur there
+        maps = torch.full((1, 1, 9, 9), -1.0)
+        maps[0, 0, 4, 0] = -0.5
+        decode(maps, name)
+        assert blurred_whole == [alone]
