@@ -727,3 +727,99 @@ def test_dark_blurs_whole_only_the_maps_where_the_clip_bites(name, rng, monkeypa
         maps[0, 0, 4, 0] = -0.5
         decode(maps, name)
         assert blurred_whole == [alone]
+
+
+def sharp_maps(rng):
+    """Narrow spikes on a negative background: with little or no blur, the pixels two
+    steps from the peak, which DARK's differences read, fall under the clip."""
+    centres = torch.from_numpy(rng.uniform(3, 9, (4, 2, 2)))
+    spikes = render_heatmaps(centres, (12, 13), 0.5, amplitude=3.0).numpy()
+    return spikes - rng.uniform(0.5, 1.5, (4, 2, 1, 1)) + 0.01 * rng.random(spikes.shape)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("name", ["dark", "dark-udp"])
+def test_dark_where_the_clip_bites_on_the_pixels_it_reads(name, kernel, rng):
+    maps = sharp_maps(rng)
+    reference = ref_dark if name == "dark" else ref_dark_udp
+    got = decode(torch.from_numpy(maps), name, dark_kernel=kernel).numpy()
+    clipped = 0
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(got[b, k], reference(maps[b, k], kernel), rtol=1e-9, atol=1e-9)
+            x, y = ref_argmax(maps[b, k])
+            clipped += ref_modulated(maps[b, k], kernel)[y, x + 2] < 1e-3
+    assert clipped >= 2  # the family does what it is for
+
+
+def ref_patch(h, x, y, radius, edge):
+    """The (2r+1)^2 neighbourhood of pixel (x, y), one pixel at a time."""
+    height, width = h.shape
+    out = np.zeros((2 * radius + 1, 2 * radius + 1))
+    for j in range(-radius, radius + 1):
+        for i in range(-radius, radius + 1):
+            yy, xx = y + j, x + i
+            if edge:
+                out[j + radius, i + radius] = h[min(max(yy, 0), height - 1), min(max(xx, 0), width - 1)]
+            elif 0 <= yy < height and 0 <= xx < width:
+                out[j + radius, i + radius] = h[yy, xx]
+    return out
+
+
+@pytest.mark.parametrize("edge", [False, True])
+@pytest.mark.parametrize("radius, crossing", [(1, 3), (3, 0), (3, 2), (3, 10), (4, 3)])
+def test_gather_patches_against_a_plain_reference(radius, crossing, edge, rng):
+    # 5 x 3 maps of 20x20; `crossing` of the 15 patches reach over the border (at most
+    # 20% of them are read through the window view, more take the index path)
+    from integral_cli.decoders.common import gather_patches
+
+    maps = torch.from_numpy(rng.normal(size=(5, 3, 20, 20)))
+    inner = rng.integers(radius, 20 - radius, (5, 3, 2))
+    outer = rng.integers(0, radius, (5, 3, 2)) * rng.choice([1, -1], (5, 3, 2)) % 20
+    order = rng.permutation(15)[:crossing]
+    points = inner.reshape(15, 2)
+    points[order] = outer.reshape(15, 2)[order]
+    points[order, rng.integers(0, 2, crossing)] = 19 - rng.integers(0, radius, crossing)
+    x, y = (torch.from_numpy(points[:, i].reshape(5, 3)) for i in (0, 1))
+    got = gather_patches(maps, x, y, radius, edge=edge).numpy()
+    for b in range(5):
+        for k in range(3):
+            np.testing.assert_array_equal(got[b, k], ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), radius, edge))
+
+
+def test_gather_patches_reads_maps_narrower_than_the_patch(rng):
+    from integral_cli.decoders.common import gather_patches
+
+    for size in ((5, 20), (20, 5)):
+        maps = torch.from_numpy(rng.normal(size=(2, 2, *size)))
+        x, y = torch.tensor([[2, 4], [0, 1]]), torch.tensor([[1, 3], [4, 0]])
+        got = gather_patches(maps, x, y, 3)
+        for b in range(2):
+            for k in range(2):
+                np.testing.assert_array_equal(got[b, k].numpy(), ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), 3, False))
+
+
+def test_window_view_from_seven_pixels_square_to_the_map_size(monkeypatch):
+    # below 7x7, or when the patch is larger than the map, one index per pixel
+    from integral_cli.decoders import common
+
+    calls = []
+    real = common._gather_clamped
+    monkeypatch.setattr(common, "_gather_clamped", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    centre = torch.tensor([[3]])
+    common.gather_patches(torch.rand(1, 1, 7, 7), centre, centre, 3)  # 7x7 of a 7x7 map
+    assert calls == []
+    common.gather_patches(torch.rand(1, 1, 7, 7), centre, centre, 2)  # 5x5
+    assert calls == [False]
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_a_nan_map_leaves_the_other_maps_alone(name, rng):
+    maps = torch.from_numpy(bump_maps(rng))
+    alone = decode(maps, name, **PARAMS)
+    maps[1, 0, 5, 5] = float("nan")
+    got = decode(maps, name, **PARAMS)
+    assert torch.isnan(got[1, 0]).all()
+    keep = torch.ones(3, 2, dtype=torch.bool)
+    keep[1, 0] = False
+    assert torch.equal(got[keep], alone[keep])
