@@ -73,6 +73,19 @@ def test_udp_needs_the_image_size_and_two_heatmap_pixels_per_side():
     # two pixels a side is enough: the image's last pixel maps onto the map's last
     out = image_to_heatmap(torch.tensor([[[63.0, 7.0]]]), 4, "udp", image_size=(8, 64))
     torch.testing.assert_close(out, torch.tensor([[[15.0, 1.0]]]))
+    out = image_to_heatmap(torch.tensor([[[7.0, 63.0]]]), 4, "udp", image_size=(64, 8))
+    torch.testing.assert_close(out, torch.tensor([[[1.0, 15.0]]]))
+
+
+def test_udp_scale_is_exact_in_float64():
+    # one multiplication by (W - 1) / (W_img - 1), computed in float64: x = 1 gives it back
+    out = image_to_heatmap(torch.ones(1, 1, 2, dtype=torch.float64), 4, "udp", image_size=(256, 192))
+    assert out.tolist() == [[[47 / 191, 63 / 255]]]
+
+
+def test_unknown_convention_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"^unknown convention 'middle'; choose from center, corner, udp$"):
+        heatmap_to_image(torch.zeros(1, 1, 2), 4, "middle")
 
 
 @pytest.mark.parametrize("convention", ["center", "corner", "udp"])

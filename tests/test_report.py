@@ -156,6 +156,7 @@ def test_read_results_refuses_blank_files(tmp_path):
 
 @pytest.mark.parametrize("header, detail", [
     (["x", *CSV_COLUMNS], r"\(unexpected x\)$"),
+    ([*CSV_COLUMNS, "y", "z"], r"\(unexpected y, z\)$"),
     ([c for c in CSV_COLUMNS if c not in ("sigma", "seed")], r"\(missing sigma, seed\)$"),
     ([*CSV_COLUMNS[:-1], "secs"], r"\(missing seconds; unexpected secs\)$"),
     ([CSV_COLUMNS[1], CSV_COLUMNS[0], *CSV_COLUMNS[2:]], r"\(columns out of order\)$"),
