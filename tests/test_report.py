@@ -183,12 +183,14 @@ def test_read_results_refuses_a_row_of_other_length(tmp_path):
         read_results(path)
 
 
-def test_read_results_names_the_line_column_and_word_that_is_no_number(tmp_path):
-    frame = results_frame(3).astype({"sigma": object})
-    frame.loc[2, "sigma"] = "two"
+@pytest.mark.parametrize("column", ["sigma", "mean_error", "seconds"])
+def test_read_results_names_the_line_column_and_word_that_is_no_number(tmp_path, column):
+    # columns before, between and after the text columns are all checked
+    frame = results_frame(3).astype({column: object})
+    frame.loc[2, column] = "two"
     path = tmp_path / "r.csv"
     path.write_text(csv_text(frame))
-    with pytest.raises(InputFileError, match=r"r\.csv line 4: sigma is not a number \('two'\)$"):
+    with pytest.raises(InputFileError, match=rf"r\.csv line 4: {column} is not a number \('two'\)$"):
         read_results(path)
 
 
