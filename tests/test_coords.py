@@ -110,3 +110,8 @@ def test_messages_name_the_stride_and_the_side():
         heatmap_size((8, 8), 0)
     with pytest.raises(ConfigError, match=r"^image width must be positive, got -4$"):
         heatmap_size((4, -4), 1)
+
+
+def test_a_side_of_one_pixel_is_a_size():
+    assert heatmap_size((1, 4), 1) == (1, 4)
+    assert heatmap_size((4, 4), 4) == (1, 1)

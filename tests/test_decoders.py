@@ -823,3 +823,15 @@ def test_a_nan_map_leaves_the_other_maps_alone(name, rng):
     keep = torch.ones(3, 2, dtype=torch.bool)
     keep[1, 0] = False
     assert torch.equal(got[keep], alone[keep])
+
+
+def test_decoder_name_checks_say_what_is_wrong():
+    from integral_cli.decoders import check_decoder_names
+
+    assert check_decoder_names(("dark", "argmax")) == ("dark", "argmax")
+    with pytest.raises(ConfigError, match=r"^no decoders given$"):
+        check_decoder_names(())
+    with pytest.raises(ConfigError, match=r"^a decoder is listed twice$"):
+        check_decoder_names(("argmax", "dark", "argmax"))
+    with pytest.raises(ConfigError, match=r"^unknown decoder 'nope'; choose from argmax, argmax-quarter, dark,"):
+        check_decoder_names(("argmax", "nope"))
