@@ -1,6 +1,7 @@
 """Decoders against closed forms and the straightforward per-map references in ``references``."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -835,3 +836,20 @@ def test_decoder_name_checks_say_what_is_wrong():
         check_decoder_names(("argmax", "dark", "argmax"))
     with pytest.raises(ConfigError, match=r"^unknown decoder 'nope'; choose from argmax, argmax-quarter, dark,"):
         check_decoder_names(("argmax", "nope"))
+
+
+def test_kernel_size_check_wants_a_positive_odd_int():
+    from integral_cli.decoders.dark import check_kernel_size
+
+    assert check_kernel_size(1) == 1 and check_kernel_size(11) == 11
+    for bad in (11.0, "11", True, 0, -1, 4):
+        with pytest.raises(ConfigError, match=rf"^dark_kernel must be a positive odd integer, got {re.escape(repr(bad))}$"):
+            check_kernel_size(bad)
+
+
+def test_decoder_parameter_ranges_name_the_parameter():
+    with pytest.raises(ConfigError, match="dark_kernel"):
+        decode(torch.rand(1, 1, 8, 8), "dark", dark_kernel=103)  # odd, but above 101
+    assert decode(torch.rand(1, 1, 8, 8), "dark", dark_kernel=101).shape == (1, 1, 2)
+    with pytest.raises(ConfigError, match=r"known: beta, dark_kernel, window_radius$"):
+        decode(torch.rand(1, 1, 4, 4), "integral", temperature=2.0)
