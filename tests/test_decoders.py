@@ -853,3 +853,22 @@ def test_decoder_parameter_ranges_name_the_parameter():
     assert decode(torch.rand(1, 1, 8, 8), "dark", dark_kernel=101).shape == (1, 1, 2)
     with pytest.raises(ConfigError, match=r"known: beta, dark_kernel, window_radius$"):
         decode(torch.rand(1, 1, 4, 4), "integral", temperature=2.0)
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_debiased_integral_where_exp_overflows_weighs_with_beta(beta):
+    # Two bumps, peaks 200 and 190: exp(beta h) overflows float32 (beta h > 88.7), so
+    # the map is weighed in the softmax's scale, where beta must still scale the logits.
+    # Beta sets how narrow the weights are about each peak (sigma / sqrt(beta A)) and how
+    # much the second bump weighs (exp(-10 beta)): the formula below puts x at 10.39 for
+    # beta 0.5, 10.02 for beta 1 and 10.0002 for beta 2.
+    centres = torch.tensor([[[10.3, 20.6], [30.2, 20.1]]], dtype=torch.float64)
+    bumps = render_heatmaps(centres, (40, 40), 3.0, amplitude=1.0)
+    maps = (200.0 * bumps[:, :1] + 190.0 * bumps[:, 1:]).float()
+    got = decode(maps, "integral-debiased", beta=beta)[0, 0].double()
+    # the formula in float64, where exp(400) is finite: expectation under exp(beta h) - 1
+    weights = torch.expm1(beta * maps[0, 0].double())
+    ys, xs = torch.meshgrid(torch.arange(40.0).double(), torch.arange(40.0).double(), indexing="ij")
+    expected = torch.stack(((weights * xs).sum(), (weights * ys).sum())) / weights.sum()
+    # float32 softmax over 1600 pixels: 1e-4 px, far below the 0.02 px between betas
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
