@@ -124,6 +124,7 @@ def test_setting_differences_compares_shards_unless_told_not_to():
     assert setting_differences(old, new, shard=False) == []
     # a merged sidecar has no shard: the same as the whole grid
     assert setting_differences({"shard": None}, {"shard": "1/1"}) == []
+    assert setting_differences({"shard": "1/1"}, {}) == []
     assert setting_differences({}, {"shard": "1/2"}) == ["shard: None then '1/2'"]
 
 
@@ -275,6 +276,7 @@ def test_merge_puts_the_shards_back_in_grid_and_decoder_order(tmp_path, halves, 
     assert sidecar["parts"] == [str(p) for p in halves[::-1]] and sidecar["command"] == ["merge", "m.csv"]
     assert sidecar["configurations"] == 4 and sidecar["configurations_done"] == 4
     assert sidecar["settings"]["decoders"] == ["dark", "argmax"]
+    assert sidecar["merged"] > "2020" and sidecar["merged"] >= sidecar["started"]
 
 
 def test_merge_names_the_missing_configurations_in_grid_order(tmp_path, halves):
@@ -288,9 +290,9 @@ def test_merge_names_the_missing_configurations_in_grid_order(tmp_path, halves):
 
 
 def test_merge_refuses_nothing_and_repeated_parts(tmp_path, halves):
-    with pytest.raises(ConfigError, match="no parts to merge"):
+    with pytest.raises(ConfigError, match="^no parts to merge$"):
         merge_results(tmp_path / "m.csv", [])
-    with pytest.raises(InputFileError, match="a part is listed twice"):
+    with pytest.raises(InputFileError, match="^a part is listed twice$"):
         merge_results(tmp_path / "m.csv", [halves[0], halves[0].parent / ".." / halves[0].parent.name / "part1.csv"])
 
 
@@ -317,8 +319,10 @@ def test_merge_refuses_an_existing_output_unless_forced(tmp_path, halves):
 
 def test_merge_refuses_parts_made_with_other_settings(tmp_path, halves):
     other = tmp_path / "other.csv"
-    run_sweep(SweepConfig(dataclasses.replace(BASE, seed=1), SWEEP.axes), other, shard=Shard(2, 2))
-    with pytest.raises(ConfigError, match=r"other\.csv was made with other settings than .*part1\.csv \(seed: 0 then 1\)"):
+    run_sweep(SweepConfig(dataclasses.replace(BASE, seed=1, samples=7), SWEEP.axes), other, shard=Shard(2, 2))
+    with pytest.raises(
+        ConfigError, match=r"other\.csv was made with other settings than .*part1\.csv \(samples: 6 then 7; seed: 0 then 1\)"
+    ):
         merge_results(tmp_path / "m.csv", [halves[0], other])
     assert not (tmp_path / "m.csv").exists()
 
@@ -356,3 +360,15 @@ def test_merge_orders_each_configuration_by_the_sweep_decoders(tmp_path, halves,
     got = pd.read_csv(tmp_path / "m.csv")
     assert keys_of(got) == GRID_ORDER[:2] + [(4, 1.0, "integral")] + GRID_ORDER[2:]
     assert_rows_equal(got.drop(index=2), straight)
+
+
+def test_resume_of_a_sidecar_without_a_start_takes_this_run_s(tmp_path):
+    out = tmp_path / "s.csv"
+    run_sweep(SWEEP, out)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    del sidecar["started"]
+    out.with_suffix(".json").write_text(json.dumps(sidecar))
+    cut_after(out, 6)
+    run_sweep(SWEEP, out, resume=True)
+    started = json.loads(out.with_suffix(".json").read_text())["started"]
+    assert isinstance(started, str) and started > "2020"
