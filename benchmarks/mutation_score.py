@@ -34,15 +34,16 @@ TIMEOUT = {24, -24, 36, 152, 255}
 
 
 def targets_and_notes() -> tuple[list[str], dict[str, str]]:
-    """The mutant name patterns of ``TARGETS=(...)`` and the ``# equivalent:`` notes."""
+    """The mutant name patterns of ``TARGETS=(...)`` and the notes, ``# equivalent:``
+    (cannot change a result) or ``# accelerator:`` (changes one only off the CPU)."""
     text = SCRIPT.read_text(encoding="utf-8")
     block = re.search(r"^TARGETS=\((.*?)^\)", text, re.S | re.M)
     if block is None:
         raise SystemExit(f"no TARGETS=( ... ) in {SCRIPT}")
     targets = re.findall(r'"([^"]+)"', block.group(1))
     notes = {}
-    for name, why in re.findall(r"^#\s+equivalent:\s+(\S+)\s+-+\s+(.*)$", text, re.M):
-        notes[name] = why.strip()
+    for tag, name, why in re.findall(r"^#\s+(equivalent|accelerator):\s+(\S+)\s+-+\s+(.*)$", text, re.M):
+        notes[name] = f"{tag}: {why.strip()}"
     return targets, notes
 
 
@@ -95,7 +96,7 @@ def main() -> int:
     surviving = {n for r in results.values() for n, c in r.items() if c == 0}
     stale = sorted(set(notes) - surviving)
     total_killed = total_all = 0
-    print(f"{'module':<24} {'killed':>7} {'total':>6} {'score':>7}  survived (equivalent)  other")
+    print(f"{'module':<24} {'killed':>7} {'total':>6} {'score':>7}  survived (documented)  other")
     for module in sorted(results):
         codes = results[module]
         killed = sum(code in KILLED or code in TIMEOUT for code in codes.values())
@@ -113,7 +114,7 @@ def main() -> int:
         if shown:
             print(f"\nsurvivors in {module}:")
             for name in shown:
-                print(f"  {name}  [equivalent: {notes[name]}]" if name in notes else f"  {name}")
+                print(f"  {name}  [{notes[name]}]" if name in notes else f"  {name}")
     if stale:
         print("\nnotes that name no surviving mutant (killed now, or the code moved):")
         for name in stale:
