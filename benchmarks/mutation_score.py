@@ -104,8 +104,10 @@ def main() -> int:
         other = len(codes) - killed - len(survived)
         equivalent = sum(n in notes for n in survived)
         total_killed, total_all = total_killed + killed, total_all + len(codes)
-        print(f"{module:<24} {killed:>7} {len(codes):>6} {100 * killed / len(codes):>6.1f}%"
-              f"  {len(survived):>8} ({equivalent}){'':>11}  {other}")
+        print(
+            f"{module:<24} {killed:>7} {len(codes):>6} {100 * killed / len(codes):>6.1f}%"
+            f"  {len(survived):>8} ({equivalent}){'':>11}  {other}"
+        )
     print(f"{'all':<24} {total_killed:>7} {total_all:>6} {100 * total_killed / max(total_all, 1):>6.1f}%")
     print("\n('other': not run, no covering test, or a crash of the test run itself)")
     for module in sorted(results):

@@ -11,7 +11,20 @@ from integral_cli import DECODERS, decode, render_heatmaps
 from integral_cli.decoders import decode_counted
 from integral_cli.errors import ConfigError, ShapeError
 
-from references import PARAMS, REFERENCES, opencv_kernel
+from references import (
+    PARAMS,
+    REFERENCES,
+    opencv_kernel,
+    ref_argmax,
+    ref_dark,
+    ref_dark_udp,
+    ref_integral,
+    ref_integral_debiased,
+    ref_integral_l1,
+    ref_integral_marginal,
+    ref_modulated,
+    ref_soft_argmax_local,
+)
 
 
 def noisy_maps(rng):
@@ -489,6 +502,7 @@ def test_the_blur_kernel_is_opencvs(size):
     got = blur_maps(torch.from_numpy(image)[None], gaussian_kernel(size)).numpy()[0]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
+
 def test_soft_argmax_local_near_the_border_of_a_map_far_below_zero():
     # The window pixels outside the map must weigh nothing, however far the peak lies
     # below zero (raw network outputs can be all negative). Peak -300 at (1, 2), window
@@ -581,8 +595,9 @@ def test_half_precision_input_is_decoded_in_float32(name):
         torch.testing.assert_close(got, decode(maps.to(dtype).float(), name), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["argmax", "argmax-quarter", "integral", "integral-marginal", "integral-l1",
-                                  "soft-argmax-local"])
+@pytest.mark.parametrize(
+    "name", ["argmax", "argmax-quarter", "integral", "integral-marginal", "integral-l1", "soft-argmax-local"]
+)
 def test_decoders_stay_on_the_device_of_the_maps(name):
     # The meta device (shapes, no data) stands in for an accelerator: any tensor made on
     # the CPU by mistake meets the maps in an operation and raises. (DARK and the
@@ -608,8 +623,9 @@ def test_quarter_offset_on_every_pixel_of_a_small_map():
                 maps[y, x, y, x - 1] = 1.0
             if y > 0:
                 maps[y, x, y - 1, x] = 1.0
-            expected[y, x] = torch.tensor([x + (0.25 if 1 <= x <= width - 2 else 0.0),
-                                           y + (0.25 if 1 <= y <= height - 2 else 0.0)])
+            expected[y, x] = torch.tensor(
+                [x + (0.25 if 1 <= x <= width - 2 else 0.0), y + (0.25 if 1 <= y <= height - 2 else 0.0)]
+            )
     torch.testing.assert_close(decode(maps, "argmax-quarter"), expected, atol=0, rtol=0)
 
 
@@ -620,11 +636,13 @@ def test_many_maps_are_weighed_in_blocks_with_the_same_numbers():
     import warnings
 
     generator = np.random.default_rng(7)
-    maps = render_heatmaps(torch.from_numpy(generator.uniform(6, 40, (65, 2, 2))), (64, 48), 2.0,
-                           amplitude=3.0).float()
+    maps = render_heatmaps(torch.from_numpy(generator.uniform(6, 40, (65, 2, 2))), (64, 48), 2.0, amplitude=3.0).float()
     maps = maps + 0.1 * torch.from_numpy(generator.random(maps.shape)).float()
-    references = {"integral": lambda h: ref_integral(h, 1.0), "integral-l1": ref_integral_l1,
-                  "integral-debiased": lambda h: ref_integral_debiased(h, 1.0)}
+    references = {
+        "integral": lambda h: ref_integral(h, 1.0),
+        "integral-l1": ref_integral_l1,
+        "integral-debiased": lambda h: ref_integral_debiased(h, 1.0),
+    }
     for name, reference in references.items():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -639,9 +657,10 @@ def border_maps(rng, amplitude=2.0):
     """Bumps centred on every side and corner of a 12x15 map, and one pixel in from
     them (where the +-1 and +-2 neighbourhoods first fit), plus a little positive noise.
     At amplitude 80 UDP-DARK's ceiling of 50 bites: the whole-map blur, border included."""
-    centres = [(0, 0), (14, 0), (0, 11), (14, 11), (7, 0), (0, 5), (14, 6), (7, 11),
-               (1, 1), (13, 10), (2, 2), (12, 9)]
-    centres = torch.tensor(centres, dtype=torch.float64).view(6, 2, 2) + torch.from_numpy(rng.uniform(-0.3, 0.3, (6, 2, 2)))
+    centres = [(0, 0), (14, 0), (0, 11), (14, 11), (7, 0), (0, 5), (14, 6), (7, 11), (1, 1), (13, 10), (2, 2), (12, 9)]
+    centres = torch.tensor(centres, dtype=torch.float64).view(6, 2, 2) + torch.from_numpy(
+        rng.uniform(-0.3, 0.3, (6, 2, 2))
+    )
     maps = render_heatmaps(centres, (12, 15), 1.5, amplitude=amplitude).numpy()
     return maps + 0.05 * rng.random(maps.shape)
 
@@ -653,13 +672,14 @@ def test_peaks_on_the_border_match_the_reference(name, amplitude, rng):
     got = decode(torch.from_numpy(maps), name, **PARAMS).numpy()
     for b in range(maps.shape[0]):
         for k in range(maps.shape[1]):
-            np.testing.assert_allclose(got[b, k], REFERENCES[name](maps[b, k]), rtol=1e-9, atol=1e-9,
-                                       err_msg=f"map {b},{k}")
+            np.testing.assert_allclose(
+                got[b, k], REFERENCES[name](maps[b, k]), rtol=1e-9, atol=1e-9, err_msg=f"map {b},{k}"
+            )
 
 
 def test_refinements_default_to_the_kernel_of_eleven(rng):
-    from integral_cli.decoders.dark import refine_dark, refine_dark_udp
     from integral_cli.decoders.argmax import get_heatmap_maximum
+    from integral_cli.decoders.dark import refine_dark, refine_dark_udp
 
     # bump maps take the local blur, clamped ones the whole-map blur; without the
     # maxima handed in, the refinements find them
@@ -678,7 +698,7 @@ def test_dark_keeps_the_argmax_where_the_log_is_flat():
 
 
 def test_opencv_sigma_and_the_kernel_size_rule():
-    from integral_cli.decoders.dark import kernel_size_for_sigma, opencv_sigma
+    from integral_cli.decoders.registry import kernel_size_for_sigma, opencv_sigma
 
     # 0.3 ((k - 1) / 2 - 1) + 0.8, by hand
     assert [opencv_sigma(k) for k in (3, 9, 11, 17)] == pytest.approx([0.8, 1.7, 2.0, 2.9], abs=1e-12)
@@ -785,7 +805,9 @@ def test_gather_patches_against_a_plain_reference(radius, crossing, edge, rng):
     got = gather_patches(maps, x, y, radius, edge=edge).numpy()
     for b in range(5):
         for k in range(3):
-            np.testing.assert_array_equal(got[b, k], ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), radius, edge))
+            np.testing.assert_array_equal(
+                got[b, k], ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), radius, edge)
+            )
 
 
 def test_gather_patches_reads_maps_narrower_than_the_patch(rng):
@@ -797,7 +819,9 @@ def test_gather_patches_reads_maps_narrower_than_the_patch(rng):
         got = gather_patches(maps, x, y, 3)
         for b in range(2):
             for k in range(2):
-                np.testing.assert_array_equal(got[b, k].numpy(), ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), 3, False))
+                np.testing.assert_array_equal(
+                    got[b, k].numpy(), ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), 3, False)
+                )
 
 
 def test_window_view_from_seven_pixels_square_to_the_map_size(monkeypatch):
@@ -832,18 +856,20 @@ def test_decoder_name_checks_say_what_is_wrong():
     assert check_decoder_names(("dark", "argmax")) == ("dark", "argmax")
     with pytest.raises(ConfigError, match=r"^no decoders given$"):
         check_decoder_names(())
-    with pytest.raises(ConfigError, match=r"^a decoder is listed twice$"):
+    with pytest.raises(ConfigError, match=r"^a decoder is listed twice in decoders$"):
         check_decoder_names(("argmax", "dark", "argmax"))
     with pytest.raises(ConfigError, match=r"^unknown decoder 'nope'; choose from argmax, argmax-quarter, dark,"):
         check_decoder_names(("argmax", "nope"))
 
 
 def test_kernel_size_check_wants_a_positive_odd_int():
-    from integral_cli.decoders.dark import check_kernel_size
+    from integral_cli.decoders.registry import check_kernel_size
 
     assert check_kernel_size(1) == 1 and check_kernel_size(11) == 11
     for bad in (11.0, "11", True, 0, -1, 4):
-        with pytest.raises(ConfigError, match=rf"^dark_kernel must be a positive odd integer, got {re.escape(repr(bad))}$"):
+        with pytest.raises(
+            ConfigError, match=rf"^dark_kernel must be a positive odd integer, got {re.escape(repr(bad))}$"
+        ):
             check_kernel_size(bad)
 
 

@@ -25,6 +25,7 @@ from integral_cli.sweep import (
     run_sweep,
     setting_differences,
 )
+
 from support import assert_rows_equal
 
 BASE = ExperimentConfig(samples=6, image_size=(128, 128), decoders=("dark", "argmax"), device="cpu")
@@ -36,8 +37,16 @@ def keys_of(frame):
     return [(int(row["stride"]), float(row["sigma"]), row["decoder"]) for _, row in frame.iterrows()]
 
 
-GRID_ORDER = [(4, 1.0, "dark"), (4, 1.0, "argmax"), (4, 2.0, "dark"), (4, 2.0, "argmax"),
-              (8, 1.0, "dark"), (8, 1.0, "argmax"), (8, 2.0, "dark"), (8, 2.0, "argmax")]
+GRID_ORDER = [
+    (4, 1.0, "dark"),
+    (4, 1.0, "argmax"),
+    (4, 2.0, "dark"),
+    (4, 2.0, "argmax"),
+    (8, 1.0, "dark"),
+    (8, 1.0, "argmax"),
+    (8, 2.0, "dark"),
+    (8, 2.0, "argmax"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,7 @@ def test_shard_parse_and_str_mirror_each_other():
 
 @pytest.mark.parametrize("text", ["3", "1/2/3", "a/b", "1/", ""])
 def test_shard_parse_refuses_other_shapes(text):
-    with pytest.raises(ConfigError, match=rf"shard must look like i/n, e.g. 2/8, got {text!r}$"):
+    with pytest.raises(ConfigError, match=rf"^shard must look like i/n, e.g. 2/8, or auto, got {text!r}$"):
         Shard.parse(text)
 
 
@@ -90,7 +99,7 @@ def test_configuration_key_is_the_value_of_every_axis_in_grid_order():
 
 
 def test_configuration_key_resolves_same_to_the_encoding_convention():
-    values = {field: 1 for field in GRID_AXES} | {"convention": "udp", "decode_convention": "same"}
+    values = dict.fromkeys(GRID_AXES, 1) | {"convention": "udp", "decode_convention": "same"}
     key = configuration_key(values)
     assert key[list(GRID_AXES).index("decode_convention")] == "udp"
 
@@ -98,8 +107,10 @@ def test_configuration_key_resolves_same_to_the_encoding_convention():
 def test_configuration_key_of_a_csv_row_equals_that_of_its_config():
     # a CSV row holds numpy scalars; the key holds plain numbers equal to the config's
     config = dataclasses.asdict(BASE)
-    row = {field: (np.float64(v) if isinstance(v, float) else np.int64(v) if isinstance(v, int) else v)
-           for field, v in config.items()}
+    row = {
+        field: (np.float64(v) if isinstance(v, float) else np.int64(v) if isinstance(v, int) else v)
+        for field, v in config.items()
+    }
     key = configuration_key(row)
     assert key == configuration_key(config)
     assert all(type(value) in (int, float, str) for value in key)
@@ -108,8 +119,11 @@ def test_configuration_key_of_a_csv_row_equals_that_of_its_config():
 # ---------------------------------------------------------------- settings and sidecars
 def test_setting_differences_lists_every_change_by_name():
     old = {"settings": {"samples": 300, "seed": 0, "max_memory_mib": 64}, "grid": {"stride": [4]}, "shard": "1/2"}
-    new = {"settings": {"samples": 301, "seed": 0, "max_memory_mib": 8, "noise": 0.1}, "grid": {"stride": [4, 8]},
-           "shard": "1/2"}
+    new = {
+        "settings": {"samples": 301, "seed": 0, "max_memory_mib": 8, "noise": 0.1},
+        "grid": {"stride": [4, 8]},
+        "shard": "1/2",
+    }
     assert setting_differences(old, new) == [
         "noise: None then 0.1",
         "samples: 300 then 301",
@@ -138,14 +152,17 @@ def test_read_sweep_sidecar_gives_a_complete_sidecar_back(tmp_path):
     assert read_sweep_sidecar(path) == sidecar_payload()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.update(settings=[]), "has no settings with a list of decoders"),
-    (lambda p: p["settings"].update(decoders="argmax"), "has no settings with a list of decoders"),
-    (lambda p: p.update(grid=[]), "has no grid values for " + ", ".join(GRID_AXES) + "$"),
-    (lambda p: p["grid"].pop("sigma"), "has no grid values for sigma$"),
-    (lambda p: p["grid"].update(stride=4, dtype="float32"), "has no grid values for stride, dtype$"),
-    (lambda p: p["grid"].update(noise=[]), "has no grid values for some axes$"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.update(settings=[]), "has no settings with a list of decoders"),
+        (lambda p: p["settings"].update(decoders="argmax"), "has no settings with a list of decoders"),
+        (lambda p: p.update(grid=[]), "has no grid values for " + ", ".join(GRID_AXES) + "$"),
+        (lambda p: p["grid"].pop("sigma"), "has no grid values for sigma$"),
+        (lambda p: p["grid"].update(stride=4, dtype="float32"), "has no grid values for stride, dtype$"),
+        (lambda p: p["grid"].update(noise=[]), "has no grid values for some axes$"),
+    ],
+)
 def test_read_sweep_sidecar_names_what_is_missing(tmp_path, change, message):
     payload = sidecar_payload()
     change(payload)
@@ -212,8 +229,11 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path):
     out = tmp_path / "s.csv"
     run_sweep(SWEEP, out)
     other = SweepConfig(dataclasses.replace(BASE, samples=7, seed=3), SWEEP.axes)
-    with pytest.raises(ConfigError, match=r"cannot resume .*s\.csv: it was made with other settings "
-                                          r"\(samples: 6 then 7; seed: 0 then 3\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot resume .*s\.csv: it was made with other settings "
+        r"\(samples: 6 then 7; seed: 0 then 3\)",
+    ):
         run_sweep(other, out, resume=True)
     with pytest.raises(ConfigError, match=r"\(shard: '1/1' then '1/2'\)"):
         run_sweep(SWEEP, out, resume=True, shard=Shard(1, 2))
@@ -238,8 +258,11 @@ def test_resume_refuses_rows_of_another_grid_and_repeated_rows(tmp_path):
     with pytest.raises(InputFileError, match=r"s\.csv holds stride=4, sigma=2\.0 twice; remove the repeated rows"):
         run_sweep(SWEEP, out, resume=True)
     out.write_text(text.replace("\n8,2.0,", "\n2,2.0,", 1))
-    with pytest.raises(InputFileError, match=r"s\.csv holds a configuration this sweep does not have "
-                                             r"\(stride=2, sigma=2\.0\)"):
+    with pytest.raises(
+        InputFileError,
+        match=r"s\.csv holds a configuration this sweep does not have "
+        r"\(stride=2, sigma=2\.0\)",
+    ):
         run_sweep(SWEEP, out, resume=True)
 
 
@@ -321,7 +344,8 @@ def test_merge_refuses_parts_made_with_other_settings(tmp_path, halves):
     other = tmp_path / "other.csv"
     run_sweep(SweepConfig(dataclasses.replace(BASE, seed=1, samples=7), SWEEP.axes), other, shard=Shard(2, 2))
     with pytest.raises(
-        ConfigError, match=r"other\.csv was made with other settings than .*part1\.csv \(samples: 6 then 7; seed: 0 then 1\)"
+        ConfigError,
+        match=r"other\.csv was made with other settings than .*part1\.csv \(samples: 6 then 7; seed: 0 then 1\)",
     ):
         merge_results(tmp_path / "m.csv", [halves[0], other])
     assert not (tmp_path / "m.csv").exists()
@@ -330,8 +354,11 @@ def test_merge_refuses_parts_made_with_other_settings(tmp_path, halves):
 def test_merge_refuses_a_configuration_held_twice(tmp_path, halves):
     whole = tmp_path / "whole.csv"
     run_sweep(SWEEP, whole)
-    with pytest.raises(InputFileError, match=r"whole\.csv and .*part1\.csv both hold stride=4, sigma=1\.0; "
-                                             "merge each configuration once"):
+    with pytest.raises(
+        InputFileError,
+        match=r"whole\.csv and .*part1\.csv both hold stride=4, sigma=1\.0; "
+        "merge each configuration once",
+    ):
         merge_results(tmp_path / "m.csv", [halves[0], whole])
     lines = whole.read_text().splitlines(keepends=True)
     whole.write_text("".join(lines + lines[1:2]))
