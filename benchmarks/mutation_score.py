@@ -34,12 +34,12 @@ TIMEOUT = {24, -24, 36, 152, 255}
 
 
 def targets_and_notes() -> tuple[list[str], dict[str, str]]:
-    """The mutant name patterns of ``TARGETS=(...)`` and the notes, ``# equivalent:``
+    """The mutant name patterns of ``targets=(...)`` and the notes, ``# equivalent:``
     (cannot change a result) or ``# accelerator:`` (changes one only off the CPU)."""
     text = SCRIPT.read_text(encoding="utf-8")
-    block = re.search(r"^TARGETS=\((.*?)^\)", text, re.S | re.M)
+    block = re.search(r"^\s*local targets=\((.*?)^\s*\)", text, re.S | re.M)
     if block is None:
-        raise SystemExit(f"no TARGETS=( ... ) in {SCRIPT}")
+        raise SystemExit(f"no targets=( ... ) in {SCRIPT}")
     targets = re.findall(r'"([^"]+)"', block.group(1))
     notes = {}
     for tag, name, why in re.findall(r"^#\s+(equivalent|accelerator):\s+(\S+)\s+-+\s+(.*)$", text, re.M):
