@@ -1,5 +1,6 @@
 """Writing and reading results: the columns, whole rows on disk, refusals that say why."""
 
+import errno
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from integral_cli.report import (
     check_output_path,
     read_results,
     read_sidecar,
+    remedy,
     rows_as_records,
     sidecar_path,
     write_csv,
@@ -288,3 +290,79 @@ def test_rows_as_records_keeps_the_tool_columns_in_order():
     records = rows_as_records(results_frame(1))
     assert list(records[0]) == list(CSV_COLUMNS)
     assert records[0]["decoder"] == "decoder0" and records[0]["stride"] == 0.0
+
+
+# --------------------------------------------------------------- failed appends
+def _failing_write(after_bytes, code=errno.ENOSPC):
+    """os.write that puts ``after_bytes`` bytes down, then fails like a full disk."""
+    real = os.write
+
+    def write(descriptor, data):
+        if after_bytes:
+            return real(descriptor, bytes(data[:after_bytes]))
+        raise OSError(code, os.strerror(code))
+
+    return write
+
+
+def test_a_failed_append_cuts_the_file_back_to_its_whole_rows(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    append_rows(path, results_frame(1), header=True)
+    before = path.read_bytes()
+    calls = []
+    real = _failing_write(40)
+    # the first write lands 40 bytes, the second finds the disk full
+    monkeypatch.setattr(
+        os, "write", lambda fd, data: calls.append(1) or (real if len(calls) == 1 else _failing_write(0))(fd, data)
+    )
+    with pytest.raises(OutputError, match=r"cannot write .*r\.csv: No space left on device$") as caught:
+        append_rows(path, results_frame(1, start=1), header=False)
+    assert path.read_bytes() == before
+    assert remedy(caught.value) == "free some space"
+
+
+def test_a_failed_first_append_removes_the_file_it_created(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    monkeypatch.setattr(os, "write", _failing_write(0, errno.EFBIG))
+    with pytest.raises(OutputError, match="File too large") as caught:
+        append_rows(path, results_frame(1), header=True)
+    assert not path.exists()
+    assert remedy(caught.value) == "raise the file size limit"
+
+
+def test_a_cut_back_that_fails_too_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    append_rows(path, results_frame(1), header=True)
+    monkeypatch.setattr(os, "write", _failing_write(0, errno.EDQUOT))
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OutputError, match=r"; cutting it back to its whole rows failed too \(I/O error\)$") as caught:
+        append_rows(path, results_frame(1, start=1), header=False)
+    assert remedy(caught.value) == "free some space (or raise the quota)"
+
+
+def test_an_interrupt_after_a_whole_append_keeps_the_rows(tmp_path, monkeypatch):
+    # rows all in the file are whole and stay; a part of them is taken back
+    path = tmp_path / "r.csv"
+    append_rows(path, results_frame(1), header=True)
+    whole = path.read_bytes()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        append_rows(path, results_frame(1, start=1), header=False)
+    assert path.read_bytes() == whole + csv_text(results_frame(1, start=1), header=False).encode()
+    real, calls = os.write, []
+
+    def ten_bytes_then_interrupt(fd, data):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(fd, bytes(data[:10]))
+
+    monkeypatch.setattr(os, "write", ten_bytes_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        append_rows(path, results_frame(1, start=2), header=False)
+    assert path.read_bytes() == whole + csv_text(results_frame(1, start=1), header=False).encode()
+
+
+def test_remedy_without_an_os_error_behind_it():
+    assert remedy(ValueError("bad")) == "fix what stopped the write"
+    assert remedy(OSError(errno.EACCES, "Permission denied")) == "fix what stopped the write"

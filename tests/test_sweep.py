@@ -399,3 +399,46 @@ def test_resume_of_a_sidecar_without_a_start_takes_this_run_s(tmp_path):
     run_sweep(SWEEP, out, resume=True)
     started = json.loads(out.with_suffix(".json").read_text())["started"]
     assert isinstance(started, str) and started > "2020"
+
+
+# ------------------------------------------------------------------- Slurm job arrays
+SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+
+
+@pytest.mark.parametrize("task, first, count, expected", [(3, 1, 4, (3, 4)), (0, 0, 2, (1, 2)), (12, 10, 3, (3, 3))])
+def test_shard_auto_is_the_task_of_a_job_array(task, first, count, expected):
+    environment = dict(zip(SLURM, (str(task), str(first), str(count)), strict=True))
+    shard = Shard.from_slurm(environment)
+    assert (shard.index, shard.count) == expected
+    assert Shard.parse("auto", environment) == shard == Shard.parse(" AUTO ", environment)
+
+
+@pytest.mark.parametrize("missing", [["SLURM_ARRAY_TASK_MIN"], ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"]])
+def test_shard_auto_names_the_variables_not_set(missing):
+    environment = {name: ("  " if name == missing[-1] else "1") for name in SLURM}
+    for name in missing[:-1]:
+        del environment[name]  # absent, or (the last) only blanks
+    expected = (
+        f"^shard auto reads a Slurm job array's {', '.join(SLURM)}; {', '.join(missing)} not set "
+        r"\(run it as a task of sbatch --array, or give the shard as i/n\)$"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        Shard.from_slurm(environment)
+
+
+def test_shard_auto_refuses_words_and_tasks_outside_the_array():
+    words = dict(zip(SLURM, ("x", "1", "4"), strict=True))
+    with pytest.raises(
+        ConfigError,
+        match=r"^shard auto: SLURM_ARRAY_TASK_ID='x', SLURM_ARRAY_TASK_MIN='1', "
+        r"SLURM_ARRAY_TASK_COUNT='4' are not integers$",
+    ):
+        Shard.from_slurm(words)
+    for task, first, count in ((5, 1, 4), (0, 1, 4), (1, 1, 0)):
+        environment = dict(zip(SLURM, (str(task), str(first), str(count)), strict=True))
+        with pytest.raises(
+            ConfigError,
+            match=rf"^shard auto: task {task} of an array from {first} with {count} tasks is not a shard; "
+            r"use a contiguous array \(--array=1-N\), or give the shard as i/n$",
+        ):
+            Shard.from_slurm(environment)
