@@ -18,9 +18,10 @@
 # integral_cli/decoders/, coords.py, metrics.py and report.py; of sweep.py only Shard,
 # configuration_key, setting_differences, read_sweep_sidecar, _resumable and
 # merge_results (`targets` below: mutmut mutates the whole file, the run is narrowed by
-# mutant name). The tests are the unit tests of those modules and tests/test_reliability.py
-# (resume, merge, shards); the end-to-end tests of the CLI, experiment, fit and evaluate
-# are left out of the run, as they would cost minutes for every surviving mutant.
+# mutant name). The tests are the unit tests of those modules, tests/test_reliability.py
+# (resume, merge, shards) and tests/test_full_disk.py (failed writes, cut rows); the
+# end-to-end tests of the CLI, experiment, fit and evaluate are left out of the run, as
+# they would cost minutes for every surviving mutant.
 # mutmut reruns only the tests that reach the mutated function.
 #
 # Notes: every surviving mutant, one line each on why it is left. Format (read by

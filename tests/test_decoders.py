@@ -704,6 +704,11 @@ def test_opencv_sigma_and_the_kernel_size_rule():
     assert [opencv_sigma(k) for k in (3, 9, 11, 17)] == pytest.approx([0.8, 1.7, 2.0, 2.9], abs=1e-12)
     # the odd size whose sigma is nearest; never below 3
     assert [kernel_size_for_sigma(s) for s in (0.1, 1.0, 1.7, 2.0, 2.9, 3.0)] == [3, 5, 9, 11, 17, 17]
+    # and at most the largest kernel accepted (0.3 ((101 - 1) / 2 - 1) + 0.8 = 15.5)
+    assert kernel_size_for_sigma(15.5) == 101 and kernel_size_for_sigma(40.0) == 101
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=rf"^a kernel size needs a sigma > 0, got {bad}$"):
+            kernel_size_for_sigma(bad)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5, 7, 9, 11, 25])
