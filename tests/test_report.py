@@ -366,3 +366,9 @@ def test_an_interrupt_after_a_whole_append_keeps_the_rows(tmp_path, monkeypatch)
 def test_remedy_without_an_os_error_behind_it():
     assert remedy(ValueError("bad")) == "fix what stopped the write"
     assert remedy(OSError(errno.EACCES, "Permission denied")) == "fix what stopped the write"
+
+
+def test_write_csv_without_columns_writes_the_frames_own(tmp_path):
+    path = tmp_path / "r.csv"
+    write_csv(path, pd.DataFrame({"b": ["x", "y"], "a": [1, 2]}), columns=None)
+    assert path.read_text() == "b,a\nx,1\ny,2\n"
