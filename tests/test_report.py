@@ -372,3 +372,10 @@ def test_write_csv_without_columns_writes_the_frames_own(tmp_path):
     path = tmp_path / "r.csv"
     write_csv(path, pd.DataFrame({"b": ["x", "y"], "a": [1, 2]}), columns=None)
     assert path.read_text() == "b,a\nx,1\ny,2\n"
+
+
+def test_whole_files_are_written_with_the_usual_permissions(tmp_path):
+    write_csv(tmp_path / "r.csv", results_frame(1))
+    write_json(tmp_path / "r.json", {})
+    for name in ("r.csv", "r.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644 & ~_umask()
