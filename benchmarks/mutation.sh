@@ -37,11 +37,9 @@
 # speed change ("same numbers").
 #
 # coords.py
-# equivalent: integral_cli.coords.x_heatmap_size__mutmut_25 -- on the error path the stride is >= 2, so `below` is 0 or >= 2: > 1 is > 0
-# decoders/__init__.py
-# equivalent: integral_cli.decoders.x_check_decoder_params__mutmut_13 -- check_kernel_size has already required an int
-# equivalent: integral_cli.decoders.x_check_decoder_params__mutmut_18 -- check_kernel_size has already required an int
-# equivalent: integral_cli.decoders.x_check_decoder_params__mutmut_20 -- check_kernel_size has already required an int
+# equivalent: integral_cli.coords.x_heatmap_size__mutmut_28 -- on the error path the stride is >= 2, so `below` is 0 or >= 2: > 1 is > 0
+# equivalent: integral_cli.coords.x_heatmap_to_image__mutmut_14 -- two different scales come only from udp, whose offset is 0
+# equivalent: integral_cli.coords.x_image_to_heatmap__mutmut_13 -- two different scales come only from udp, whose offset is 0
 # decoders/argmax.py
 # equivalent: integral_cli.decoders.argmax.x_flat_argmax__mutmut_4 -- never the numpy path: torch's argmax gives the same index (same numbers)
 # equivalent: integral_cli.decoders.argmax.x_flat_argmax__mutmut_5 -- never the numpy path: torch's argmax gives the same index (same numbers)
@@ -141,30 +139,34 @@
 # equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_16 -- the offsets are 2-D: +1 is -1
 # equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_34 -- float("NAN") is float("nan")
 # equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_43 -- the offsets are 2-D: +1 is -1
+# equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_87 -- the fields and the statistics have the same length by construction
+# equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_90 -- the fields and the statistics have the same length by construction
+# equivalent: integral_cli.metrics.x_summarize_offsets__mutmut_93 -- the fields and the statistics have the same length by construction
 # report.py
+# equivalent: integral_cli.report.x__parse_results__mutmut_62 -- a row with nothing in it has no time either, which the other half catches
 # equivalent: integral_cli.report.x_append_rows__mutmut_4 -- pandas writes no index for a false index=None
 # equivalent: integral_cli.report.x_append_rows__mutmut_12 -- codec names are case-insensitive
+# equivalent: integral_cli.report.x_drop_cut_row__mutmut_20 -- codec names are case-insensitive
+# equivalent: integral_cli.report.x_drop_cut_row__mutmut_27 -- codec names are case-insensitive
 # equivalent: integral_cli.report.x_read_results__mutmut_4 -- the tool's CSVs are ASCII; UTF-8 is the locale encoding wherever Python coerces the C locale
 # equivalent: integral_cli.report.x_read_results__mutmut_6 -- codec names are case-insensitive
-# equivalent: integral_cli.report.x_read_results__mutmut_67 -- a row with nothing in it has no time either, which the other half catches
 # equivalent: integral_cli.report.x_read_sidecar__mutmut_5 -- the tool's sidecars are ASCII (json.dumps escapes the rest)
 # equivalent: integral_cli.report.x_read_sidecar__mutmut_7 -- codec names are case-insensitive
 # equivalent: integral_cli.report.x_rows_as_records__mutmut_6 -- pandas lower-cases orient
-# equivalent: integral_cli.report.x_write_csv__mutmut_4 -- pandas writes no index for a false index=None
-# equivalent: integral_cli.report.x_write_json__mutmut_4 -- json.dumps writes ASCII only, the same bytes in any encoding
-# equivalent: integral_cli.report.x_write_json__mutmut_6 -- json.dumps writes ASCII only, the same bytes in any encoding
-# equivalent: integral_cli.report.x_write_json__mutmut_15 -- codec names are case-insensitive
+# equivalent: integral_cli.report.x_write_csv__mutmut_11 -- pandas writes no index for a false index=None
+# equivalent: integral_cli.report.x_write_csv__mutmut_17 -- codec names are case-insensitive
+# equivalent: integral_cli.report.x_write_json__mutmut_14 -- codec names are case-insensitive
 # sweep.py
-# equivalent: integral_cli.sweep.x__resumable__mutmut_22 -- pandas lower-cases orient
-# equivalent: integral_cli.sweep.x__resumable__mutmut_58 -- pandas lower-cases orient
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_44 -- None is as false as False
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_76 -- pandas lower-cases orient
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_115 -- the index is reset after sorting anyway
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_117 -- the index is reset after sorting anyway
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_118 -- the index is reset after sorting anyway
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_132 -- pandas lower-cases orient
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_134 -- the old index comes back as a column, which the CSV's fixed columns leave out
-# equivalent: integral_cli.sweep.x_merge_results__mutmut_140 -- the old index comes back as a column, which the CSV's fixed columns leave out
+# equivalent: integral_cli.sweep.x__resumable__mutmut_60 -- pandas lower-cases orient
+# equivalent: integral_cli.sweep.x__resumable__mutmut_96 -- pandas lower-cases orient
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_47 -- None is as false as False
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_83 -- pandas lower-cases orient
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_122 -- the index is reset after sorting anyway
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_124 -- the index is reset after sorting anyway
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_125 -- the index is reset after sorting anyway
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_139 -- pandas lower-cases orient
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_141 -- the old index comes back as a column, which the CSV's fixed columns leave out
+# equivalent: integral_cli.sweep.x_merge_results__mutmut_147 -- the old index comes back as a column, which the CSV's fixed columns leave out
 
 set -euo pipefail
 
