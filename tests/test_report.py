@@ -379,3 +379,76 @@ def test_whole_files_are_written_with_the_usual_permissions(tmp_path):
     write_json(tmp_path / "r.json", {})
     for name in ("r.csv", "r.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644 & ~_umask()
+
+
+def test_remedy_of_an_os_error_itself():
+    assert remedy(OSError(errno.ENOSPC, "No space left on device")) == "free some space"
+
+
+def test_a_close_that_fails_after_the_rows_is_a_failed_write(tmp_path, monkeypatch):
+    # a network file system may report a failed write only when the file is closed
+    path = tmp_path / "r.csv"
+    real = os.close
+
+    def close(descriptor):
+        real(descriptor)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "close", close)
+    with pytest.raises(OutputError, match=r"^cannot write .*r\.csv: Input/output error$"):
+        append_rows(path, results_frame(1), header=True)
+
+
+def test_a_failed_write_whose_close_fails_too_is_still_a_failed_write(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    real = os.close
+    monkeypatch.setattr(os, "write", _failing_write(0))
+    monkeypatch.setattr(os, "close", lambda fd: real(fd) or (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
+    with pytest.raises(OutputError, match="No space left on device"):
+        append_rows(path, results_frame(1), header=True)
+
+
+def test_an_interrupt_inside_the_first_append_removes_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    real, calls = os.write, []
+
+    def ten_bytes_then_interrupt(fd, data):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(fd, bytes(data[:10]))
+
+    monkeypatch.setattr(os, "write", ten_bytes_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        append_rows(path, results_frame(1), header=True)
+    assert not path.exists()
+
+
+def test_drop_cut_row_names_the_file_it_cannot_read_or_parse(tmp_path):
+    from integral_cli.report import drop_cut_row
+
+    with pytest.raises(InputFileError, match=r"^cannot read .*: \[Errno 21\] Is a directory"):
+        drop_cut_row(tmp_path)
+    path = tmp_path / "r.csv"
+    path.write_bytes(csv_text(results_frame(1)).encode() + b"\xff\xfe\n1,2")
+    with pytest.raises(InputFileError, match=r"^cannot read .*r\.csv: 'utf-8' codec can't decode"):
+        drop_cut_row(path)
+    path.write_text("a,b\n1,2\n3,")
+    with pytest.raises(InputFileError, match=r"^.*r\.csv does not have the results columns"):
+        drop_cut_row(path)
+
+
+def test_drop_cut_row_names_the_cut_header_it_cannot_remove(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from integral_cli.report import drop_cut_row
+
+    path = tmp_path / "r.csv"
+    path.write_text("stride,sig")
+    monkeypatch.setattr(
+        Path,
+        "unlink",
+        lambda self, missing_ok=False: (_ for _ in ()).throw(PermissionError(errno.EACCES, "Permission denied")),
+    )
+    with pytest.raises(OutputError, match=r"^cannot remove .*r\.csv: Permission denied$"):
+        drop_cut_row(path)
