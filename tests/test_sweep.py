@@ -405,7 +405,9 @@ def test_resume_of_a_sidecar_without_a_start_takes_this_run_s(tmp_path):
 SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
 
 
-@pytest.mark.parametrize("task, first, count, expected", [(3, 1, 4, (3, 4)), (0, 0, 2, (1, 2)), (12, 10, 3, (3, 3))])
+@pytest.mark.parametrize(
+    "task, first, count, expected", [(3, 1, 4, (3, 4)), (0, 0, 2, (1, 2)), (12, 10, 3, (3, 3)), (5, 5, 1, (1, 1))]
+)
 def test_shard_auto_is_the_task_of_a_job_array(task, first, count, expected):
     environment = dict(zip(SLURM, (str(task), str(first), str(count)), strict=True))
     shard = Shard.from_slurm(environment)
