@@ -60,3 +60,58 @@ class TestMapping:
     def test_unknown_convention(self):
         with pytest.raises(ConfigError, match="unknown convention"):
             image_to_heatmap(torch.zeros(1, 1, 2), 4, "middle")
+
+
+# ------------------------------------------------------ mutation-testing follow-ups
+def test_udp_needs_the_image_size_and_two_heatmap_pixels_per_side():
+    with pytest.raises(ConfigError, match=r"^the 'udp' convention needs the image size$"):
+        image_to_heatmap(torch.zeros(1, 1, 2), 4, "udp")
+    with pytest.raises(ConfigError, match=r"at least 2 pixels on each side \(this one is 1x16\)$"):
+        image_to_heatmap(torch.zeros(1, 1, 2), 4, "udp", image_size=(4, 64))
+    with pytest.raises(ConfigError, match=r"\(this one is 16x1\)$"):
+        heatmap_to_image(torch.zeros(1, 1, 2), 4, "udp", image_size=(64, 4))
+    # two pixels a side is enough: the image's last pixel maps onto the map's last
+    out = image_to_heatmap(torch.tensor([[[63.0, 7.0]]]), 4, "udp", image_size=(8, 64))
+    torch.testing.assert_close(out, torch.tensor([[[15.0, 1.0]]]))
+    out = image_to_heatmap(torch.tensor([[[7.0, 63.0]]]), 4, "udp", image_size=(64, 8))
+    torch.testing.assert_close(out, torch.tensor([[[1.0, 15.0]]]))
+
+
+def test_udp_scale_is_exact_in_float64():
+    # one multiplication by (W - 1) / (W_img - 1), computed in float64: x = 1 gives it back
+    out = image_to_heatmap(torch.ones(1, 1, 2, dtype=torch.float64), 4, "udp", image_size=(256, 192))
+    assert out.tolist() == [[[47 / 191, 63 / 255]]]
+
+
+def test_unknown_convention_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"^unknown convention 'middle'; choose from center, corner, udp$"):
+        heatmap_to_image(torch.zeros(1, 1, 2), 4, "middle")
+
+
+@pytest.mark.parametrize("convention", ["center", "corner", "udp"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mapping_keeps_the_dtype(convention, dtype):
+    points = torch.tensor([[[10.0, 20.0]]], dtype=dtype)
+    assert image_to_heatmap(points, 4, convention, image_size=(256, 192)).dtype == dtype
+    assert heatmap_to_image(points, 4, convention, image_size=(256, 192)).dtype == dtype
+
+
+def test_pixel_coordinates_on_the_device_and_dtype_asked_for():
+    from integral_cli.coords import pixel_coordinates
+
+    assert pixel_coordinates(4).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert pixel_coordinates(4).dtype == torch.float32
+    assert pixel_coordinates(3, dtype=torch.float64).dtype == torch.float64
+    assert pixel_coordinates(3, device="meta").device.type == "meta"
+
+
+def test_messages_name_the_stride_and_the_side():
+    with pytest.raises(ConfigError, match=r"^stride must be a positive integer, got 0$"):
+        heatmap_size((8, 8), 0)
+    with pytest.raises(ConfigError, match=r"^image width must be positive, got -4$"):
+        heatmap_size((4, -4), 1)
+
+
+def test_a_side_of_one_pixel_is_a_size():
+    assert heatmap_size((1, 4), 1) == (1, 4)
+    assert heatmap_size((4, 4), 4) == (1, 1)

@@ -1,16 +1,30 @@
 """Decoders against closed forms and the straightforward per-map references in ``references``."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from integral_cli import DECODERS, decode, render_heatmaps
-from integral_cli.decoders import decode_counted
+from integral_cli.decoders import DECODER_PARAMS, decode_counted
 from integral_cli.errors import ConfigError, ShapeError
 
-from references import PARAMS, REFERENCES, opencv_kernel
+from references import (
+    PARAMS,
+    REFERENCES,
+    opencv_kernel,
+    ref_argmax,
+    ref_dark,
+    ref_dark_udp,
+    ref_integral,
+    ref_integral_debiased,
+    ref_integral_l1,
+    ref_integral_marginal,
+    ref_modulated,
+    ref_soft_argmax_local,
+)
 
 
 def noisy_maps(rng):
@@ -487,3 +501,407 @@ def test_the_blur_kernel_is_opencvs(size):
     expected = cv2.GaussianBlur(padded, (size, size), 0)[size:-size, size:-size]
     got = blur_maps(torch.from_numpy(image)[None], gaussian_kernel(size)).numpy()[0]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_soft_argmax_local_near_the_border_of_a_map_far_below_zero():
+    # The window pixels outside the map must weigh nothing, however far the peak lies
+    # below zero (raw network outputs can be all negative). Peak -300 at (1, 2), window
+    # radius 2: by hand, exp(h - peak) is 1 at the peak, e^-1 at (2, 2) and 0 elsewhere,
+    # so x = (1 + 2 e^-1) / (1 + e^-1) and y = 2.
+    maps = torch.full((1, 1, 6, 7), -1000.0)
+    maps[0, 0, 2, 1] = -300.0
+    maps[0, 0, 2, 2] = -301.0
+    x = (1 + 2 * math.exp(-1)) / (1 + math.exp(-1))
+    torch.testing.assert_close(decode(maps, "soft-argmax-local"), torch.tensor([[[x, 2.0]]]), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------ mutation-testing follow-ups
+# Each test below pins a property that a surviving mutant of the decoders broke
+# (benchmarks/mutation.sh); expected values come from the per-map references above.
+@pytest.mark.parametrize("name", ["integral", "integral-marginal", "integral-debiased", "soft-argmax-local"])
+def test_beta_two_matches_the_reference(name, rng):
+    # beta = 1 takes a shortcut (no multiplication); any other value must scale
+    maps = bump_maps(rng)
+    params = dict(PARAMS, beta=2.0)
+    got = decode(torch.from_numpy(maps), name, **params).numpy()
+    references = {
+        "integral": lambda h: ref_integral(h, 2.0),
+        "integral-marginal": lambda h: ref_integral_marginal(h, 2.0),
+        "integral-debiased": lambda h: ref_integral_debiased(h, 2.0),
+        "soft-argmax-local": lambda h: ref_soft_argmax_local(h, 2.0, PARAMS["window_radius"]),
+    }
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(got[b, k], references[name](maps[b, k]), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_defaults_are_the_registry_defaults(name, rng):
+    # decode() passes only the parameters it is given: the functions' own defaults must
+    # be those of DECODER_PARAMS (beta 1, dark_kernel 11, window_radius 2)
+    maps = torch.from_numpy(noisy_maps(rng))
+    defaults = {"beta": 1.0, "dark_kernel": 11, "window_radius": 2}
+    assert decode(maps, name).tolist() == decode(maps, name, **defaults).tolist()
+    references = {
+        "dark": lambda h: ref_dark(h, 11),
+        "dark-udp": lambda h: ref_dark_udp(h, 11),
+        "integral": lambda h: ref_integral(h, 1.0),
+        "integral-marginal": lambda h: ref_integral_marginal(h, 1.0),
+        "integral-debiased": lambda h: ref_integral_debiased(h, 1.0),
+        "soft-argmax-local": lambda h: ref_soft_argmax_local(h, 1.0, 2),
+    }
+    if name in references:
+        got = decode(maps, name).numpy()
+        for b in range(maps.shape[0]):
+            for k in range(maps.shape[1]):
+                np.testing.assert_allclose(got[b, k], references[name](maps[b, k].numpy()), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_each_map_is_decoded_on_its_own(name, rng):
+    # A softmax taken over more than one map would still sum to one per batch, and the
+    # expectation's division would hide it, until one map is far below the other: its
+    # weights then underflow (float32 exp(-300) = 0). Lowering one map by a constant
+    # changes no decoder's answer for that map, and none for the other map.
+    maps = torch.from_numpy(bump_maps(rng)).float()
+    alone = decode(maps, name)
+    shifted = maps.clone()
+    shifted[:, 1] -= 300.0
+    got = decode(shifted, name)
+    assert torch.equal(got[:, 0], alone[:, 0])
+    if name in ("dark", "dark-udp", "integral-l1", "integral-debiased"):
+        return  # not shift-invariant by design: the clip before the log, relu and
+        # exp(h) - 1 all see the zero level
+    # the shift moves float32 rounding of the logits: 300 carries 2^-15 of absolute error
+    torch.testing.assert_close(got[:, 1], alone[:, 1], atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_autograd_does_not_change_the_coordinates(name, rng):
+    # With autograd on, some steps avoid in-place operations: the numbers must not move.
+    maps = torch.from_numpy(bump_maps(rng))
+    plain = decode(maps, name)
+    tracked = decode(maps.clone().requires_grad_(), name)
+    torch.testing.assert_close(tracked.detach(), plain, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_half_precision_input_is_decoded_in_float32(name):
+    maps = render_heatmaps(torch.tensor([[[5.3, 4.6]], [[6.2, 3.7]]]), (10, 11), 1.5, amplitude=2.0)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = decode(maps.to(dtype), name)
+        assert got.dtype == torch.float32, dtype
+        # the same numbers as the float32 decode of the rounded maps
+        torch.testing.assert_close(got, decode(maps.to(dtype).float(), name), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name", ["argmax", "argmax-quarter", "integral", "integral-marginal", "integral-l1", "soft-argmax-local"]
+)
+def test_decoders_stay_on_the_device_of_the_maps(name):
+    # The meta device (shapes, no data) stands in for an accelerator: any tensor made on
+    # the CPU by mistake meets the maps in an operation and raises. (DARK and the
+    # debiased integral branch on values, which the meta device does not have.)
+    out = decode(torch.empty(2, 3, 12, 10, device="meta"), name)
+    assert out.device.type == "meta" and out.shape == (2, 3, 2) and out.dtype == torch.float32
+
+
+def test_quarter_offset_on_every_pixel_of_a_small_map():
+    # A peak at each pixel in turn, its right and lower neighbours higher than its left
+    # and upper ones: +1/4 on each axis where both neighbours exist (1 <= x <= W - 2).
+    height, width = 5, 6
+    maps = torch.zeros(height, width, height, width, dtype=torch.float64)
+    expected = torch.zeros(height, width, 2, dtype=torch.float64)
+    for y in range(height):
+        for x in range(width):
+            maps[y, x, y, x] = 10.0
+            if x + 1 < width:
+                maps[y, x, y, x + 1] = 2.0
+            if y + 1 < height:
+                maps[y, x, y + 1, x] = 2.0
+            if x > 0:
+                maps[y, x, y, x - 1] = 1.0
+            if y > 0:
+                maps[y, x, y - 1, x] = 1.0
+            expected[y, x] = torch.tensor(
+                [x + (0.25 if 1 <= x <= width - 2 else 0.0), y + (0.25 if 1 <= y <= height - 2 else 0.0)]
+            )
+    torch.testing.assert_close(decode(maps, "argmax-quarter"), expected, atol=0, rtol=0)
+
+
+def test_many_maps_are_weighed_in_blocks_with_the_same_numbers():
+    # 130 maps of 64x48 float32 are weighed 64 at a time (BLOCK_BYTES); each map's result
+    # must match the per-map reference, no block may be skipped, and nothing may warn
+    # (an output buffer of the wrong shape would be resized with a warning).
+    import warnings
+
+    generator = np.random.default_rng(7)
+    maps = render_heatmaps(torch.from_numpy(generator.uniform(6, 40, (65, 2, 2))), (64, 48), 2.0, amplitude=3.0).float()
+    maps = maps + 0.1 * torch.from_numpy(generator.random(maps.shape)).float()
+    references = {
+        "integral": lambda h: ref_integral(h, 1.0),
+        "integral-l1": ref_integral_l1,
+        "integral-debiased": lambda h: ref_integral_debiased(h, 1.0),
+    }
+    for name, reference in references.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = decode(maps, name).numpy()
+        for b in range(maps.shape[0]):
+            for k in range(maps.shape[1]):
+                # float32 maps and sums over 3072 pixels: 1e-4 px is ~100 ulp of a coordinate
+                np.testing.assert_allclose(got[b, k], reference(maps[b, k].double().numpy()), atol=1e-4, rtol=0)
+
+
+def border_maps(rng, amplitude=2.0):
+    """Bumps centred on every side and corner of a 12x15 map, and one pixel in from
+    them (where the +-1 and +-2 neighbourhoods first fit), plus a little positive noise.
+    At amplitude 80 UDP-DARK's ceiling of 50 bites: the whole-map blur, border included."""
+    centres = [(0, 0), (14, 0), (0, 11), (14, 11), (7, 0), (0, 5), (14, 6), (7, 11), (1, 1), (13, 10), (2, 2), (12, 9)]
+    centres = torch.tensor(centres, dtype=torch.float64).view(6, 2, 2) + torch.from_numpy(
+        rng.uniform(-0.3, 0.3, (6, 2, 2))
+    )
+    maps = render_heatmaps(centres, (12, 15), 1.5, amplitude=amplitude).numpy()
+    return maps + 0.05 * rng.random(maps.shape)
+
+
+@pytest.mark.parametrize("amplitude", [2.0, 80.0])
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_peaks_on_the_border_match_the_reference(name, amplitude, rng):
+    maps = border_maps(rng, amplitude)
+    got = decode(torch.from_numpy(maps), name, **PARAMS).numpy()
+    # both fits stop at a tolerance (see test_matches_reference); the others are exact
+    tolerance = 1e-8 if name == "gaussian-fit" else 1e-9
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(
+                got[b, k], REFERENCES[name](maps[b, k]), rtol=tolerance, atol=tolerance, err_msg=f"map {b},{k}"
+            )
+
+
+def test_refinements_default_to_the_kernel_of_eleven(rng):
+    from integral_cli.decoders.argmax import get_heatmap_maximum
+    from integral_cli.decoders.dark import refine_dark, refine_dark_udp
+
+    # bump maps take the local blur, clamped ones the whole-map blur; without the
+    # maxima handed in, the refinements find them
+    for maps in (torch.from_numpy(bump_maps(rng)), torch.from_numpy(clamped_maps(rng))):
+        coords, peak = get_heatmap_maximum(maps)
+        for refine in (refine_dark, refine_dark_udp):
+            assert torch.equal(refine(maps, coords), refine(maps, coords, 11, peak))
+
+
+def test_dark_keeps_the_argmax_where_the_log_is_flat():
+    # A map below the clip everywhere (raw outputs all negative): the log is the floor's
+    # at every pixel, so the Hessian is 0 and there is no step to take.
+    maps = torch.full((1, 1, 9, 9), -1.0)
+    maps[0, 0, 4, 5] = -0.5
+    assert decode(maps, "dark").tolist() == [[[5.0, 4.0]]]
+
+
+def test_opencv_sigma_and_the_kernel_size_rule():
+    from integral_cli.decoders.registry import kernel_size_for_sigma, opencv_sigma
+
+    # 0.3 ((k - 1) / 2 - 1) + 0.8, by hand
+    assert [opencv_sigma(k) for k in (3, 9, 11, 17)] == pytest.approx([0.8, 1.7, 2.0, 2.9], abs=1e-12)
+    # the odd size whose sigma is nearest; never below 3
+    assert [kernel_size_for_sigma(s) for s in (0.1, 1.0, 1.7, 2.0, 2.9, 3.0)] == [3, 5, 9, 11, 17, 17]
+    # and at most the largest kernel accepted (0.3 ((101 - 1) / 2 - 1) + 0.8 = 15.5)
+    assert kernel_size_for_sigma(15.5) == 101 and kernel_size_for_sigma(40.0) == 101
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=rf"^a kernel size needs a sigma > 0, got {bad}$"):
+            kernel_size_for_sigma(bad)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9, 11, 25])
+def test_gaussian_kernel_is_opencvs(size):
+    from integral_cli.decoders.dark import gaussian_kernel
+
+    kernel = gaussian_kernel(size)
+    assert kernel.dtype == torch.float64
+    np.testing.assert_allclose(kernel.numpy(), opencv_kernel(size), rtol=1e-15, atol=1e-17)
+    assert gaussian_kernel(size, dtype=torch.float32).dtype == torch.float32
+    assert gaussian_kernel(size, device="meta").device.type == "meta"
+
+
+def test_half_precision_on_the_clipped_paths_is_decoded_in_float32(rng):
+    # the clamped family takes the whole-map blur, where the rescale factor is computed
+    maps = torch.from_numpy(clamped_maps(rng))
+    for name in ("dark", "dark-udp"):
+        got = decode(maps.half(), name, dark_kernel=7)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, decode(maps.half().float(), name, dark_kernel=7), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["dark", "dark-udp"])
+def test_dark_blurs_whole_only_the_maps_where_the_clip_bites(name, rng, monkeypatch):
+    # in a batch mixing both families, and for bumps whose peak is below 1
+    from integral_cli.decoders import dark
+
+    blurred_whole = []
+    real = dark.blur_maps
+    monkeypatch.setattr(dark, "blur_maps", lambda maps, kernel: blurred_whole.append(len(maps)) or real(maps, kernel))
+    clamped = torch.from_numpy(clamped_maps(rng))
+    decode(clamped, name, **PARAMS)
+    alone = blurred_whole.pop()
+    mixed = torch.cat([torch.from_numpy(bump_maps(rng)), clamped])
+    decode(mixed, name, **PARAMS)
+    assert blurred_whole == [alone]
+    decode(torch.from_numpy(bump_maps(rng)) / 4, name, **PARAMS)  # peaks about 0.5
+    assert blurred_whole == [alone]
+    if name == "dark":
+        # DARK takes no step from the border, so it has no need of the whole blur there
+        maps = torch.full((1, 1, 9, 9), -1.0)
+        maps[0, 0, 4, 0] = -0.5
+        decode(maps, name)
+        assert blurred_whole == [alone]
+
+
+def sharp_maps(rng):
+    """Narrow spikes on a negative background: with little or no blur, the pixels two
+    steps from the peak, which DARK's differences read, fall under the clip."""
+    centres = torch.from_numpy(rng.uniform(3, 9, (4, 2, 2)))
+    spikes = render_heatmaps(centres, (12, 13), 0.5, amplitude=3.0).numpy()
+    return spikes - rng.uniform(0.5, 1.5, (4, 2, 1, 1)) + 0.01 * rng.random(spikes.shape)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("name", ["dark", "dark-udp"])
+def test_dark_where_the_clip_bites_on_the_pixels_it_reads(name, kernel, rng):
+    maps = sharp_maps(rng)
+    reference = ref_dark if name == "dark" else ref_dark_udp
+    got = decode(torch.from_numpy(maps), name, dark_kernel=kernel).numpy()
+    clipped = 0
+    for b in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(got[b, k], reference(maps[b, k], kernel), rtol=1e-9, atol=1e-9)
+            x, y = ref_argmax(maps[b, k])
+            clipped += ref_modulated(maps[b, k], kernel)[y, x + 2] < 1e-3
+    assert clipped >= 2  # the family does what it is for
+
+
+def ref_patch(h, x, y, radius, edge):
+    """The (2r+1)^2 neighbourhood of pixel (x, y), one pixel at a time."""
+    height, width = h.shape
+    out = np.zeros((2 * radius + 1, 2 * radius + 1))
+    for j in range(-radius, radius + 1):
+        for i in range(-radius, radius + 1):
+            yy, xx = y + j, x + i
+            if edge:
+                out[j + radius, i + radius] = h[min(max(yy, 0), height - 1), min(max(xx, 0), width - 1)]
+            elif 0 <= yy < height and 0 <= xx < width:
+                out[j + radius, i + radius] = h[yy, xx]
+    return out
+
+
+@pytest.mark.parametrize("edge", [False, True])
+@pytest.mark.parametrize("radius, crossing", [(1, 3), (3, 0), (3, 2), (3, 10), (4, 3)])
+def test_gather_patches_against_a_plain_reference(radius, crossing, edge, rng):
+    # 5 x 3 maps of 20x20; `crossing` of the 15 patches reach over the border (at most
+    # 20% of them are read through the window view, more take the index path)
+    from integral_cli.decoders.common import gather_patches
+
+    maps = torch.from_numpy(rng.normal(size=(5, 3, 20, 20)))
+    inner = rng.integers(radius, 20 - radius, (5, 3, 2))
+    outer = rng.integers(0, radius, (5, 3, 2)) * rng.choice([1, -1], (5, 3, 2)) % 20
+    order = rng.permutation(15)[:crossing]
+    points = inner.reshape(15, 2)
+    points[order] = outer.reshape(15, 2)[order]
+    points[order, rng.integers(0, 2, crossing)] = 19 - rng.integers(0, radius, crossing)
+    x, y = (torch.from_numpy(points[:, i].reshape(5, 3)) for i in (0, 1))
+    got = gather_patches(maps, x, y, radius, edge=edge).numpy()
+    for b in range(5):
+        for k in range(3):
+            np.testing.assert_array_equal(
+                got[b, k], ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), radius, edge)
+            )
+
+
+def test_gather_patches_reads_maps_narrower_than_the_patch(rng):
+    from integral_cli.decoders.common import gather_patches
+
+    for size in ((5, 20), (20, 5)):
+        maps = torch.from_numpy(rng.normal(size=(2, 2, *size)))
+        x, y = torch.tensor([[2, 4], [0, 1]]), torch.tensor([[1, 3], [4, 0]])
+        got = gather_patches(maps, x, y, 3)
+        for b in range(2):
+            for k in range(2):
+                np.testing.assert_array_equal(
+                    got[b, k].numpy(), ref_patch(maps[b, k].numpy(), int(x[b, k]), int(y[b, k]), 3, False)
+                )
+
+
+def test_window_view_from_seven_pixels_square_to_the_map_size(monkeypatch):
+    # below 7x7, or when the patch is larger than the map, one index per pixel
+    from integral_cli.decoders import common
+
+    calls = []
+    real = common._gather_clamped
+    monkeypatch.setattr(common, "_gather_clamped", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    centre = torch.tensor([[3]])
+    common.gather_patches(torch.rand(1, 1, 7, 7), centre, centre, 3)  # 7x7 of a 7x7 map
+    assert calls == []
+    common.gather_patches(torch.rand(1, 1, 7, 7), centre, centre, 2)  # 5x5
+    assert calls == [False]
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_a_nan_map_leaves_the_other_maps_alone(name, rng):
+    maps = torch.from_numpy(bump_maps(rng))
+    alone = decode(maps, name, **PARAMS)
+    maps[1, 0, 5, 5] = float("nan")
+    got = decode(maps, name, **PARAMS)
+    assert torch.isnan(got[1, 0]).all()
+    keep = torch.ones(3, 2, dtype=torch.bool)
+    keep[1, 0] = False
+    assert torch.equal(got[keep], alone[keep])
+
+
+def test_decoder_name_checks_say_what_is_wrong():
+    from integral_cli.decoders import check_decoder_names
+
+    assert check_decoder_names(("dark", "argmax")) == ("dark", "argmax")
+    with pytest.raises(ConfigError, match=r"^no decoders given$"):
+        check_decoder_names(())
+    with pytest.raises(ConfigError, match=r"^a decoder is listed twice in decoders$"):
+        check_decoder_names(("argmax", "dark", "argmax"))
+    with pytest.raises(ConfigError, match=r"^unknown decoder 'nope'; choose from argmax, argmax-quarter, dark,"):
+        check_decoder_names(("argmax", "nope"))
+
+
+def test_kernel_size_check_wants_a_positive_odd_int():
+    from integral_cli.decoders.registry import check_kernel_size
+
+    assert check_kernel_size(1) == 1 and check_kernel_size(11) == 11
+    for bad in (11.0, "11", True, 0, -1, 4):
+        with pytest.raises(
+            ConfigError, match=rf"^dark_kernel must be a positive odd integer, got {re.escape(repr(bad))}$"
+        ):
+            check_kernel_size(bad)
+
+
+def test_decoder_parameter_ranges_name_the_parameter():
+    with pytest.raises(ConfigError, match=r"^dark_kernel must be an integer >= 1 and <= 101, got 103$"):
+        decode(torch.rand(1, 1, 8, 8), "dark", dark_kernel=103)  # odd, but above 101
+    assert decode(torch.rand(1, 1, 8, 8), "dark", dark_kernel=101).shape == (1, 1, 2)
+    with pytest.raises(ConfigError, match=rf"known: {', '.join(DECODER_PARAMS)}$"):
+        decode(torch.rand(1, 1, 4, 4), "integral", temperature=2.0)
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_debiased_integral_where_exp_overflows_weighs_with_beta(beta):
+    # Two bumps, peaks 200 and 190: exp(beta h) overflows float32 (beta h > 88.7), so
+    # the map is weighed in the softmax's scale, where beta must still scale the logits.
+    # Beta sets how narrow the weights are about each peak (sigma / sqrt(beta A)) and how
+    # much the second bump weighs (exp(-10 beta)): the formula below puts x at 10.39 for
+    # beta 0.5, 10.02 for beta 1 and 10.0002 for beta 2.
+    centres = torch.tensor([[[10.3, 20.6], [30.2, 20.1]]], dtype=torch.float64)
+    bumps = render_heatmaps(centres, (40, 40), 3.0, amplitude=1.0)
+    maps = (200.0 * bumps[:, :1] + 190.0 * bumps[:, 1:]).float()
+    got = decode(maps, "integral-debiased", beta=beta)[0, 0].double()
+    # the formula in float64, where exp(400) is finite: expectation under exp(beta h) - 1
+    weights = torch.expm1(beta * maps[0, 0].double())
+    ys, xs = torch.meshgrid(torch.arange(40.0).double(), torch.arange(40.0).double(), indexing="ij")
+    expected = torch.stack(((weights * xs).sum(), (weights * ys).sum())) / weights.sum()
+    # float32 softmax over 1600 pixels: 1e-4 px, far below the 0.02 px between betas
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)

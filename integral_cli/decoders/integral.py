@@ -7,6 +7,7 @@ The softmax variants subtract the maximum before ``exp``, so any amplitude and a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -228,7 +229,9 @@ def decode_soft_argmax_local(heatmaps: torch.Tensor, beta: float = 1.0, window_r
     x, y, _ = pixel_indices(coords)
     window = gather_patches(maps, x, y, window_radius)
     inside = patch_inside(x, y, window_radius, maps.shape[-2:])
-    weights = torch.exp(beta * (window - peak[..., None, None])) * inside
+    # pixels outside the map read 0, which exceeds a negative peak by any amount: mask
+    # them before exp, or exp overflows to inf and inf * 0 is NaN
+    weights = torch.exp((beta * (window - peak[..., None, None])).masked_fill(~inside, -math.inf))
     steps = torch.arange(-window_radius, window_radius + 1, device=maps.device, dtype=maps.dtype)
     total = weights.flatten(-2).sum(-1)
     shift = stack_xy((weights.sum(-2) @ steps) / total, (weights.sum(-1) @ steps) / total)
