@@ -4,12 +4,15 @@ Public API::
 
     render_heatmaps(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
     decode(heatmaps, method, **params)
+    render_simcc(centers, size, sigma, *, split_ratio, amplitude=1.0, encoder="gaussian")
+    decode_simcc(simcc_x, simcc_y, method, **params)
     DECODERS
     ExperimentConfig(...)
     run_experiment(config)
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
-heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``.
+heatmaps ``(B, K, H, W)``, SimCC vectors ``(B, K, Wx)`` and ``(B, K, Wy)``, coordinates
+``(B, K, 2)``.
 
 Importing the package does not import torch (so the command line's ``--help`` is
 instant); the functions that compute import it when first used.
@@ -33,11 +36,18 @@ from integral_cli.errors import (
 from integral_cli.settings import ExperimentConfig
 
 if TYPE_CHECKING:
+    from integral_cli.decoders.simcc import decode_simcc
     from integral_cli.experiment import run_experiment
+    from integral_cli.simcc import render_simcc
     from integral_cli.synth import render_heatmaps
 
 #: Names imported on first use, with the module that holds them.
-_LAZY = {"render_heatmaps": "integral_cli.synth", "run_experiment": "integral_cli.experiment"}
+_LAZY = {
+    "render_heatmaps": "integral_cli.synth",
+    "run_experiment": "integral_cli.experiment",
+    "render_simcc": "integral_cli.simcc",
+    "decode_simcc": "integral_cli.decoders.simcc",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +70,8 @@ __all__ = [
     "ShapeError",
     "__version__",
     "decode",
+    "decode_simcc",
     "render_heatmaps",
+    "render_simcc",
     "run_experiment",
 ]

@@ -4,6 +4,7 @@ example, and how fast they run."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 
 from integral_cli.cli.app import app, progress_bar, say
 from integral_cli.cli.params import AsJson, Force, Number, Size, option, setting_options
-from integral_cli.cli.render import heading, new_table, number, show
+from integral_cli.cli.render import WIDTH, heading, new_table, number, show
 from integral_cli.decoders import DECODERS
 
 
@@ -43,7 +44,14 @@ def list_decoders(as_json: AsJson = False) -> None:
     )
     for d in DECODERS.values():
         table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-", d.citation)
-    show(table, "decoders · --json: what each computes, and its full reference")
+    simcc = [d.name for d in DECODERS.values() if "simcc" in d.representations]
+    caption = textwrap.fill(
+        "all decode heatmaps; SimCC vectors (--representation simcc): " + ", ".join(simcc),
+        WIDTH,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    show(table, "decoders · --json: what each computes, and its full reference", caption)
 
 
 @app.command()
