@@ -1,7 +1,8 @@
-"""Decoding heatmaps saved from a model against their ground truth.
+"""Decoding heatmaps (or SimCC vectors) saved from a model against their ground truth.
 
-The files are read by :mod:`integral_cli.inputs`; the maps are decoded in chunks that
-fit the memory budget, with every decoder, and scored like ``compare``'s rows plus PCK.
+The files are read by :mod:`integral_cli.inputs`; the outputs are decoded in chunks
+that fit the memory budget, with every decoder, and scored like ``compare``'s rows plus
+PCK.
 """
 
 from __future__ import annotations
@@ -11,24 +12,26 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
 from integral_cli.checks import check_range
-from integral_cli.coords import heatmap_size, heatmap_to_image
+from integral_cli.coords import heatmap_size, heatmap_to_image, simcc_scale, simcc_size, simcc_to_image
 from integral_cli.decoders import (
     DECODER_PARAMS,
     DECODERS,
-    decode,
     decode_counted,
     fit_radius_for_sigma,
     kernel_size_for_sigma,
 )
+from integral_cli.decoders.registry import check_decoder_names, decoders_for, simcc_kernel_size_for_sigma
+from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import resolve_device, run_on_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.experiment import MAP_BUFFERS, WARM_UP_MAPS, warm_up
-from integral_cli.inputs import HeatmapFile, load_targets, open_heatmaps
+from integral_cli.inputs import HeatmapFile, SimCCFile, load_targets, open_heatmaps, open_simcc
 from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
 
@@ -39,22 +42,28 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Decoding saved heatmaps.
+    """Decoding saved heatmaps, or SimCC vectors.
 
     Attributes:
         heatmaps: ``.npy``, ``.npz`` or ``.pt``/``.pth`` file of ``(N, K, H, W)`` maps.
         targets: ``.npy`` ``(N, K, 2)`` or ``(N, K, 3)`` (x, y, visibility) or ``.csv``
             with columns ``sample, keypoint, x, y`` and optionally ``visible``; image
             pixels. A keypoint with visibility 0 is left out (COCO's 1 and 2 count).
+        simcc: instead of ``heatmaps``, an ``.npz`` or ``.pt``/``.pth`` file holding
+            SimCC vectors ``simcc_x`` ``(N, K, Wx)`` and ``simcc_y`` ``(N, K, Wy)``.
         stride: image pixels per heatmap pixel.
-        convention: heatmap -> image mapping (``center``, ``corner``, ``udp``).
+        split_ratio: bins per image pixel of SimCC vectors.
+        convention: heatmap (or bin) -> image mapping (``center``, ``corner``, ``udp``;
+            SimCC vectors take ``center`` or ``corner``).
         image_size: ``(H, W)`` of the image, for ``udp``; ``None`` means the heatmap
-            size times the stride.
-        decoders: decoder names, in the order the rows come out.
+            size times the stride (the bins divided by the split ratio).
+        decoders: decoder names, in the order the rows come out; every decoder (the
+            default) means those that apply.
         beta, dark_kernel, window_radius: decoder parameters; ``dark_kernel="auto"``
             needs ``sigma``.
-        sigma: the maps' Gaussian sigma in heatmap pixels, if known (the model's target
-            sigma); used only to pick the DARK kernel for ``dark_kernel="auto"``.
+        sigma: the maps' Gaussian sigma in heatmap pixels (bins for SimCC), if known
+            (the model's target sigma); used only to pick the DARK kernel for
+            ``dark_kernel="auto"``.
         pck: thresholds in image pixels; PCK@t is the share of counted keypoints whose
             decoded point is within ``t`` (a non-finite result counts as a miss).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -64,9 +73,11 @@ class EvaluateConfig:
     settings (:data:`integral_cli.settings.SETTINGS`).
     """
 
-    heatmaps: Path
-    targets: Path
+    heatmaps: Path | None = None
+    targets: Path | None = None
+    simcc: Path | None = None
     stride: int = SETTINGS["stride"].default
+    split_ratio: float = SETTINGS["split_ratio"].default
     convention: str = SETTINGS["convention"].default
     image_size: tuple[int, int] | None = None
     decoders: tuple[str, ...] = field(default_factory=lambda: tuple(DECODERS))
@@ -80,8 +91,13 @@ class EvaluateConfig:
     max_memory_mib: float = DEFAULT_MAX_MEMORY_MIB
 
     def __post_init__(self) -> None:
+        if (self.heatmaps is None) == (self.simcc is None):
+            raise ConfigError("give the «heatmaps» or the «simcc» vectors to evaluate, one of them")
+        if self.targets is None:
+            raise ConfigError("no «targets» given")
         for name in (
             "stride",
+            "split_ratio",
             "convention",
             "decoders",
             "beta",
@@ -98,18 +114,40 @@ class EvaluateConfig:
             check_range(self.sigma, "sigma", 0, math.inf, low_open=True)
         if self.dark_kernel == "auto" and self.sigma is None:
             raise ConfigError("«dark_kernel» auto picks the kernel from the maps' «sigma»; give it, or a kernel size")
+        if self.decoders != tuple(DECODERS):
+            outputs = "«simcc» vectors" if self.representation == "simcc" else "«heatmaps»"
+            check_decoder_names(self.decoders, self.representation, outputs=outputs)
+        if self.representation == "simcc":
+            simcc_scale(self.convention, self.split_ratio)
         for threshold in self.pck:
             check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
         if len(set(self.pck)) != len(self.pck):
             raise ConfigError("a PCK threshold is listed twice")
 
     @property
+    def representation(self) -> str:
+        """``simcc`` for SimCC vectors, else ``heatmap``."""
+        return "heatmap" if self.simcc is None else "simcc"
+
+    @property
+    def outputs(self) -> Path:
+        """The file of the model's outputs: the heatmaps or the SimCC vectors."""
+        return cast(Path, self.heatmaps if self.simcc is None else self.simcc)
+
+    @property
+    def resolved_decoders(self) -> tuple[str, ...]:
+        """``decoders``, or when that is every decoder, those that apply."""
+        return decoders_for(self.representation) if self.decoders == tuple(DECODERS) else self.decoders
+
+    @property
     def decoder_params(self) -> dict[str, float | int]:
-        """The decoder parameters, ``"auto"`` resolved from ``sigma`` (``fit_radius``
-        auto without a sigma: the registry's default)."""
+        """The decoder parameters, ``"auto"`` resolved from ``sigma`` (the kernel by
+        MMPose's rule for SimCC vectors; ``fit_radius`` auto without a sigma: the
+        registry's default)."""
         kernel = self.dark_kernel
         if kernel == "auto":
-            kernel = kernel_size_for_sigma(float(self.sigma or 0))
+            rule = simcc_kernel_size_for_sigma if self.representation == "simcc" else kernel_size_for_sigma
+            kernel = rule(float(self.sigma or 0))
         radius = self.fit_radius
         if radius == "auto":
             radius = int(DECODER_PARAMS["fit_radius"]) if self.sigma is None else fit_radius_for_sigma(self.sigma)
@@ -128,22 +166,30 @@ def pck_column(threshold: float) -> str:
 
 # ---------------------------------------------------------------------- evaluation
 def chunk_samples(
-    shape: tuple[int, int, int, int], budget_bytes: float, decoders: int, *, working_bytes: int = 4
+    shape: tuple[int, ...], budget_bytes: float, decoders: int, *, working_bytes: int = 4, what: str = "maps"
 ) -> int:
-    """Samples (``K`` maps each) to decode at once within the budget, decoding in a
-    precision of ``working_bytes`` per value.
+    """Samples to decode at once within the budget, decoding in a precision of
+    ``working_bytes`` per value.
+
+    Args:
+        shape: ``(N, K, ...)``: samples, keypoints, then the sides of one keypoint's
+            output (``H, W`` of a map; ``Wx + Wy`` of a SimCC vector pair).
+        budget_bytes: the memory budget.
+        decoders: how many decoders' points are kept.
+        working_bytes: bytes per value while decoding.
+        what: what one keypoint's output is called, for the message.
 
     Raises:
         ConfigError: not even one sample fits.
     """
-    samples, keypoints, height, width = shape
+    samples, keypoints, *sides = shape
     fixed = samples * keypoints * (2 * 8 + 1 + decoders * 2 * 8)  # targets, mask, decoded points
-    # the map as read, its copy on the device and the decoders' working buffers
-    per_sample = keypoints * height * width * working_bytes * (2 + MAP_BUFFERS)
+    # the output as read, its copy on the device and the decoders' working buffers
+    per_sample = keypoints * math.prod(sides) * working_bytes * (2 + MAP_BUFFERS)
     if fixed + per_sample > budget_bytes:
         need = math.ceil((fixed + per_sample) / 2**20)
         raise ConfigError(
-            f"{samples}x{keypoints} maps of {height}x{width} need at least {need} MiB, more than the "
+            f"{samples}x{keypoints} {what} of {'x'.join(map(str, sides))} need at least {need} MiB, more than the "
             f"memory budget of {budget_bytes / 2**20:g} MiB; raise «max_memory_mib»"
         )
     return max(1, min(samples, int((budget_bytes - fixed) // per_sample)))
@@ -151,8 +197,9 @@ def chunk_samples(
 
 def evaluate_files(
     config: EvaluateConfig, *, progress: ProgressCallback | None = None
-) -> tuple[pd.DataFrame, HeatmapFile]:
-    """Decode every map of ``config.heatmaps`` with each decoder and score it.
+) -> tuple[pd.DataFrame, HeatmapFile | SimCCFile]:
+    """Decode every map of ``config.heatmaps`` (or vector pair of ``config.simcc``) with
+    each decoder and score it.
 
     Args:
         config: the files and settings.
@@ -161,20 +208,25 @@ def evaluate_files(
     Returns:
         One row per decoder (columns: :func:`evaluate_columns`) with the
         :data:`~integral_cli.metrics.SUMMARY_FIELDS` over the counted keypoints in
-        image pixels and PCK at each threshold, and the opened heatmap file.
+        image pixels and PCK at each threshold, and the opened file.
 
     Raises:
         InputFileError: a file is missing, unreadable, of the wrong shape, or holds
-            NaN or infinite values in the maps (named by sample and keypoint).
+            NaN or infinite values in the outputs (named by sample and keypoint).
         ConfigError: a setting out of range, or one sample does not fit the budget.
         MissingResultsError: no keypoint is counted (every visibility is 0).
         DeviceError: the device is not available.
         OutOfMemoryError: the device ran out of memory.
     """
-    source = open_heatmaps(config.heatmaps, config.max_memory_mib * 2**20)
-    samples, keypoints, height, width = source.shape
-    image_size = _image_size(config, (height, width))
-    targets, visible = load_targets(config.targets, samples, keypoints)
+    budget = config.max_memory_mib * 2**20
+    source: HeatmapFile | SimCCFile
+    if config.representation == "simcc":
+        source = open_simcc(config.outputs, budget)
+    else:
+        source = open_heatmaps(config.outputs, budget)
+    samples, keypoints, first, second = source.shape
+    image_size = _image_size(config, (first, second))
+    targets, visible = load_targets(cast(Path, config.targets), samples, keypoints)
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
     device = resolve_device(config.device)
@@ -187,36 +239,47 @@ def evaluate_files(
 
 def _decode_and_score(
     config: EvaluateConfig,
-    source: HeatmapFile,
+    source: HeatmapFile | SimCCFile,
     targets: torch.Tensor,
     visible: torch.Tensor,
     image_size: tuple[int, int],
     device: torch.device,
     progress: ProgressCallback | None,
-) -> tuple[pd.DataFrame, HeatmapFile]:
+) -> tuple[pd.DataFrame, HeatmapFile | SimCCFile]:
     """Decode on ``device`` a chunk at a time; score in float64 on the CPU."""
-    samples, keypoints, height, width = source.shape
+    simcc = config.representation == "simcc"
+    samples, keypoints, first, second = source.shape
     budget = config.max_memory_mib * 2**20
-    # MPS has no float64: float64 maps are decoded in float32 there
+    # MPS has no float64: float64 outputs are decoded in float32 there
     wide = source.dtype == "float64" and device.type != "mps"
+    values = first + second if simcc else first * second
     # a file that had to be loaded whole already holds part of the budget
-    loaded = 0 if source.mapped else samples * keypoints * height * width * source.itemsize
-    step = chunk_samples(source.shape, budget - loaded, len(config.decoders), working_bytes=8 if wide else 4)
-    decoded: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
-    seconds = dict.fromkeys(config.decoders, 0.0)
-    fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
+    loaded = 0 if source.mapped else samples * keypoints * values * source.itemsize
+    names = config.resolved_decoders
+    shape = (samples, keypoints, *((values,) if simcc else (first, second)))
+    step = chunk_samples(
+        shape, budget - loaded, len(names), working_bytes=8 if wide else 4, what="vector pairs" if simcc else "maps"
+    )
+    decoded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    fallbacks: dict[str, int | None] = dict.fromkeys(names)
+    decoder: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] = (
+        _decode_simcc_counted if simcc else decode_counted
+    )
     with torch.inference_mode():
         for start in range(0, samples, step):
-            maps = source.read(start, start + step)
-            narrow = maps.dtype == torch.float64 and not wide
-            # the dtype first: a float64 tensor cannot go to MPS
-            maps = maps.to(torch.float32 if narrow else maps.dtype).to(device)
-            _check_finite(maps, source.path, start)
+            read = source.read(start, start + step)
+            parts = []
+            for part in read if isinstance(read, tuple) else (read,):
+                narrow = part.dtype == torch.float64 and not wide
+                # the dtype first: a float64 tensor cannot go to MPS
+                parts.append(part.to(torch.float32 if narrow else part.dtype).to(device))
+                _check_finite(parts[-1], source.path, start)
             if start == 0 and device.type != "cpu":
-                warm_up(_decoding(maps[:WARM_UP_MAPS], config.decoder_params), config.decoders, device)
-            for name in config.decoders:
+                warm_up(_decoding(decoder, [p[:WARM_UP_MAPS] for p in parts], config.decoder_params), names, device)
+            for name in names:
                 (points, fell_back), spent = timed(
-                    functools.partial(decode_counted, maps, name, **config.decoder_params), device
+                    functools.partial(decoder, *parts, name, **config.decoder_params), device
                 )
                 seconds[name] += spent
                 decoded[name].append(points.cpu().double())
@@ -224,26 +287,35 @@ def _decode_and_score(
                     fallbacks[name] = (fallbacks[name] or 0) + int(fell_back.sum())
             if progress is not None:
                 progress(min(samples, start + step), samples)
+    if simcc:
+        sizes = {"simcc": str(config.simcc), "simcc_x_bins": first, "simcc_y_bins": second}
+        sizes["split_ratio"] = config.split_ratio
+    else:
+        sizes = {"heatmaps": str(config.heatmaps), "heatmap_h": first, "heatmap_w": second, "stride": config.stride}
+    shared = {
+        "targets": str(config.targets),
+        "samples": samples,
+        "keypoints": keypoints,
+        **sizes,
+        "convention": config.convention,
+        "image_h": image_size[0],
+        "image_w": image_size[1],
+        **config.decoder_params,
+    }
     rows = []
-    for name in config.decoders:
-        points = heatmap_to_image(torch.cat(decoded[name]), config.stride, config.convention, image_size)
+    for name in names:
+        outputs = torch.cat(decoded[name])
+        if simcc:
+            points = simcc_to_image(outputs, config.split_ratio, config.convention)
+        else:
+            points = heatmap_to_image(outputs, config.stride, config.convention, image_size)
         offsets = (points - targets)[visible]
-        summary = summarize_offsets(offsets, config.stride)
+        summary = summarize_offsets(offsets, 1.0 / config.split_ratio if simcc else config.stride)
         errors = torch.linalg.vector_norm(offsets, dim=-1)
         pck = {pck_column(t): (errors <= t).sum().item() / errors.numel() for t in config.pck}
         rows.append(
             {
-                "heatmaps": str(config.heatmaps),
-                "targets": str(config.targets),
-                "samples": samples,
-                "keypoints": keypoints,
-                "heatmap_h": height,
-                "heatmap_w": width,
-                "stride": config.stride,
-                "convention": config.convention,
-                "image_h": image_size[0],
-                "image_w": image_size[1],
-                **config.decoder_params,
+                **shared,
                 "decoder": name,
                 "visible": int(visible.sum()),
                 **summary,
@@ -254,17 +326,35 @@ def _decode_and_score(
                 "seconds": seconds[name],
             }
         )
-    return pd.DataFrame(rows, columns=evaluate_columns(config.pck)), source
+    return pd.DataFrame(rows, columns=evaluate_columns(config.pck, config.representation)), source
 
 
-def _decoding(maps: torch.Tensor, params: dict[str, float | int]) -> Callable[[str], torch.Tensor]:
-    """``maps`` decoded by the decoder named."""
-    return lambda name: decode(maps, name, **params)
+def _decoding(
+    decoder: Callable[..., Any], parts: list[torch.Tensor], params: dict[str, float | int]
+) -> Callable[[str], Any]:
+    """``parts`` (the maps, or the two vectors) decoded by the decoder named."""
+    return lambda name: decoder(*parts, name, **params)
 
 
-def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, int]:
-    """The image size, checked against the maps: ``heatmap`` times the stride unless
-    given, and if given, one whose heatmap at the stride is exactly ``heatmap``."""
+def _image_size(config: EvaluateConfig, sides: tuple[int, int]) -> tuple[int, int]:
+    """The image size, checked against the outputs. Heatmaps: ``sides`` ``(H, W)``
+    times the stride unless given, and if given, one whose heatmap at the stride is
+    exactly ``sides``. SimCC vectors: ``sides`` ``(Wx, Wy)`` divided by the split ratio
+    unless given; either way one whose vectors have those lengths."""
+    if config.representation == "simcc":
+        bins = (sides[1], sides[0])
+        size = config.image_size or (round(bins[0] / config.split_ratio), round(bins[1] / config.split_ratio))
+        made = simcc_size(size, config.split_ratio)
+        if made != bins:
+            held = f"the file holds vectors of {bins[1]} (x) and {bins[0]} (y) bins"
+            if config.image_size is None:
+                raise ConfigError(f"{held}, which no image gives at «split_ratio» {config.split_ratio:g}")
+            raise ConfigError(
+                f"image size {size[0]}x{size[1]} at «split_ratio» {config.split_ratio:g} gives vectors of "
+                f"{made[1]} (x) and {made[0]} (y) bins, but {held}"
+            )
+        return size
+    heatmap = sides
     if config.image_size is None:
         size = (heatmap[0] * config.stride, heatmap[1] * config.stride)
     else:
@@ -280,23 +370,21 @@ def _image_size(config: EvaluateConfig, heatmap: tuple[int, int]) -> tuple[int, 
     return size
 
 
-def evaluate_columns(pck: tuple[float, ...]) -> list[str]:
-    """The columns of an evaluate table, PCK thresholds ``pck`` included."""
+def evaluate_columns(pck: tuple[float, ...], representation: str = "heatmap") -> list[str]:
+    """The columns of an evaluate table, PCK thresholds ``pck`` included; SimCC vectors
+    have their file, bins and split ratio where heatmaps have theirs, sizes and stride."""
+    if representation == "simcc":
+        outputs = ["simcc", "targets", "samples", "keypoints", "simcc_x_bins", "simcc_y_bins", "split_ratio"]
+        params = ["beta", "dark_kernel"]
+    else:
+        outputs = ["heatmaps", "targets", "samples", "keypoints", "heatmap_h", "heatmap_w", "stride"]
+        params = ["beta", "dark_kernel", "window_radius", "fit_radius"]
     return [
-        "heatmaps",
-        "targets",
-        "samples",
-        "keypoints",
-        "heatmap_h",
-        "heatmap_w",
-        "stride",
+        *outputs,
         "convention",
         "image_h",
         "image_w",
-        "beta",
-        "dark_kernel",
-        "window_radius",
-        "fit_radius",
+        *params,
         "decoder",
         "visible",
         *SUMMARY_FIELDS,
@@ -308,11 +396,20 @@ def evaluate_columns(pck: tuple[float, ...]) -> list[str]:
     ]
 
 
+def _decode_simcc_counted(
+    simcc_x: torch.Tensor, simcc_y: torch.Tensor, method: str, **params: Any
+) -> tuple[torch.Tensor, None]:
+    """:func:`decode_simcc` as :func:`decode_counted` returns: no decoder of SimCC vectors
+    falls back to a simpler estimate."""
+    return decode_simcc(simcc_x, simcc_y, method, **params), None
+
+
 def _check_finite(maps: torch.Tensor, path: Path, first_sample: int) -> None:
-    finite = torch.isfinite(maps).flatten(-2).all(-1)  # (n, K)
+    finite = torch.isfinite(maps).flatten(2).all(-1)  # (n, K)
     if bool(finite.all()):
         return
     sample, keypoint = (~finite).nonzero()[0].tolist()
     raise InputFileError(
-        f"{path}: the map of sample {first_sample + sample}, keypoint {keypoint} holds NaN or infinite values"
+        f"{path}: the {'vectors' if maps.ndim == 3 else 'map'} of sample {first_sample + sample}, keypoint "
+        f"{keypoint} hold{'' if maps.ndim == 3 else 's'} NaN or infinite values"
     )

@@ -26,6 +26,7 @@ def saved_maps(tmp_path_factory):
     maps = torch.rand(6, 17, 16, 12)
     np.save(folder / "maps.npy", maps.numpy())
     np.save(folder / "targets.npy", np.random.default_rng(0).uniform(0, 48, (6, 17, 2)))
+    np.savez(folder / "simcc.npz", simcc_x=torch.rand(6, 17, 384).numpy(), simcc_y=torch.rand(6, 17, 512).numpy())
     return folder
 
 
@@ -59,6 +60,17 @@ def commands(saved_maps):
             "0.5,1,2.5",
         ],
         "compare simcc": ["compare", "--representation", "simcc", "--samples", "40", "--device", "cpu"],
+        "evaluate simcc": [
+            "evaluate",
+            "--simcc",
+            saved_maps / "simcc.npz",
+            "--targets",
+            saved_maps / "targets.npy",
+            "--device",
+            "cpu",
+            "--pck",
+            "0.5,1,2.5",
+        ],
         "grad": ["grad", "--samples", "2", "--device", "cpu"],
         "fit": ["fit", "--samples", "2", "--steps", "2", "--device", "cpu", "--learning-rates", "0.1"],
         "bench": ["bench", "--batch", "16", "--repeat", "1", "--device", "cpu", "--no-baselines"],
@@ -75,6 +87,7 @@ def commands(saved_maps):
         "compare noisy, distractor, grid",
         "compare simcc",
         "evaluate",
+        "evaluate simcc",
         "grad",
         "fit",
         "bench",

@@ -1,4 +1,5 @@
-"""``evaluate``: decode heatmaps saved from your own model and score them."""
+"""``evaluate``: decode heatmaps (or SimCC vectors) saved from your own model and score
+them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from integral_cli.cli.render import choose_columns, error_table, heading, show
 
 EVALUATE_SETTINGS = (
     "stride",
+    "split_ratio",
     "convention",
     "image_size",
     "decoders",
@@ -46,22 +48,17 @@ EVALUATE_SETTINGS = (
             "--fit-radius auto use it.",
             "unit": "heatmap px",
         },
-        "convention": {"help": "Heatmap-to-image mapping (center, corner or udp; see the docs' conventions)."},
+        "convention": {
+            "help": "Heatmap-to-image mapping (center, corner or udp; SimCC vectors: center or corner; see the "
+            "docs' conventions)."
+        },
+        "stride": {"help": "Image pixels per heatmap pixel (--heatmaps)."},
+        "split_ratio": {"help": "SimCC bins per image pixel, k (--simcc; RTMPose: 2)."},
         "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
     },
 )
 def evaluate(
     settings: dict[str, Any],
-    heatmaps: Annotated[
-        Path,
-        typer.Option(
-            "--heatmaps",
-            metavar="FILE",
-            help="Your model's heatmaps, (N, K, H, "
-            "W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict "
-            "holding one).",
-        ),
-    ],
     targets: Annotated[
         Path,
         typer.Option(
@@ -72,6 +69,25 @@ def evaluate(
             "visible]. Visibility 0 leaves a keypoint out.",
         ),
     ],
+    heatmaps: Annotated[
+        Path | None,
+        typer.Option(
+            "--heatmaps",
+            metavar="FILE",
+            help="Your model's heatmaps, (N, K, H, "
+            "W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict "
+            "holding one).",
+        ),
+    ] = None,
+    simcc: Annotated[
+        Path | None,
+        typer.Option(
+            "--simcc",
+            metavar="FILE",
+            help="Instead of --heatmaps: your model's SimCC vectors, an .npz or .pt/.pth (a dict) holding "
+            "simcc_x (N, K, Wx) and simcc_y (N, K, Wy), as an RTMPose head outputs them.",
+        ),
+    ] = None,
     pck: Annotated[
         Any, option(parser=Numbers(Number(0, low_open=True)), help="Comma-separated PCK thresholds, image pixels.")
     ] = "1,2,4",
@@ -81,16 +97,17 @@ def evaluate(
     wide: Wide = False,
     columns: Columns = None,
 ) -> None:
-    """Decode heatmaps saved from your own model with every decoder and print the same
-    error table as compare, plus PCK.
+    """Decode heatmaps (or SimCC vectors) saved from your own model with every decoder
+    and print the same error table as compare, plus PCK.
 
-    Maps are read in chunks that fit --max-memory; .npy, uncompressed .npz and .pt
+    Outputs are read in chunks that fit --max-memory; .npy, uncompressed .npz and .pt
     files are memory-mapped, so they may be larger than memory.
     """
     from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, pck_column
     from integral_cli.report import check_output_path, rows_as_records, write_csv
 
-    config = EvaluateConfig(heatmaps=heatmaps, targets=targets, pck=tuple(pck), **settings)
+    config = EvaluateConfig(heatmaps=heatmaps, simcc=simcc, targets=targets, pck=tuple(pck), **settings)
+    columns_of = evaluate_columns(config.pck, config.representation)
     extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
     shown = choose_columns(wide, columns.split(",") if columns else None, extra=list(extra))
     if csv is not None:
@@ -100,21 +117,28 @@ def evaluate(
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
     rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
     if csv is not None:
-        write_csv(csv, rows, evaluate_columns(config.pck))
+        write_csv(csv, rows, columns_of)
     if as_json:
-        typer.echo(json.dumps(rows_as_records(rows, evaluate_columns(config.pck)), indent=2))
+        typer.echo(json.dumps(rows_as_records(rows, columns_of), indent=2))
         return
     first = rows.iloc[0]
-    samples, keypoints, height, width = source.shape
+    samples, keypoints, first_side, second_side = source.shape
+    image = f"image {first['image_h']}x{first['image_w']}"
+    if config.representation == "simcc":
+        outputs = f"vector pairs of {first_side} (x) and {second_side} (y) bins"
+        shape = [f"split ratio {config.split_ratio:g} → {image}"]
+    else:
+        outputs = f"maps of {first_side}x{second_side}"
+        shape = [f"stride {config.stride} → {image}"]
     title = [
-        f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
+        f"{config.outputs}: {samples}x{keypoints} {source.dtype} {outputs}"
         + (" (memory-mapped)" if source.mapped else ""),
         f"targets {targets}: {first['visible']} keypoints counted",
-        f"stride {config.stride} → image {first['image_h']}x{first['image_w']}",
+        *shape,
         f"convention {config.convention}",
         f"beta {config.beta:g}",
         f"dark kernel {first['dark_kernel']}",
-        f"window radius {config.window_radius}",
+        *([] if config.representation == "simcc" else [f"window radius {config.window_radius}"]),
         f"device {first['device']}",
     ]
     table, notes = error_table(rows, shown, extra)
