@@ -459,8 +459,15 @@ SETTINGS: dict[str, Setting] = {
 #: fastest).
 GRID_AXES: tuple[str, ...] = tuple(name for name, item in SETTINGS.items() if item.sweep)
 
-#: Axes ``plot`` can put on x: the numeric ones ``sweep`` varies.
-PLOT_AXES: tuple[str, ...] = tuple(name for name in GRID_AXES if SETTINGS[name].kind in ("int", "float"))
+#: The axis ``plot`` derives from the sizes: the values one keypoint is encoded in, the
+#: ``H * W`` pixels of a heatmap or the ``Wx + Wy`` bins of SimCC vectors.
+OUTPUTS_AXIS = "outputs"
+
+#: Axes ``plot`` can put on x: the numeric ones ``sweep`` varies, and the outputs.
+PLOT_AXES: tuple[str, ...] = (
+    *(name for name in GRID_AXES if SETTINGS[name].kind in ("int", "float")),
+    OUTPUTS_AXIS,
+)
 
 #: Columns after the statistics: ``fallbacks``, the maps where the decoder fell back to
 #: a simpler estimate (``gaussian-fit``; empty for decoders without a fallback);

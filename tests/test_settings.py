@@ -126,6 +126,7 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "noise",
         "distractor",
         "distractor_distance",
+        "outputs",
     )
 
 
