@@ -299,3 +299,31 @@ def test_a_results_csv_from_before_simcc_is_read_as_heatmaps():
     rows = read_results(reference)
     assert (rows.representation == "heatmap").all() and rows.split_ratio.isna().all()
     assert list(rows.columns)[:3] == ["representation", "stride", "split_ratio"]
+
+
+def test_the_committed_simcc_results_are_reproduced():
+    # Re-run the SimCC slice at split ratio 2 (interior) of results/simcc.csv with its
+    # recorded settings. Same seed, same points: the numbers agree up to float32
+    # summation order, which moves a sub-bin estimate by ~1e-6 bins: rel 1e-5 with an
+    # absolute floor of 2e-6 image px for the near-exact decoders.
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    committed = pd.read_csv(results / "simcc.csv")
+    settings = json.loads((results / "simcc.json").read_text())["settings"]
+    config = ExperimentConfig(
+        representation="simcc",
+        split_ratio=2.0,
+        dark_kernel=settings["dark_kernel"],
+        samples=settings["samples"],
+        seed=settings["seed"],
+        device="cpu",
+    )
+    again = run_experiment(config).set_index("decoder")
+    rows = committed[(committed.split_ratio == 2.0) & (committed.position == "interior")]
+    assert list(rows.decoder) == list(decoders_for("simcc"))
+    for row in rows.itertuples():
+        for column in ("mean_error", "p95_error", "max_error"):
+            expected = getattr(row, column)
+            assert again.loc[row.decoder, column] == pytest.approx(expected, rel=1e-5, abs=2e-6), row.decoder
