@@ -203,7 +203,7 @@ def test_the_command_line(good):
     )
     assert result.exit_code == 0, result.output
     words = " ".join(result.stdout.split())  # the title wraps at 80 columns
-    assert "4x2 float64 vector pairs of 384 (x) and 512 (y) bins" in words
+    assert "4x2 float64 vector pairs of 384+512 bins" in words
     assert "split ratio 2 → image 256x192" in words
     assert sorted(cells[0] for cells in table_rows(result.stdout)) == sorted(decoders_for("simcc"))
     assert max(len(line) for line in result.stdout.splitlines()) <= 80

@@ -125,7 +125,7 @@ def evaluate(
     samples, keypoints, first_side, second_side = source.shape
     image = f"image {first['image_h']}x{first['image_w']}"
     if config.representation == "simcc":
-        outputs = f"vector pairs of {first_side} (x) and {second_side} (y) bins"
+        outputs = f"vector pairs of {first_side}+{second_side} bins"
         shape = [f"split ratio {config.split_ratio:g} → {image}"]
     else:
         outputs = f"maps of {first_side}x{second_side}"
