@@ -17,8 +17,8 @@ from integral_cli import baselines
 from integral_cli.baselines import DSNTNN, KORNIA
 from integral_cli.checks import check_range, check_size
 from integral_cli.coords import simcc_size
-from integral_cli.decoders import DECODERS, check_decoder_names, decode, kernel_size_for_sigma
-from integral_cli.decoders.registry import decoders_for, simcc_kernel_size_for_sigma
+from integral_cli.decoders import DECODERS, check_decoder_names, decode
+from integral_cli.decoders.registry import auto_kernel_size, decoders_for
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.experiment import DTYPES, run_experiment
@@ -108,8 +108,8 @@ class BenchConfig:
     def decoder_params(self) -> dict[str, Any]:
         if self.dark_kernel != "auto":
             return {"dark_kernel": self.dark_kernel}
-        simcc = self.representation == "simcc"
-        return {"dark_kernel": simcc_kernel_size_for_sigma(SIMCC_SIGMA) if simcc else kernel_size_for_sigma(SIGMA)}
+        sigma = SIMCC_SIGMA if self.representation == "simcc" else SIGMA
+        return {"dark_kernel": auto_kernel_size(sigma, self.representation)}
 
 
 def time_call(function: Callable[[], Any], repeat: int, device: torch.device) -> list[float]:

@@ -19,14 +19,8 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.coords import heatmap_size, heatmap_to_image, simcc_scale, simcc_size, simcc_to_image
-from integral_cli.decoders import (
-    DECODER_PARAMS,
-    DECODERS,
-    decode_counted,
-    fit_radius_for_sigma,
-    kernel_size_for_sigma,
-)
-from integral_cli.decoders.registry import check_decoder_names, decoders_for, simcc_kernel_size_for_sigma
+from integral_cli.decoders import DECODER_PARAMS, DECODERS, decode_counted, fit_radius_for_sigma
+from integral_cli.decoders.registry import auto_kernel_size, check_decoder_names, decoders_for
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import resolve_device, run_on_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
@@ -146,8 +140,7 @@ class EvaluateConfig:
         registry's default)."""
         kernel = self.dark_kernel
         if kernel == "auto":
-            rule = simcc_kernel_size_for_sigma if self.representation == "simcc" else kernel_size_for_sigma
-            kernel = rule(float(self.sigma or 0))
+            kernel = auto_kernel_size(float(self.sigma or 0), self.representation)
         radius = self.fit_radius
         if radius == "auto":
             radius = int(DECODER_PARAMS["fit_radius"]) if self.sigma is None else fit_radius_for_sigma(self.sigma)

@@ -37,11 +37,10 @@ from integral_cli.decoders.registry import (
     MAX_BETA,
     MAX_WINDOW_RADIUS,
     REPRESENTATIONS,
+    auto_kernel_size,
     check_decoder_names,
     decoders_for,
     fit_radius_for_sigma,
-    kernel_size_for_sigma,
-    simcc_kernel_size_for_sigma,
 )
 from integral_cli.decoders.registry import Representation as RepresentationName
 from integral_cli.errors import ConfigError
@@ -399,10 +398,9 @@ class ExperimentConfig:
     def decoder_params(self) -> dict[str, Any]:
         """The decoder parameters, ``"auto"`` resolved (MMPose's rule for the kernel of
         SimCC vectors)."""
-        kernel = self.dark_kernel
-        if kernel == "auto":
-            rule = simcc_kernel_size_for_sigma if self.representation == "simcc" else kernel_size_for_sigma
-            kernel = rule(self.sigma_hm)
+        kernel = (
+            auto_kernel_size(self.sigma_hm, self.representation) if self.dark_kernel == "auto" else self.dark_kernel
+        )
         radius = fit_radius_for_sigma(self.sigma_hm) if self.fit_radius == "auto" else self.fit_radius
         return {"beta": self.beta, "dark_kernel": kernel, "window_radius": self.window_radius, "fit_radius": radius}
 
@@ -428,6 +426,12 @@ class ExperimentConfig:
         if self.representation == "simcc":
             return simcc_to_image(points_hm, self.split_ratio, self.resolved_decode_convention)
         return heatmap_to_image(points_hm, self.stride, self.resolved_decode_convention, self.image_size)
+
+    def require_heatmaps(self, what: str) -> None:
+        """Raise :class:`ConfigError` unless this is a heatmap experiment: ``what`` (a
+        gradient check, a training toy, an error map) works on heatmaps only."""
+        if self.representation != "heatmap":
+            raise ConfigError(f"{what} works on heatmaps; «representation» {self.representation} does not apply")
 
     @property
     def total_samples(self) -> int:

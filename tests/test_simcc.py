@@ -327,3 +327,14 @@ def test_the_committed_simcc_results_are_reproduced():
         for column in ("mean_error", "p95_error", "max_error"):
             expected = getattr(row, column)
             assert again.loc[row.decoder, column] == pytest.approx(expected, rel=1e-5, abs=2e-6), row.decoder
+
+
+def test_the_heatmap_only_tools_refuse_simcc():
+    from integral_cli.field import error_field
+    from integral_cli.fit import FitConfig
+    from integral_cli.gradients import GradConfig
+
+    simcc = ExperimentConfig(representation="simcc", samples=4)
+    for make in (lambda: GradConfig(simcc), lambda: FitConfig(simcc), lambda: error_field(simcc, "argmax")):
+        with pytest.raises(ConfigError, match="works on heatmaps; representation simcc does not apply"):
+            make()

@@ -310,6 +310,12 @@ def kernel_size_for_sigma(sigma: float) -> int:
     return min(MAX_DARK_KERNEL, max(3, 2 * round((sigma - 0.8) / 0.3 + 1) + 1))
 
 
+def auto_kernel_size(sigma: float, representation: str = "heatmap") -> int:
+    """``dark_kernel="auto"``: :func:`kernel_size_for_sigma` for heatmaps,
+    :func:`simcc_kernel_size_for_sigma` (MMPose's rule) for SimCC vectors."""
+    return simcc_kernel_size_for_sigma(sigma) if representation == "simcc" else kernel_size_for_sigma(sigma)
+
+
 def simcc_kernel_size_for_sigma(sigma: float) -> int:
     """MMPose's blur kernel size for SimCC vectors of ``sigma`` bins:
     ``int((20 sigma - 7) // 3)``, less one when even, kept in ``[1, 101]``.
