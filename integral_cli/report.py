@@ -21,7 +21,15 @@ from typing import Any
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
-from integral_cli.settings import CSV_COLUMNS, LATER_COLUMNS, TEXT_COLUMNS
+from integral_cli.settings import BOUND_FIELDS, CSV_COLUMNS, TEXT_COLUMNS
+
+#: Columns that results files written by earlier versions may lack, with the value their
+#: rows take (heatmap rows, without gaussian-fit or the bound): :func:`read_results`
+#: fills them in.
+LATER_COLUMNS: dict[str, Any] = {
+    "representation": "heatmap",
+    **dict.fromkeys(("split_ratio", "fit_radius", *BOUND_FIELDS), None),
+}
 
 
 def check_output_path(path: Path, *, force: bool = False) -> Path:

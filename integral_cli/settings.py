@@ -493,11 +493,6 @@ CSV_COLUMNS: tuple[str, ...] = (
     "seconds",
 )
 
-#: Columns that results files written by earlier versions may lack, with the value their
-#: rows take (heatmap rows, without gaussian-fit or the bound):
-#: :func:`integral_cli.report.read_results` fills them in.
-LATER_COLUMNS: dict[str, Any] = dict.fromkeys(("split_ratio", "fit_radius", *BOUND_FIELDS), None)
-LATER_COLUMNS["representation"] = "heatmap"
 
 #: The CSV columns that hold words, not numbers.
 TEXT_COLUMNS: frozenset[str] = frozenset(

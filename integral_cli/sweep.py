@@ -22,6 +22,7 @@ from integral_cli.devices import check_dtype, device_model, device_name, model_o
 from integral_cli.errors import ConfigError, InputFileError, OutputError, OutputPathError
 from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
+    LATER_COLUMNS,
     append_rows,
     check_output_path,
     drop_cut_row,
@@ -32,7 +33,7 @@ from integral_cli.report import (
     write_csv,
     write_json,
 )
-from integral_cli.settings import GRID_AXES, LATER_COLUMNS, SETTINGS, ExperimentConfig
+from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
 
 
 @dataclass(frozen=True)
