@@ -127,6 +127,46 @@ def add_simcc_noise(
     return simcc_x + noise_x, simcc_y + noise_y
 
 
+def simcc_position_variance(
+    centers: torch.Tensor, bins: Sequence[int], sigma: float, amplitude: float, noise_sd: float
+) -> torch.Tensor:
+    """The Cramér–Rao bound on each coordinate of SimCC vectors ``A g(i; mu, s)`` plus
+    white Gaussian noise ``noise_sd`` per bin, in bins².
+
+    Each vector is its own observation, with its own unknown amplitude and width: the
+    bound is the ``mu`` entry of the inverse of the Fisher information of
+    ``(mu, A, s)``, ``sum_bins grad v grad v^T / noise_sd^2``, computed exactly on the
+    bins. Away from the ends it is ``2 s noise_sd^2 / (sqrt(pi) A^2)``: unlike a
+    heatmap's, it grows with the width.
+
+    Args:
+        centers: ``(B, K, 2)`` bin positions ``(x, y)``.
+        bins: ``(Wy, Wx)``.
+        sigma, amplitude, noise_sd: ``s`` (bins), ``A`` and the noise.
+
+    Returns:
+        ``(B, K, 2)`` float64 variances of ``x`` and ``y``.
+
+    >>> variance = simcc_position_variance(torch.tensor([[[50.0, 50.0]]]), (100, 100), 2.0, 1.0, 1.0)
+    >>> round(variance[0, 0, 0].item() * math.sqrt(math.pi) / 4, 6)  # 2 s / sqrt(pi)
+    1.0
+    """
+    a, s = float(amplitude), float(sigma)
+    variances = []
+    for axis, length in ((0, bins[1]), (1, bins[0])):
+        distance = torch.arange(length, dtype=torch.float64, device=centers.device) - centers[..., axis : axis + 1]
+        squared = torch.exp(-(distance**2) / s**2)  # g^2
+        m0, m1, m2, m3, m4 = ((squared * distance**k).sum(-1) for k in range(5))
+        rows = (
+            (a**2 * m2 / s**4, a * m1 / s**2, a**2 * m3 / s**5),
+            (a * m1 / s**2, m0, a * m2 / s**3),
+            (a**2 * m3 / s**5, a * m2 / s**3, a**2 * m4 / s**6),
+        )
+        information = torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2) / noise_sd**2
+        variances.append(torch.linalg.inv(information)[..., 0, 0])
+    return torch.stack(variances, dim=-1)
+
+
 class SimCCVectors:
     """SimCC vectors ``(B, K, Wx)`` and ``(B, K, Wy)``: the ``simcc`` representation.
 
@@ -194,9 +234,22 @@ class SimCCVectors:
         return summarize_offsets(offsets, config.image_px_per_output)
 
     def crlb_rmse(self, config: ExperimentConfig, truth: torch.Tensor) -> float:
-        return math.nan
+        if config.noise == 0 or config.distractor > 0 or config.encoder != "gaussian":
+            return math.nan
+        centers = image_to_simcc(truth.double(), config.split_ratio, config.convention)
+        variance = simcc_position_variance(
+            centers, config.output_size, config.sigma_hm, config.amplitude, config.noise * config.amplitude
+        )
+        return math.sqrt(variance.sum(-1).mean().item()) / config.split_ratio
 
 
 SIMCC_VECTORS = SimCCVectors()
 
-__all__ = ["SIMCC_VECTORS", "SimCCVectors", "add_simcc_noise", "render_simcc", "render_simcc_bins"]
+__all__ = [
+    "SIMCC_VECTORS",
+    "SimCCVectors",
+    "add_simcc_noise",
+    "render_simcc",
+    "render_simcc_bins",
+    "simcc_position_variance",
+]
