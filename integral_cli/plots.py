@@ -160,9 +160,13 @@ def plot_sweep(
             bound = subset.drop_duplicates(x).sort_values(x)
             ax.plot(bound[x], bound["crlb_rmse"], "k--", linewidth=1, label="Cramér–Rao bound")
         values = subset[metric].to_numpy(dtype=float)
-        positive = values[np.isfinite(values) & (values > 0)]
-        if len(positive) and (values[np.isfinite(values)] > 0).all() and positive.max() / positive.min() > 20:
-            ax.set_yscale("log")
+        finite = values[np.isfinite(values)]
+        positive = finite[finite > 0]
+        if len(positive) and (finite >= 0).all() and positive.max() / positive.min() > 20:
+            if (finite > 0).all():
+                ax.set_yscale("log")
+            else:  # exact zeros (a decoder exact on clean maps): linear below the smallest value
+                ax.set_yscale("symlog", linthresh=positive.min(), linscale=0.5)
         if subset[x].min() > 0 and (x == OUTPUTS_AXIS or subset[x].max() / subset[x].min() >= 8):
             ax.set_xscale("log", base=2)
             ticks = sorted(subset[x].unique())
