@@ -24,11 +24,11 @@ from integral_cli.metrics import summarize_offsets
 from integral_cli.settings import SIMCC_ENCODERS, ExperimentConfig, default_margin
 from integral_cli.synth import (
     NOISE_STREAM,
+    PROFILE_EXPONENT_FLOOR,
     check_sampling_region,
     counter_device,
     counter_uniform,
     distractor_centers,
-    gaussian_profile,
     sample_heatmap_points,
 )
 
@@ -103,8 +103,16 @@ def render_simcc_bins(
     vectors = []
     for axis, length in ((0, length_x), (1, length_y)):
         positions = pixel_coordinates(length, device=centers.device, dtype=centers.dtype)
-        profile = gaussian_profile(-((positions - peaks[..., axis : axis + 1]) ** 2) / (2.0 * sigma**2))
-        vectors.append(amplitude * profile)
+        # the vectors are the output, so each step works in place on one buffer: the same
+        # numbers as synth._gaussian(-(d^2) / (2 sigma^2)) * A, without a fresh tensor a step
+        vector = (positions - peaks[..., axis : axis + 1]).square_().div_(-2.0 * sigma**2)
+        if vector.dtype == torch.float64:
+            vector.exp_()
+        else:
+            floor = vector.amax(-1, keepdim=True) + PROFILE_EXPONENT_FLOOR
+            kept = vector >= floor
+            torch.maximum(vector, floor, out=vector).exp_().mul_(kept)
+        vectors.append(vector.mul_(amplitude))
     return vectors[0], vectors[1]
 
 

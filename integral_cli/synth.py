@@ -104,7 +104,7 @@ def render_heatmaps(
 PROFILE_EXPONENT_FLOOR = -40.0
 
 
-def gaussian_profile(exponent: torch.Tensor) -> torch.Tensor:
+def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
     """``exp(exponent)`` along the last axis; for float32 and narrower, 0 where the
     exponent is more than :data:`PROFILE_EXPONENT_FLOOR` below the axis's largest."""
     if exponent.dtype == torch.float64:
@@ -117,15 +117,15 @@ def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: 
     """One axis of an encoder: ``(N,)`` pixel centres, ``(B, K, 1)`` centre -> ``(B, K, N)``."""
     if encoder == "fwhm":
         fwhm = FWHM_PER_SIGMA * sigma
-        return gaussian_profile(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
+        return _gaussian(-4.0 * math.log(2.0) * (pixels - center) ** 2 / fwhm**2)
     if encoder == "logit":
         return -((pixels - center) ** 2) / (2.0 * sigma**2)
     if encoder == "gaussian":
-        return gaussian_profile(-((pixels - center) ** 2) / (2.0 * sigma**2))
+        return _gaussian(-((pixels - center) ** 2) / (2.0 * sigma**2))
     rounded = torch.floor(center + 0.5)
     peak_at = rounded if encoder == "msra" else center
     window = (pixels - rounded).abs() <= 3.0 * sigma
-    return gaussian_profile(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
+    return _gaussian(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
 def check_sampling_region(heatmap_size: tuple[int, int], *, position: str, margin: float, sampling: str) -> None:
