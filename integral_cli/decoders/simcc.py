@@ -21,6 +21,7 @@ from integral_cli.decoders.argmax import flat_argmax
 from integral_cli.decoders.common import working_dtype
 from integral_cli.decoders.dark import UDP_CEILING, UDP_FLOOR, gaussian_kernel
 from integral_cli.decoders.registry import check_decoder_names, check_decoder_params, get_decoder
+from integral_cli.devices import accumulation_dtype
 
 #: Added to the second difference before dividing (MMPose's ``refine_simcc_dark``).
 DARK_1D_EPSILON = 1e-9
@@ -147,26 +148,29 @@ def dark_1d(vectors: torch.Tensor, dark_kernel: int = 11) -> torch.Tensor:
     return coords - dx / dxx
 
 
-#: Bytes of float64 weights built at once by the integral family: blocks under the 1 MiB
-#: mmap threshold the tool sets come from the allocator's free list, not fresh pages
-#: (as :data:`integral_cli.decoders.integral.BLOCK_BYTES`).
+#: Bytes of float64 weights built at once on the CPU by the integral family: blocks under
+#: the 1 MiB mmap threshold the tool sets come from the allocator's free list, not fresh
+#: pages (as :data:`integral_cli.decoders.integral.BLOCK_BYTES`). Other devices weigh the
+#: whole chunk at once: each block would cost kernel launches whatever its size.
 BLOCK_BYTES = 768 * 1024
 
 
 def _expectation(weigh: Callable[[torch.Tensor], torch.Tensor], vectors: torch.Tensor) -> torch.Tensor:
     """``sum_i w_i i / sum_i w_i`` along the last axis with ``w = weigh(vectors)``,
-    summed in float64, a block of vectors at a time (each vector is weighed on its own,
-    so the blocks change no number); with autograd on, in one call."""
+    summed in float64 (float32 on MPS, which has none), on the CPU a block of vectors at a
+    time (each vector is weighed on its own, so the blocks change no number); with
+    autograd on, in one call."""
     length = vectors.shape[-1]
-    positions = torch.arange(length, device=vectors.device, dtype=torch.float64)
+    dtype = accumulation_dtype(vectors.device)
+    positions = torch.arange(length, device=vectors.device, dtype=dtype)
     flat = vectors.reshape(-1, length)
-    block = max(1, BLOCK_BYTES // (8 * length))
+    block = max(1, BLOCK_BYTES // (8 * length)) if vectors.device.type == "cpu" else flat.shape[0]
     if flat.shape[0] <= block or vectors.requires_grad:
-        weights = weigh(vectors).double()
+        weights = weigh(vectors).to(dtype)
         return (weights @ positions) / weights.sum(-1)
-    result = torch.empty(flat.shape[0], device=vectors.device, dtype=torch.float64)
+    result = torch.empty(flat.shape[0], device=vectors.device, dtype=dtype)
     for start in range(0, flat.shape[0], block):
-        weights = weigh(flat[start : start + block]).double()
+        weights = weigh(flat[start : start + block]).to(dtype)
         result[start : start + block] = (weights @ positions) / weights.sum(-1)
     return result.view(vectors.shape[:-1])
 
