@@ -77,9 +77,9 @@ Counted = tuple[torch.Tensor, torch.Tensor | None]
 
 class Representation(Protocol):
     """What an experiment needs of an output representation of a keypoint (a heatmap,
-    SimCC vectors; more can plug in): how ground truth is drawn, rendered and decoded, and how big a
-    sample is. Points are ``(N, 1, C)``: ``x, y`` in image pixels, then any further
-    axis in its own unit."""
+    SimCC vectors; more can plug in): how ground truth is drawn, rendered and decoded,
+    and how big a sample is. Points are ``(N, 1, C)``: ``x, y`` in image pixels, then any
+    further axis in its own unit."""
 
     #: Coordinates per point.
     axes: int
