@@ -4,6 +4,8 @@ Public API::
 
     render_heatmaps(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
     decode(heatmaps, method, **params)
+    render_simcc(centers, size, sigma, *, split_ratio, amplitude=1.0, encoder="gaussian")
+    decode_simcc(simcc_x, simcc_y, method, **params)
     DECODERS
     ExperimentConfig(...)
     run_experiment(config)
@@ -11,7 +13,8 @@ Public API::
     evaluate_files(EvaluateConfig(targets=..., heatmaps=..., predictions=...))
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
-heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``.
+heatmaps ``(B, K, H, W)``, SimCC vectors ``(B, K, Wx)`` and ``(B, K, Wy)``, coordinates
+``(B, K, 2)``.
 
 Importing the package does not import torch (so the command line's ``--help`` is
 instant); the functions that compute import it when first used.
@@ -35,8 +38,10 @@ from integral_cli.errors import (
 from integral_cli.settings import ExperimentConfig
 
 if TYPE_CHECKING:
+    from integral_cli.decoders.simcc import decode_simcc
     from integral_cli.evaluate import DecodeConfig, EvaluateConfig, decode_file, evaluate_files
     from integral_cli.experiment import run_experiment
+    from integral_cli.simcc import render_simcc
     from integral_cli.synth import render_heatmaps
 
 #: Names imported on first use, with the module that holds them.
@@ -47,6 +52,8 @@ _LAZY = {
     "EvaluateConfig": "integral_cli.evaluate",
     "decode_file": "integral_cli.evaluate",
     "evaluate_files": "integral_cli.evaluate",
+    "render_simcc": "integral_cli.simcc",
+    "decode_simcc": "integral_cli.decoders.simcc",
 }
 
 
@@ -74,6 +81,8 @@ __all__ = [
     "decode",
     "decode_file",
     "evaluate_files",
+    "decode_simcc",
     "render_heatmaps",
+    "render_simcc",
     "run_experiment",
 ]

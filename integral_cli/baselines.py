@@ -1,7 +1,8 @@
 """What the field decodes with today, written here the plain way for ``bench`` to time
 against on the same tensor: argmax in numpy, per-keypoint Python loops for the quarter
 offset and DARK (the MMPose way), the reading note's own marginal decoder and generator,
-and, when installed, kornia's and dsntnn's soft-argmax.
+when installed, kornia's and dsntnn's soft-argmax, and for SimCC vectors, argmax and
+DARK organised as MMPose's ``SimCCLabel.decode`` organises them.
 
 These are deliberately the straightforward versions; they are timed, never used to
 produce results.
@@ -117,3 +118,48 @@ def library_soft_argmax() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     except ImportError:
         pass
     return found
+
+
+# ------------------------------------------------------------------------ SimCC vectors
+def simcc_argmax(simcc_x: np.ndarray, simcc_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax of ``(N, K, Wx)`` and ``(N, K, Wy)`` vectors in numpy over all ``N * K`` at
+    once, as MMPose finds SimCC maxima: ``(N, K, 2)`` bins and the smaller of the two
+    maxima."""
+    n, k, _ = simcc_x.shape
+    rows_x, rows_y = simcc_x.reshape(n * k, -1), simcc_y.reshape(n * k, -1)
+    locations = np.stack((np.argmax(rows_x, axis=1), np.argmax(rows_y, axis=1)), axis=-1).astype(np.float32)
+    values = np.minimum(np.amax(rows_x, axis=1), np.amax(rows_y, axis=1))
+    return locations.reshape(n, k, 2), values.reshape(n, k)
+
+
+def simcc_dark(simcc_x: np.ndarray, simcc_y: np.ndarray, kernel_size: int) -> np.ndarray | None:
+    """SimCC decoding with DARK as MMPose's ``SimCCLabel.decode(use_dark=True)`` goes
+    about it: numpy argmax, then per axis an OpenCV blur of every vector in a loop over
+    samples and keypoints (zero padding, rescaled to the vector's maximum), a clip to
+    ``[1e-3, 50]``, the log, edge padding and the Newton step in a loop over samples.
+
+    Returns ``(N, K, 2)`` coordinates in bins, or ``None`` when OpenCV is not installed.
+    """
+    try:
+        import cv2
+    except ImportError:
+        return None
+    locations, _ = simcc_argmax(simcc_x, simcc_y)
+    border = (kernel_size - 1) // 2
+    for axis, vectors in enumerate((simcc_x, simcc_y)):
+        n, k, length = vectors.shape
+        log_blurred = np.empty((n, k, length + 4), dtype=np.float32)
+        for i in range(n):
+            for j in range(k):
+                row = np.zeros((1, length + 2 * border), dtype=np.float32)
+                row[0, border : border + length] = vectors[i, j]
+                blurred = cv2.GaussianBlur(row, (kernel_size, 1), 0)[0, border : border + length]
+                blurred = blurred * (vectors[i, j].max() / blurred.max())
+                log_blurred[i, j] = np.pad(np.log(np.clip(blurred, 1e-3, 50.0)), 2, mode="edge")
+        for i in range(n):
+            at = (locations[i, :, axis] + 2.5).astype(np.int64)[:, None]
+            f = [np.take_along_axis(log_blurred[i], at + step, axis=1)[:, 0] for step in (-2, -1, 0, 1, 2)]
+            dx = 0.5 * (f[3] - f[1])
+            dxx = 1e-9 + 0.25 * (f[4] - 2 * f[2] + f[0])
+            locations[i, :, axis] -= dx / dxx
+    return locations

@@ -1,9 +1,11 @@
 """``bench``: how fast each decoder runs, against the memory-read floor and the field's
-usual implementations, timed in one run on the same tensor."""
+usual implementations, timed in one run on the same tensor (heatmaps, or SimCC vectors
+of the same input)."""
 
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,15 +16,23 @@ import torch
 from integral_cli import baselines
 from integral_cli.baselines import DSNTNN, KORNIA
 from integral_cli.checks import check_range, check_size
-from integral_cli.decoders import DECODERS, check_decoder_names, decode, kernel_size_for_sigma
+from integral_cli.coords import simcc_size
+from integral_cli.decoders import DECODERS, check_decoder_names, decode
+from integral_cli.decoders.registry import auto_kernel_size, decoders_for
+from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.experiment import DTYPES, run_experiment
 from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig
+from integral_cli.simcc import render_simcc
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
 
 SIGMA = 2.0
 AMPLITUDE = 10.0
 STRIDE = 4
+#: SimCC labels as RTMPose trains them: sigma 4.9 bins (its x sigma), MMPose's
+#: normalised amplitude 1 / (sigma sqrt(2 pi)).
+SIMCC_SIGMA = 4.9
+SIMCC_AMPLITUDE = 1.0 / (SIMCC_SIGMA * math.sqrt(2.0 * math.pi))
 
 #: The rows ``bench`` reports besides the decoders.
 READ = "read the tensor once (sum)"
@@ -33,6 +43,9 @@ QUARTER_LOOP = "quarter offset, per-keypoint loop"
 DARK_LOOP = "DARK, cv2 blur + per-keypoint loop"
 NOTE_MARGINAL = "the note's marginal decoder"
 NOTE_GENERATOR = "the note's generator (numpy)"
+RENDER_SIMCC = "render_simcc"
+SIMCC_ARGMAX = "numpy argmax (MMPose SimCCLabel way)"
+SIMCC_DARK = "SimCC DARK, cv2 blur + loops (MMPose way)"
 
 #: What each of ours is compared with: the field's usual way of doing the same thing.
 COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -44,13 +57,20 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("integral-marginal", NOTE_MARGINAL),
     (RENDER, NOTE_GENERATOR),
 )
+#: The same for SimCC vectors.
+SIMCC_COMPARISONS: tuple[tuple[str, str], ...] = (("argmax", SIMCC_ARGMAX), ("dark", SIMCC_DARK))
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """What ``bench`` times: ``batch`` maps of ``heatmap_size`` (H, W) in ``dtype`` on
     ``device``, each decoder ``repeat`` times after a warm-up, with the decoder parameters
-    ``beta``, ``dark_kernel`` (``"auto"``: from the maps' sigma 2) and ``window_radius``."""
+    ``beta``, ``dark_kernel`` (``"auto"``: from the maps' sigma 2) and ``window_radius``.
+
+    With ``representation="simcc"``: ``batch`` pairs of SimCC vectors of the same input
+    (``heatmap_size`` times the stride 4, e.g. 256x192) at ``split_ratio``, RTMPose's
+    labels (sigma 4.9 bins, normalised; ``dark_kernel="auto"``: MMPose's 29), decoded
+    by every decoder that applies."""
 
     device: str = "auto"
     heatmap_size: tuple[int, int] = (64, 48)
@@ -60,19 +80,36 @@ class BenchConfig:
     dtype: Dtype = "float32"
     dark_kernel: int | str = SETTINGS["dark_kernel"].default
     baselines: bool = True
+    representation: str = SETTINGS["representation"].default
+    split_ratio: float = SETTINGS["split_ratio"].default
 
     def __post_init__(self) -> None:
         check_size(self.heatmap_size, "heatmap_size")
         check_range(self.batch, "batch", 1, 10**7, integer=True)
         check_range(self.repeat, "repeat", 1, 1000, integer=True)
-        check_decoder_names(self.decoders)
-        for name in ("dtype", "dark_kernel", "device"):
+        for name in ("dtype", "dark_kernel", "device", "representation", "split_ratio"):
             SETTINGS[name].check(getattr(self, name))
+        if self.decoders != tuple(DECODERS):
+            check_decoder_names(self.decoders, self.representation)
+        if self.representation == "simcc":
+            simcc_size(self.image_size, self.split_ratio)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The input the maps (and the vectors) come from: the heatmap times the stride."""
+        return self.heatmap_size[0] * STRIDE, self.heatmap_size[1] * STRIDE
+
+    @property
+    def resolved_decoders(self) -> tuple[str, ...]:
+        """``decoders``, or when that is every decoder, those that apply."""
+        return decoders_for(self.representation) if self.decoders == tuple(DECODERS) else self.decoders
 
     @property
     def decoder_params(self) -> dict[str, Any]:
-        kernel = kernel_size_for_sigma(SIGMA) if self.dark_kernel == "auto" else self.dark_kernel
-        return {"dark_kernel": kernel}
+        if self.dark_kernel != "auto":
+            return {"dark_kernel": self.dark_kernel}
+        sigma = SIMCC_SIGMA if self.representation == "simcc" else SIGMA
+        return {"dark_kernel": auto_kernel_size(sigma, self.representation)}
 
 
 def time_call(function: Callable[[], Any], repeat: int, device: torch.device) -> list[float]:
@@ -154,6 +191,8 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
 
 
 def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], None] | None) -> dict[str, Any]:
+    if config.representation == "simcc":
+        return _run_simcc_bench(config, device, progress or (lambda name: None))
     dtype = DTYPES[config.dtype]
     height, width = config.heatmap_size
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -168,7 +207,7 @@ def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], 
     contenders = [Contender(READ, "floor", lambda: maps.sum(), config.batch, config.repeat)]
     contenders += [
         Contender(name, "decoder", functools.partial(decode, maps, name, **params), config.batch, config.repeat)
-        for name in config.decoders
+        for name in config.resolved_decoders
     ]
     contenders.append(
         Contender(
@@ -204,7 +243,7 @@ def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], 
         dark_kernel=config.dark_kernel,
     )
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
-    rows.insert(len(config.decoders) + 2, _row(COMPARE, "compare", compare_seconds, config.batch, read))
+    rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, config.batch, read))
     return {
         "rows": rows,
         "ratios": speed_ratios(rows),
@@ -251,13 +290,88 @@ def _baselines(
     return contenders, dark_difference
 
 
-def speed_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`run_bench` for SimCC vectors: the read floor, the decoders that apply,
+    ``render_simcc`` and MMPose's way of decoding, interleaved; then compare."""
+    dtype = DTYPES[config.dtype]
+    image = config.image_size
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    margin = 3 * SIMCC_SIGMA / config.split_ratio  # image px: the labels' 3 sigma
+    unit = torch.rand((config.batch, 1, 2), generator=generator, dtype=torch.float64)
+    span = torch.tensor([image[1] - 1 - 2 * margin, image[0] - 1 - 2 * margin], dtype=torch.float64)
+    centers = (margin + unit * span).float().to(device)
+
+    def render() -> tuple[torch.Tensor, torch.Tensor]:
+        return render_simcc(centers, image, SIMCC_SIGMA, split_ratio=config.split_ratio, amplitude=SIMCC_AMPLITUDE)
+
+    simcc_x, simcc_y = (vectors.to(dtype).contiguous() for vectors in render())
+    params = config.decoder_params
+    contenders = [Contender(READ, "floor", lambda: simcc_x.sum() + simcc_y.sum(), config.batch, config.repeat)]
+    contenders += [
+        Contender(
+            name,
+            "decoder",
+            functools.partial(decode_simcc, simcc_x, simcc_y, name, **params),
+            config.batch,
+            config.repeat,
+        )
+        for name in config.resolved_decoders
+    ]
+    contenders.append(Contender(RENDER_SIMCC, "render", render, config.batch, config.repeat))
+    dark_difference = None
+    if config.baselines:
+        x_np, y_np = simcc_x.float().cpu().numpy(), simcc_y.float().cpu().numpy()
+        kernel = params["dark_kernel"]
+        contenders.append(
+            Contender(SIMCC_ARGMAX, "baseline", lambda: baselines.simcc_argmax(x_np, y_np), config.batch, config.repeat)
+        )
+        theirs = baselines.simcc_dark(x_np[:1], y_np[:1], kernel)
+        if theirs is not None:
+            slow = min(config.repeat, 3)
+            contenders.append(
+                Contender(SIMCC_DARK, "baseline", lambda: baselines.simcc_dark(x_np, y_np, kernel), config.batch, slow)
+            )
+            ours = decode_simcc(simcc_x, simcc_y, "dark", dark_kernel=kernel).float().cpu()
+            dark_difference = float((ours - torch.from_numpy(baselines.simcc_dark(x_np, y_np, kernel))).abs().max())
+    seconds = time_interleaved(contenders, device, step)
+    read = statistics.median(seconds[READ])
+    rows = [_row(c.name, c.kind, seconds[c.name], c.maps, read) for c in contenders]
+
+    step("compare")
+    experiment = ExperimentConfig(
+        representation="simcc",
+        split_ratio=config.split_ratio,
+        sigma=SIMCC_SIGMA,
+        amplitude=SIMCC_AMPLITUDE,
+        image_size=image,
+        samples=config.batch,
+        decoders=config.decoders,
+        device=config.device,
+        dtype=config.dtype,
+        dark_kernel=config.dark_kernel,
+    )
+    compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
+    rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, config.batch, read))
+    return {
+        "rows": rows,
+        "ratios": speed_ratios(rows, SIMCC_COMPARISONS),
+        "dark_max_difference": dark_difference,
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def speed_ratios(
+    rows: list[dict[str, Any]], comparisons: tuple[tuple[str, str], ...] = COMPARISONS
+) -> list[dict[str, Any]]:
     """How many times faster each of ours runs than the field's way of doing the same
-    (:data:`COMPARISONS`), for the pairs whose two sides were timed."""
+    (``comparisons``: :data:`COMPARISONS`, or :data:`SIMCC_COMPARISONS`), for the pairs
+    whose two sides were timed."""
     speed = {row["name"]: row["maps_per_s"] for row in rows}
     return [
         {"ours": ours, "against": theirs, "times_faster": speed[ours] / speed[theirs]}
-        for ours, theirs in COMPARISONS
+        for ours, theirs in comparisons
         if ours in speed and theirs in speed
     ]
 

@@ -28,6 +28,25 @@ def check_heatmaps(heatmaps: object) -> torch.Tensor:
     return tensor
 
 
+def check_simcc(simcc_x: object, simcc_y: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check SimCC vectors: ``(B, K, Wx)`` and ``(B, K, Wy)`` floating-point tensors with
+    the same ``B`` and ``K`` and at least one bin each."""
+    tensors = []
+    for name, value in (("simcc_x", simcc_x), ("simcc_y", simcc_y)):
+        tensor = _check_tensor(value, name)
+        axis = name[-1]
+        if tensor.ndim != 3:
+            raise ShapeError(f"{name} must have shape (B, K, W{axis}), got {tuple(tensor.shape)}")
+        if not tensor.is_floating_point():
+            raise ShapeError(f"{name} must be floating point, got {tensor.dtype}")
+        if tensor.shape[-1] < 1:
+            raise ShapeError(f"{name} must have at least one bin, got {tuple(tensor.shape)}")
+        tensors.append(tensor)
+    if tensors[0].shape[:2] != tensors[1].shape[:2]:
+        raise ShapeError(f"simcc_x {tuple(tensors[0].shape)} and simcc_y {tuple(tensors[1].shape)} differ in B or K")
+    return tensors[0], tensors[1]
+
+
 def check_points(points: object, name: str = "points") -> torch.Tensor:
     """Check a ``(B, K, 2)`` floating-point coordinate tensor in ``(x, y)`` order."""
     tensor = _check_tensor(points, name)

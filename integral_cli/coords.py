@@ -15,6 +15,14 @@
 Under ``"center"`` and ``"corner"`` a distance of ``d`` heatmap pixels is ``s * d`` image
 pixels.
 
+SimCC vectors (coordinate classification) split each image axis into bins of ``1 / k``
+image pixel, ``k`` the split ratio: ``round(W_img * k)`` bins along x and
+``round(H_img * k)`` along y. Bin ``i`` sits at::
+
+      x_img = (i + 0.5) / k - 0.5   ("center")          x_img = i / k   ("corner", MMPose)
+
+which is the heatmap mapping at a stride of ``1 / k``; ``"udp"`` does not apply.
+
 Imports no torch until a tensor is mapped (the settings table uses :func:`heatmap_size`).
 """
 
@@ -143,6 +151,66 @@ def heatmap_to_image(
     if scale_x == scale_y:
         return (points_hm - offset) / scale_x
     return (points_hm - offset) / points_hm.new_tensor([scale_x, scale_y])
+
+
+#: The conventions SimCC vectors can use.
+SIMCC_CONVENTIONS: tuple[str, ...] = ("center", "corner")
+
+
+def simcc_size(image_size: tuple[int, int], split_ratio: float) -> tuple[int, int]:
+    """Bins ``(Ny, Nx)`` of the SimCC vectors of an image of ``(H_img, W_img)`` pixels:
+    ``round(H_img * k)`` and ``round(W_img * k)`` (half to even, as MMPose rounds).
+
+    Raises:
+        ConfigError: a side would have no bin.
+
+    >>> simcc_size((256, 192), 2.0)
+    (512, 384)
+    """
+    bins = round(image_size[0] * split_ratio), round(image_size[1] * split_ratio)
+    if min(bins) < 1:
+        raise ConfigError(
+            f"«split_ratio» {split_ratio:g} leaves no bin along a side of a {image_size[0]}x{image_size[1]} image"
+        )
+    return bins
+
+
+def simcc_scale(convention: str, split_ratio: float) -> tuple[float, float]:
+    """``(scale, offset)`` with ``x_bin = scale * x_img + offset`` for SimCC vectors.
+
+    Raises:
+        ConfigError: a convention SimCC vectors cannot use (``udp``, or unknown).
+
+    >>> simcc_scale("center", 2.0), simcc_scale("corner", 2.0)
+    ((2.0, 0.5), (2.0, 0.0))
+    """
+    if convention == "center":
+        return split_ratio, 0.5 * split_ratio - 0.5
+    if convention == "corner":
+        return split_ratio, 0.0
+    raise ConfigError(
+        f"the «convention» {convention!r} does not apply to SimCC vectors; choose from {', '.join(SIMCC_CONVENTIONS)}"
+    )
+
+
+def image_to_simcc(points_img: torch.Tensor, split_ratio: float, convention: str = "center") -> torch.Tensor:
+    """Map image coordinates to SimCC bins.
+
+    >>> image_to_simcc(torch.tensor([[0.0, 1.25]]), 2.0)
+    tensor([[0.5000, 3.0000]])
+    """
+    scale, offset = simcc_scale(convention, split_ratio)
+    return points_img * scale + offset
+
+
+def simcc_to_image(points_bins: torch.Tensor, split_ratio: float, convention: str = "center") -> torch.Tensor:
+    """Map SimCC bins to image coordinates (the mirror of :func:`image_to_simcc`).
+
+    >>> simcc_to_image(torch.tensor([[0.5, 3.0]]), 2.0)
+    tensor([[0.0000, 1.2500]])
+    """
+    scale, offset = simcc_scale(convention, split_ratio)
+    return (points_bins - offset) / scale
 
 
 def pixel_coordinates(

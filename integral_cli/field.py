@@ -65,6 +65,7 @@ def error_field(
     Returns:
         One row per lattice point, columns :data:`FIELD_COLUMNS`.
     """
+    config.require_heatmaps("the error map")
     check_range(density, "density", 1, MAX_DENSITY, integer=True)
     points = config.heatmap_size[0] * config.heatmap_size[1] * density**2
     if points > MAX_POINTS:

@@ -74,6 +74,7 @@ class FitConfig:
     start_distance: float = DEFAULT_START_DISTANCE
 
     def __post_init__(self) -> None:
+        self.experiment.require_heatmaps("the training toy")
         check_range(self.steps, "steps", 1, MAX_STEPS, integer=True)
         if not 1 <= len(self.learning_rates) <= MAX_LEARNING_RATES:
             raise ConfigError(f"give 1 to {MAX_LEARNING_RATES} learning rates, got {len(self.learning_rates)}")

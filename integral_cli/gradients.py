@@ -58,6 +58,7 @@ class GradConfig:
 
     def __post_init__(self) -> None:
         check_range(self.epsilon, "epsilon", 0, 1.0, low_open=True)
+        self.experiment.require_heatmaps("the gradient check")
 
 
 def gradient_report(config: GradConfig) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """Reading a model's outputs and their ground truth from files.
 
-Heatmaps come from ``.npy``, ``.npz`` or ``.pt`` files of shape ``(N, K, H, W)``;
-ground truth from ``.npy`` (``(N, K, 2)`` image pixels, or ``(N, K, 3)`` with a
-visibility column) or a ``.csv`` with one row per sample and keypoint. ``.npy``,
+Heatmaps come from ``.npy``, ``.npz`` or ``.pt`` files of shape ``(N, K, H, W)``; SimCC
+vectors from an ``.npz`` or ``.pt`` file holding ``simcc_x`` ``(N, K, Wx)`` and
+``simcc_y`` ``(N, K, Wy)`` (what an RTMPose head outputs); ground truth from ``.npy``
+(``(N, K, 2)`` image pixels, or ``(N, K, 3)`` with a visibility column) or a ``.csv``
+with one row per sample and keypoint. ``.npy``,
 uncompressed ``.npz`` members and ``.pt`` files saved by torch 1.6 or later are
 memory-mapped, so a file larger than the budget never has to fit in memory; the other
 forms are loaded whole, and refused up front when they would not fit.
@@ -26,6 +28,9 @@ HEATMAP_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".pt", ".pth")
 TARGET_SUFFIXES: tuple[str, ...] = (".npy", ".csv")
 #: The array a multi-array ``.npz`` or a ``.pt`` dictionary must call its heatmaps.
 HEATMAPS_KEY = "heatmaps"
+SIMCC_SUFFIXES: tuple[str, ...] = (".npz", ".pt", ".pth")
+#: The arrays of a SimCC file: the x and the y vectors.
+SIMCC_KEYS: tuple[str, str] = ("simcc_x", "simcc_y")
 #: Columns of a targets CSV; ``visible`` is optional.
 TARGET_CSV_COLUMNS: tuple[str, ...] = ("sample", "keypoint", "x", "y")
 
@@ -57,15 +62,19 @@ class HeatmapFile:
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Samples ``start:stop`` as a CPU floating-point tensor: integers become float32,
         floats wider than float64 float64; never part of an autograd graph."""
-        part = self.array[start:stop]
-        if isinstance(part, np.ndarray):
-            # a native-byte-order copy in a dtype torch holds: torch reads neither
-            # big-endian nor read-only maps, nor integers wider than it knows
-            kind, size = part.dtype.kind, part.dtype.itemsize
-            dtype = np.float32 if kind in "iu" else (np.float64 if size > 8 else part.dtype.newbyteorder("="))
-            return torch.from_numpy(np.array(part, dtype=dtype))
-        part = part.detach().clone()
-        return part if part.is_floating_point() else part.float()
+        return _floating(self.array[start:stop])
+
+
+def _floating(part: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A CPU floating-point copy of ``part``, outside any autograd graph."""
+    if isinstance(part, np.ndarray):
+        # a native-byte-order copy in a dtype torch holds: torch reads neither
+        # big-endian nor read-only maps, nor integers wider than it knows
+        kind, size = part.dtype.kind, part.dtype.itemsize
+        dtype = np.float32 if kind in "iu" else (np.float64 if size > 8 else part.dtype.newbyteorder("="))
+        return torch.from_numpy(np.array(part, dtype=dtype))
+    part = part.detach().clone()
+    return part if part.is_floating_point() else part.float()
 
 
 def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
@@ -85,21 +94,93 @@ def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
         array, mapped = _load_npz(path, budget_bytes)
     else:
         array, mapped = _load_torch(path, budget_bytes)
-    name = str(array.dtype).removeprefix("torch.")
-    if isinstance(array, np.ndarray):
-        numeric = array.dtype.kind in "fiu"
-    else:
-        numeric = not (array.is_complex() or array.dtype == torch.bool)
-        if array.layout != torch.strided:
-            raise InputFileError(f"{path}: heatmaps must be a dense tensor, got layout {array.layout}")
-    if not numeric:
-        raise InputFileError(f"{path}: heatmaps must be numbers, got dtype {name}")
+    name = _check_numeric(array, path, "heatmaps")
     if len(array.shape) != 4 or min(array.shape) < 1:
         raise InputFileError(
             f"{path}: heatmaps must have shape (N, K, H, W) with every side >= 1, got {tuple(array.shape)}"
         )
     samples, keypoints, height, width = (int(v) for v in array.shape)
     return HeatmapFile(path, (samples, keypoints, height, width), name, mapped, array)
+
+
+def _check_numeric(array: np.ndarray | torch.Tensor, path: Path, what: str) -> str:
+    """The dtype's name of a dense array of numbers; raises :class:`InputFileError`
+    otherwise."""
+    name = str(array.dtype).removeprefix("torch.")
+    if isinstance(array, np.ndarray):
+        numeric = array.dtype.kind in "fiu"
+    else:
+        numeric = not (array.is_complex() or array.dtype == torch.bool)
+        if array.layout != torch.strided:
+            raise InputFileError(f"{path}: {what} must be a dense tensor, got layout {array.layout}")
+    if not numeric:
+        raise InputFileError(f"{path}: {what} must be numbers, got dtype {name}")
+    return name
+
+
+# ---------------------------------------------------------------------- SimCC vectors
+@dataclass
+class SimCCFile:
+    """SimCC vectors on disk, read a range of samples at a time.
+
+    Attributes:
+        path: the file.
+        shape: ``(N, K, Wx, Wy)``: samples, keypoints and the bins along x and y.
+        dtype: the stored dtype's name (of ``simcc_x``; ``simcc_y`` must match).
+        mapped: whether the vectors are memory-mapped rather than loaded.
+        arrays: ``simcc_x`` and ``simcc_y`` (``numpy`` arrays or ``torch`` tensors).
+    """
+
+    path: Path
+    shape: tuple[int, int, int, int]
+    dtype: str
+    mapped: bool
+    arrays: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per stored value."""
+        first = self.arrays[0]
+        return first.dtype.itemsize if isinstance(first, np.ndarray) else first.element_size()
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``start:stop`` of ``simcc_x`` and ``simcc_y`` as CPU floating-point
+        tensors (as :meth:`HeatmapFile.read` reads maps)."""
+        return _floating(self.arrays[0][start:stop]), _floating(self.arrays[1][start:stop])
+
+
+def open_simcc(path: Path, budget_bytes: float) -> SimCCFile:
+    """Open a file of SimCC vectors without reading them, where the format allows.
+
+    Raises:
+        InputFileError: missing file, unknown suffix, unreadable or corrupt contents,
+            no ``simcc_x`` or ``simcc_y``, shapes other than ``(N, K, Wx)`` and
+            ``(N, K, Wy)`` with the same ``N`` and ``K``, dtypes that are not numbers or
+            differ, or a file that cannot be memory-mapped and exceeds ``budget_bytes``.
+    """
+    path = Path(path)
+    if _check_input(path, SIMCC_SUFFIXES, "SimCC vectors") == ".npz":
+        loaded = [_load_npz(path, budget_bytes, member=key) for key in SIMCC_KEYS]
+        arrays, mapped = (loaded[0][0], loaded[1][0]), loaded[0][1] and loaded[1][1]
+    else:
+        stored, mapped = _load_torch_object(path, budget_bytes)
+        if not isinstance(stored, dict) or not all(isinstance(stored.get(key), torch.Tensor) for key in SIMCC_KEYS):
+            raise InputFileError(f"{path}: SimCC vectors must be a dict holding the tensors {' and '.join(SIMCC_KEYS)}")
+        arrays = (stored[SIMCC_KEYS[0]], stored[SIMCC_KEYS[1]])
+    names = [_check_numeric(array, path, key) for key, array in zip(SIMCC_KEYS, arrays, strict=True)]
+    for key, array in zip(SIMCC_KEYS, arrays, strict=True):
+        if len(array.shape) != 3 or min(array.shape) < 1:
+            axis = key[-1]
+            raise InputFileError(
+                f"{path}: {key} must have shape (N, K, W{axis}) with every side >= 1, got {tuple(array.shape)}"
+            )
+    if tuple(arrays[0].shape[:2]) != tuple(arrays[1].shape[:2]) or names[0] != names[1]:
+        raise InputFileError(
+            f"{path}: simcc_x {names[0]} {tuple(arrays[0].shape)} and simcc_y {names[1]} {tuple(arrays[1].shape)} "
+            "must share N, K and the dtype"
+        )
+    samples, keypoints, bins_x = (int(v) for v in arrays[0].shape)
+    return SimCCFile(path, (samples, keypoints, bins_x, int(arrays[1].shape[-1])), names[0], mapped, arrays)
 
 
 def _check_input(path: Path, suffixes: tuple[str, ...], what: str) -> str:
@@ -118,11 +199,17 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputFileError(f"{path}: not a readable .npy array ({_reason(error)})") from None
 
 
-def _load_npz(path: Path, budget_bytes: float) -> tuple[np.ndarray, bool]:
+def _load_npz(path: Path, budget_bytes: float, member: str | None = None) -> tuple[np.ndarray, bool]:
+    """The array ``member`` of an ``.npz`` (by default: its heatmaps), memory-mapped if
+    it is stored uncompressed, and whether it is."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(".npy")]
-            member = _pick_key([n.removesuffix(".npy") for n in names], path) + ".npy"
+            names = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
+            if member is None:
+                member = _pick_key(names, path)
+            elif member not in names:
+                raise InputFileError(f"{path}: holds no array {member!r} (it holds {', '.join(names) or 'none'})")
+            member += ".npy"
             info = archive.getinfo(member)
             with archive.open(info) as stream:
                 version = np.lib.format.read_magic(stream)
@@ -161,6 +248,18 @@ def _map_stored_member(
 
 
 def _load_torch(path: Path, budget_bytes: float) -> tuple[torch.Tensor, bool]:
+    loaded, mapped = _load_torch_object(path, budget_bytes)
+    if isinstance(loaded, dict):
+        tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        loaded = tensors[_pick_key(list(tensors), path)]
+    if not isinstance(loaded, torch.Tensor):
+        raise InputFileError(f"{path}: expected a tensor or a dict of tensors, got {type(loaded).__name__}")
+    return loaded, mapped
+
+
+def _load_torch_object(path: Path, budget_bytes: float) -> tuple[object, bool]:
+    """What a tensor file holds (tensors, or containers of them), memory-mapped where
+    torch can, and whether it is."""
     try:
         try:
             loaded, mapped = torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
@@ -174,11 +273,6 @@ def _load_torch(path: Path, budget_bytes: float) -> tuple[torch.Tensor, bool]:
         raise
     except Exception as error:
         raise InputFileError(f"{path}: not a tensor file torch can load safely ({_reason(error)})") from None
-    if isinstance(loaded, dict):
-        tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-        loaded = tensors[_pick_key(list(tensors), path)]
-    if not isinstance(loaded, torch.Tensor):
-        raise InputFileError(f"{path}: expected a tensor or a dict of tensors, got {type(loaded).__name__}")
     return loaded, mapped
 
 
@@ -189,6 +283,8 @@ def _pick_key(keys: list[str], path: Path) -> str:
         return keys[0]
     if HEATMAPS_KEY in keys:
         return HEATMAPS_KEY
+    if set(SIMCC_KEYS) <= set(keys):
+        raise InputFileError(f"{path}: holds SimCC vectors ({', '.join(SIMCC_KEYS)}), not heatmaps; give it as «simcc»")
     raise InputFileError(f"{path}: holds several arrays ({', '.join(keys)}); name the heatmaps {HEATMAPS_KEY!r}")
 
 

@@ -71,14 +71,15 @@ def quantile_sorted(sorted_values: torch.Tensor, q: float) -> torch.Tensor:
     return sorted_values[low] + fraction * (sorted_values[high] - sorted_values[low])
 
 
-def summarize_offsets(offsets: torch.Tensor, stride: int) -> dict[str, float]:
+def summarize_offsets(offsets: torch.Tensor, stride: float) -> dict[str, float]:
     """Summary of signed offsets ``predicted - target`` in image pixels.
 
     Statistics are taken over the finite offsets; ``nonfinite`` counts the others.
 
     Args:
         offsets: ``(N, 2)`` signed offsets ``(dx, dy)`` in image pixels.
-        stride: image pixels per heatmap pixel (for ``mean_error_hm``).
+        stride: image pixels per heatmap pixel, or per SimCC bin (``1 / k``), for
+            ``mean_error_hm``.
 
     Returns:
         A dict keyed by :data:`SUMMARY_FIELDS`: mean, median, 95th percentile and maximum

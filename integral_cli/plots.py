@@ -18,7 +18,7 @@ import pandas as pd
 from integral_cli.errors import ConfigError, MissingDependencyError
 from integral_cli.metrics import SUMMARY_FIELDS
 from integral_cli.report import write_atomically
-from integral_cli.settings import GRID_AXES, PLOT_AXES, PLOT_METRICS
+from integral_cli.settings import GRID_AXES, OUTPUTS_AXIS, PLOT_AXES, PLOT_METRICS
 
 #: Mean 2D distance of argmax from a uniformly random sub-pixel point, per heatmap
 #: pixel of stride: ``(sqrt 2 + ln(1 + sqrt 2)) / 6``.
@@ -57,6 +57,24 @@ def _save(figure: Any, out: Path) -> None:
         require_matplotlib().close(figure)
 
 
+def outputs_per_keypoint(frame: pd.DataFrame) -> pd.Series:
+    """The values each row's representation encodes a keypoint in: ``H * W`` for a
+    heatmap, ``round(H_img k) + round(W_img k)`` bins for SimCC vectors."""
+    simcc = frame["representation"] == "simcc"
+    bins = [
+        np.round(frame["image_h"].to_numpy(float) * frame["split_ratio"].to_numpy(float)),
+        np.round(frame["image_w"].to_numpy(float) * frame["split_ratio"].to_numpy(float)),
+    ]
+    pixels = frame["heatmap_h"].to_numpy(float) * frame["heatmap_w"].to_numpy(float)
+    return pd.Series(np.where(simcc, bins[0] + bins[1], pixels), index=frame.index)
+
+
+def image_px_per_output(frame: pd.DataFrame) -> np.ndarray:
+    """Image pixels per output pixel of each row: the stride, or ``1 / k`` per bin."""
+    simcc = (frame["representation"] == "simcc").to_numpy()
+    return np.where(simcc, 1.0 / frame["split_ratio"].to_numpy(float), frame["stride"].to_numpy(float))
+
+
 def plot_sweep(
     frame: pd.DataFrame,
     out: Path,
@@ -65,14 +83,18 @@ def plot_sweep(
     metric: str = "mean_error",
     size_px: tuple[int, int] = (1200, 800),
 ) -> int:
-    """Draw ``metric`` against ``x``, one line per decoder, one panel per combination of
-    the other grid columns that vary; argmax's closed form as a dashed reference where
-    the metric is the mean error.
+    """Draw ``metric`` against ``x``, one line per decoder (per decoder and
+    representation when a CSV mixes heatmaps and SimCC vectors: solid and dashed), one
+    panel per combination of the other grid columns that vary; argmax's closed form as
+    a dotted reference where the metric is the mean error.
 
     Args:
         frame: rows of a results CSV (columns :data:`CSV_COLUMNS`).
         out: a ``.png`` or ``.svg`` path.
-        x: a column of :data:`PLOT_AXES`.
+        x: a column of :data:`PLOT_AXES`; ``outputs`` is the values per keypoint
+            (``H * W`` of a heatmap, ``Wx + Wy`` of SimCC vectors), drawn with the
+            representation, stride and split ratio in the lines, not in panels. Rows an
+            axis does not apply to (``stride`` of SimCC rows) are left out.
         metric: a column of :data:`PLOT_METRICS`.
         size_px: width and height of the picture in pixels.
 
@@ -87,9 +109,13 @@ def plot_sweep(
         raise ConfigError(f"cannot plot against {x!r}; choose from {', '.join(PLOT_AXES)}")
     if metric not in PLOT_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(PLOT_METRICS)}")
+    if x == OUTPUTS_AXIS:
+        frame = frame.assign(outputs=outputs_per_keypoint(frame))
+    frame = frame[frame[x].notna()]
     if frame[x].nunique() < 2:
         raise ConfigError(f"{x} has a single value in this CSV; choose an «x» that varies")
-    others = [c for c in (*GRID_AXES, "sigma_unit") if c != x and c in frame and frame[c].nunique() > 1]
+    in_lines = {x, *(("representation", "stride", "split_ratio") if x == OUTPUTS_AXIS else ())}
+    others = [c for c in (*GRID_AXES, "sigma_unit") if c not in in_lines and c in frame and frame[c].nunique() > 1]
     panels = sorted(frame[others].drop_duplicates().itertuples(index=False, name=None)) if others else [()]
     if len(panels) > MAX_PANELS:
         raise ConfigError(
@@ -100,6 +126,9 @@ def plot_sweep(
     rows = math.ceil(len(panels) / cols)
     figure, axes = _figure(size_px, rows, cols)
     decoders = list(dict.fromkeys(frame["decoder"]))
+    representations = list(dict.fromkeys(frame["representation"]))
+    colours = {decoder: f"C{index % 10}" for index, decoder in enumerate(decoders)}
+    styles = {"heatmap": "-", "simcc": "--"}
     for index, panel in enumerate(panels):
         ax = axes[index // cols][index % cols]
         key = panel if isinstance(panel, tuple) else (panel,)
@@ -107,32 +136,44 @@ def plot_sweep(
         for column, value in zip(others, key, strict=True):
             subset = subset[subset[column] == value]
         for decoder in decoders:
-            line = subset[subset["decoder"] == decoder].sort_values(x)
-            ax.plot(line[x], line[metric], marker="o", markersize=3, label=decoder)
+            for representation in representations:
+                line = subset[(subset["decoder"] == decoder) & (subset["representation"] == representation)]
+                if line.empty:
+                    continue
+                label = decoder + (f" ({representation})" if len(representations) > 1 else "")
+                line = line.sort_values(x)
+                style = styles.get(representation, "-")
+                ax.plot(line[x], line[metric], style, marker="o", markersize=3, color=colours[decoder], label=label)
         if metric in ("mean_error", "mean_error_hm") and "argmax" in decoders:
-            reference = subset.drop_duplicates(x).sort_values(x)
-            scale = reference["stride"] if metric == "mean_error" else 1.0
-            ax.plot(
-                reference[x],
-                ARGMAX_MEAN_ERROR_HM * np.asarray(scale, dtype=float) * np.ones(len(reference)),
-                "k--",
-                linewidth=1,
-                label="argmax closed form 0.3826·stride",
-            )
+            for representation in representations:
+                reference = subset[subset["representation"] == representation].drop_duplicates(x).sort_values(x)
+                scale = image_px_per_output(reference) if metric == "mean_error" else np.ones(len(reference))
+                unit = {"heatmap": "stride", "simcc": "/k"}.get(representation, "stride")
+                ax.plot(
+                    reference[x],
+                    ARGMAX_MEAN_ERROR_HM * scale,
+                    "k--" if representations == ["heatmap"] else "k:",
+                    linewidth=1,
+                    label=f"argmax closed form 0.3826·{unit}".replace("·/k", "/k"),
+                )
         if metric == "rmse" and "crlb_rmse" in subset and subset["crlb_rmse"].notna().any():
             bound = subset.drop_duplicates(x).sort_values(x)
             ax.plot(bound[x], bound["crlb_rmse"], "k--", linewidth=1, label="Cramér–Rao bound")
         values = subset[metric].to_numpy(dtype=float)
-        positive = values[np.isfinite(values) & (values > 0)]
-        if len(positive) and (values[np.isfinite(values)] > 0).all() and positive.max() / positive.min() > 20:
-            ax.set_yscale("log")
-        if subset[x].min() > 0 and subset[x].max() / subset[x].min() >= 8:
+        finite = values[np.isfinite(values)]
+        positive = finite[finite > 0]
+        if len(positive) and (finite >= 0).all() and positive.max() / positive.min() > 20:
+            if (finite > 0).all():
+                ax.set_yscale("log")
+            else:  # exact zeros (a decoder exact on clean maps): linear below the smallest value
+                ax.set_yscale("symlog", linthresh=positive.min(), linscale=0.5)
+        if subset[x].min() > 0 and (x == OUTPUTS_AXIS or subset[x].max() / subset[x].min() >= 8):
             ax.set_xscale("log", base=2)
             ticks = sorted(subset[x].unique())
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric + (" (heatmap px)" if metric.endswith("_hm") else ""))
+        ax.set_xlabel(AXIS_LABELS.get(x, x))
+        ax.set_ylabel(metric + (" (heatmap px or bins)" if metric.endswith("_hm") else ""))
         ax.set_title(
             ", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key, strict=True))
             or metric,
@@ -142,13 +183,19 @@ def plot_sweep(
     for index in range(len(panels), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    unique = dict(zip(labels, handles, strict=True))
+    figure.legend(
+        unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 5), fontsize=8, frameon=False
+    )
+    legend_rows = math.ceil(len(unique) / 5)
     figure.suptitle(f"{metric} against {x}" + (" (image px)" if metric in _IMAGE_PX else ""))
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.tight_layout(rect=(0, 0.07 if legend_rows <= 2 else min(0.3, 0.03 * legend_rows), 1, 1))
     _save(figure, out)
     return len(panels)
 
 
+#: Axis titles where the column's name says too little.
+AXIS_LABELS = {OUTPUTS_AXIS: "outputs per keypoint (H·W, or Wx + Wy bins)"}
 _IMAGE_PX = set(SUMMARY_FIELDS) - {"mean_error_hm", "nonfinite"}
 
 

@@ -21,7 +21,16 @@ from typing import Any
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
-from integral_cli.settings import CSV_COLUMNS, TEXT_COLUMNS
+from integral_cli.settings import CSV_COLUMNS, RESULT_FIELDS, TEXT_COLUMNS
+
+#: Columns that results files written by earlier versions may lack, with the value their
+#: rows take (heatmap rows, without gaussian-fit, the bound, the flip test or OKS):
+#: :func:`read_results` fills them in.
+LATER_COLUMNS: dict[str, Any] = {
+    "representation": "heatmap",
+    "flip_test": "none",
+    **dict.fromkeys(("split_ratio", "fit_radius", "oks_area", *RESULT_FIELDS), None),
+}
 
 
 def check_output_path(path: Path, *, force: bool = False) -> Path:
@@ -133,6 +142,9 @@ def _write_all(descriptor: int, data: bytes) -> None:
 def read_results(path: Path) -> pd.DataFrame:
     """Read a results CSV written by this tool, checking it first.
 
+    A file written by an earlier version (without some of the columns of
+    :data:`LATER_COLUMNS`) is read with those columns filled in.
+
     Raises:
         InputFileError: the file is missing, unreadable or empty, ends in a partial row,
             or does not have exactly the columns of :data:`CSV_COLUMNS`.
@@ -152,8 +164,9 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         raise InputFileError(f"{path} is empty")
     lines = text.splitlines()
     header = lines[0].split(",")
-    if header != list(CSV_COLUMNS):
-        missing = [c for c in CSV_COLUMNS if c not in header]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    earlier = bool(missing) and set(missing) <= set(LATER_COLUMNS) and header == [c for c in CSV_COLUMNS if c in header]
+    if header != list(CSV_COLUMNS) and not earlier:
         extra = [c for c in header if c not in CSV_COLUMNS]
         detail = (
             "; ".join(
@@ -176,6 +189,8 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
         raise InputFileError(f"cannot parse {path}: {str(error).splitlines()[0]}") from error
+    if earlier:
+        frame = frame.assign(**{column: LATER_COLUMNS[column] for column in missing})[list(CSV_COLUMNS)]
     for column in CSV_COLUMNS:
         if column in TEXT_COLUMNS:
             continue

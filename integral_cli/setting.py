@@ -38,6 +38,8 @@ class Setting:
             this setting; ``None`` when it takes one value.
         columns: the CSV columns it fills (``()`` for none); default, its name.
         after_summary: its columns come after the statistics (where a run is recorded).
+        applies: the representations it applies to (``()``: every one); elsewhere its
+            CSV columns are empty and ``sweep`` does not vary it.
         option: the command-line flag; default ``--name`` with dashes.
         metavar: how ``--help`` shows a value.
         default_text: how ``--help`` shows the default, when not the value itself.
@@ -55,6 +57,7 @@ class Setting:
     sweep: str | None = None
     columns: tuple[str, ...] | None = None
     after_summary: bool = False
+    applies: tuple[str, ...] = ()
     option: str | None = None
     metavar: str | None = None
     default_text: str | None = None
@@ -72,6 +75,10 @@ class Setting:
     @property
     def csv_columns(self) -> tuple[str, ...]:
         return (self.name,) if self.columns is None else self.columns
+
+    def applies_to(self, representation: str) -> bool:
+        """Whether this setting means anything for ``representation``."""
+        return not self.applies or representation in self.applies
 
     def check(self, value: Any) -> Any:
         """``value`` if it is allowed; raises :class:`ConfigError` naming the setting."""

@@ -23,14 +23,27 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from integral_cli.checks import DEVICE_HELP, check_range
 from integral_cli.coco import COCO_SIGMAS
-from integral_cli.coords import CONVENTIONS, Convention, convention_scales, heatmap_size, heatmap_to_image
+from integral_cli.coords import (
+    CONVENTIONS,
+    Convention,
+    convention_scales,
+    heatmap_size,
+    heatmap_to_image,
+    simcc_scale,
+    simcc_size,
+    simcc_to_image,
+)
 from integral_cli.decoders.registry import (
     DECODERS,
     MAX_BETA,
     MAX_WINDOW_RADIUS,
+    REPRESENTATIONS,
+    auto_kernel_size,
+    check_decoder_names,
+    decoders_for,
     fit_radius_for_sigma,
-    kernel_size_for_sigma,
 )
+from integral_cli.decoders.registry import Representation as RepresentationName
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import SUMMARY_FIELDS
 from integral_cli.setting import Setting, setting, spell_value
@@ -54,6 +67,10 @@ SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 FLIP_TESTS: tuple[str, ...] = get_args(FlipTest)
 DTYPE_NAMES: tuple[str, ...] = get_args(Dtype)
 
+#: The encoders of SimCC vectors: a 1D Gaussian around the exact centre, or around the
+#: centre rounded to a bin (MMPose's ``SimCCLabel``); no window.
+SIMCC_ENCODERS: tuple[str, ...] = ("gaussian", "msra")
+
 #: What each encoder renders (the names are those of :data:`Encoder`).
 ENCODERS: dict[str, str] = {
     "gaussian": "A * exp(-d^2 / (2 sigma^2)) over the whole map, centre not rounded",
@@ -69,6 +86,7 @@ DEFAULT_MAX_MEMORY_MIB = 1024.0
 # Accepted ranges: past them a setting no longer describes a heatmap experiment (a sigma
 # far below a pixel renders a single pixel; amplitudes near the float32 range overflow).
 MAX_STRIDE = 1024
+MAX_SPLIT_RATIO = 64.0
 MIN_SIGMA_HM, MAX_SIGMA_HM = 0.05, 1e4
 MAX_AMPLITUDE = 1e6
 MAX_NOISE = 1e3
@@ -92,8 +110,8 @@ _COLUMN_VALUES: dict[str, Callable[[ExperimentConfig, str], dict[str, Any]]] = {
     "image_size": lambda c, device: {
         "image_h": c.image_size[0],
         "image_w": c.image_size[1],
-        "heatmap_h": c.heatmap_size[0],
-        "heatmap_w": c.heatmap_size[1],
+        "heatmap_h": c.heatmap_size[0] if c.representation == "heatmap" else None,
+        "heatmap_w": c.heatmap_size[1] if c.representation == "heatmap" else None,
     },
     "margin": _resolved("margin", lambda c: c.resolved_margin),
     "samples": _resolved("samples", lambda c: c.total_samples),
@@ -102,7 +120,8 @@ _COLUMN_VALUES: dict[str, Callable[[ExperimentConfig, str], dict[str, Any]]] = {
 
 
 def default_margin(sigma_hm: float) -> int:
-    """Default distance (heatmap pixels) kept between ground truth and the map border."""
+    """Default distance (heatmap pixels, or bins) kept between ground truth and the
+    border."""
     return math.ceil(3.0 * sigma_hm)
 
 
@@ -115,11 +134,38 @@ class ExperimentConfig:
     config is made, so a config that exists can be run.
     """
 
-    stride: int = setting(4, "int", "Image pixels per heatmap pixel.", low=1, high=MAX_STRIDE, sweep="strides")
+    representation: RepresentationName = setting(
+        "heatmap",
+        "choice",
+        "What a keypoint is encoded as: heatmap, an H x W map at the stride; simcc, two 1D vectors "
+        "of round(W_img*k) and round(H_img*k) bins (SimCC/RTMPose coordinate classification).",
+        choices=REPRESENTATIONS,
+        sweep="representations",
+    )
+    stride: int = setting(
+        4,
+        "int",
+        "Image pixels per heatmap pixel (heatmap only: SimCC vectors have none).",
+        low=1,
+        high=MAX_STRIDE,
+        sweep="strides",
+        applies=("heatmap",),
+    )
+    split_ratio: float = setting(
+        2.0,
+        "float",
+        "SimCC bins per image pixel, k (simcc only; RTMPose: 2).",
+        low=0,
+        high=MAX_SPLIT_RATIO,
+        low_open=True,
+        sweep="split-ratios",
+        metavar="K",
+        applies=("simcc",),
+    )
     sigma: float = setting(
         2.0,
         "float",
-        "Gaussian standard deviation of the targets, in sigma_unit pixels.",
+        "Gaussian standard deviation of the targets, in sigma_unit pixels (bins for simcc).",
         low=0,
         high=MAX_SIGMA_HM * MAX_STRIDE,
         low_open=True,
@@ -128,7 +174,8 @@ class ExperimentConfig:
     sigma_unit: SigmaUnit = setting(
         "heatmap",
         "choice",
-        "Unit of sigma: heatmap pixels, or image pixels (sigma_hm = sigma / stride).",
+        "Unit of sigma: heatmap pixels (bins for simcc), or image pixels (sigma_hm = sigma / stride, "
+        "or sigma * k bins).",
         choices=SIGMA_UNITS,
     )
     amplitude: float = setting(
@@ -147,9 +194,10 @@ class ExperimentConfig:
         11,
         "kernel",
         "Blur kernel size of dark and dark-udp (odd); auto: the size "
-        "whose OpenCV sigma is nearest the maps' sigma (2 -> 11, 3 -> 17).",
+        "whose OpenCV sigma is nearest the maps' sigma (2 -> 11, 3 -> 17); for simcc, MMPose's "
+        "int((20 sigma - 7) // 3) made odd (4.9 -> 29).",
         metavar="K|auto",
-        unit="heatmap px",
+        unit="heatmap px or bins",
     )
     window_radius: int = setting(
         2,
@@ -158,6 +206,7 @@ class ExperimentConfig:
         low=0,
         high=MAX_WINDOW_RADIUS,
         unit="heatmap px",
+        applies=("heatmap",),
     )
     fit_radius: int | str = setting(
         "auto",
@@ -168,11 +217,14 @@ class ExperimentConfig:
         high=MAX_WINDOW_RADIUS,
         unit="heatmap px",
         metavar="R|auto",
+        applies=("heatmap",),
     )
     encoder: Encoder = setting(
         "gaussian",
         "choice",
-        "How the maps are rendered: " + "; ".join(f"{name}: {text}" for name, text in ENCODERS.items()) + ".",
+        "How the maps are rendered: "
+        + "; ".join(f"{name}: {text}" for name, text in ENCODERS.items())
+        + ". SimCC vectors take gaussian, or msra (centre rounded to a bin, no window).",
         choices=tuple(ENCODERS),
         sweep="encoders",
     )
@@ -198,7 +250,7 @@ class ExperimentConfig:
         "Distance of the second peak from the true point, in a random direction.",
         low=0,
         high=MAX_DISTANCE,
-        unit="heatmap px",
+        unit="heatmap px or bins",
         sweep="distractor-distances",
     )
     position: Position = setting(
@@ -227,7 +279,7 @@ class ExperimentConfig:
         "none",
         "choice",
         "The flip test: average the map with the one the network gives on the horizontally flipped image, "
-        "flipped back (average), and shifted one heatmap pixel toward +x first as HRNet does (shift).",
+        "flipped back (average), and shifted one heatmap pixel (or bin) toward +x first as HRNet does (shift).",
         choices=FLIP_TESTS,
         sweep="flip-tests",
     )
@@ -253,7 +305,7 @@ class ExperimentConfig:
         "optional float",
         "Keep ground truth this far from the border (0 allowed); interior positions only.",
         low=0,
-        unit="heatmap px",
+        unit="heatmap px or bins",
         default_text="ceil(3*sigma_hm)",
     )
     samples: int = setting(
@@ -273,7 +325,7 @@ class ExperimentConfig:
     decoders: tuple[str, ...] = setting(
         tuple(DECODERS),
         "decoders",
-        "Comma-separated decoders, or all: " + ", ".join(DECODERS) + ".",
+        "Comma-separated decoders, or all (those that apply to the representation): " + ", ".join(DECODERS) + ".",
         columns=(),
         metavar="LIST",
         default_text="all",
@@ -311,10 +363,23 @@ class ExperimentConfig:
             value = item.check(getattr(self, item.name))
             if value != getattr(self, item.name) or type(value) is not type(getattr(self, item.name)):
                 object.__setattr__(self, item.name, value)
-        check_range(self.sigma_hm, "sigma in heatmap pixels", MIN_SIGMA_HM, MAX_SIGMA_HM)
-        heatmap_size(self.image_size, self.stride)
-        for convention in {self.convention, self.resolved_decode_convention}:
-            convention_scales(convention, self.stride, self.image_size)
+        if self.representation == "simcc":
+            if self.encoder not in SIMCC_ENCODERS:
+                raise ConfigError(
+                    f"«encoder» {self.encoder} does not apply to «representation» simcc; "
+                    f"choose from {', '.join(SIMCC_ENCODERS)}"
+                )
+            check_range(self.sigma_hm, "sigma in bins", MIN_SIGMA_HM, MAX_SIGMA_HM)
+            simcc_size(self.image_size, self.split_ratio)
+            for convention in {self.convention, self.resolved_decode_convention}:
+                simcc_scale(convention, self.split_ratio)
+        else:
+            check_range(self.sigma_hm, "sigma in heatmap pixels", MIN_SIGMA_HM, MAX_SIGMA_HM)
+            heatmap_size(self.image_size, self.stride)
+            for convention in {self.convention, self.resolved_decode_convention}:
+                convention_scales(convention, self.stride, self.image_size)
+        if self.decoders != tuple(DECODERS):
+            check_decoder_names(self.decoders, self.representation)
         if self.margin is not None and self.position != "interior":
             raise ConfigError(
                 "«margin» applies to «position» interior; border uses a band of ceil(3*sigma_hm), anywhere no margin"
@@ -326,14 +391,38 @@ class ExperimentConfig:
         return heatmap_size(self.image_size, self.stride)
 
     @property
+    def output_size(self) -> tuple[int, int]:
+        """The grid ground truth is drawn on, ``(H, W)``: the heatmap, or for ``simcc``
+        the bins ``(Ny, Nx)`` of the y and x vectors."""
+        if self.representation == "simcc":
+            return simcc_size(self.image_size, self.split_ratio)
+        return self.heatmap_size
+
+    @property
+    def image_px_per_output(self) -> float:
+        """Image pixels per heatmap pixel (the stride), or per bin (``1 / k``)."""
+        return 1.0 / self.split_ratio if self.representation == "simcc" else self.stride
+
+    @property
     def sigma_hm(self) -> float:
-        """Sigma in heatmap pixels."""
-        return self.sigma / self.stride if self.sigma_unit == "image" else self.sigma
+        """Sigma in heatmap pixels, or in bins for ``simcc``."""
+        if self.sigma_unit != "image":
+            return self.sigma
+        return self.sigma * self.split_ratio if self.representation == "simcc" else self.sigma / self.stride
+
+    @property
+    def resolved_decoders(self) -> tuple[str, ...]:
+        """The decoders to run: ``decoders``, or when that is every decoder ("all"), the
+        ones that apply to the representation."""
+        return decoders_for(self.representation) if self.decoders == tuple(DECODERS) else self.decoders
 
     @property
     def decoder_params(self) -> dict[str, Any]:
-        """The decoder parameters, ``dark_kernel="auto"`` resolved."""
-        kernel = kernel_size_for_sigma(self.sigma_hm) if self.dark_kernel == "auto" else self.dark_kernel
+        """The decoder parameters, ``"auto"`` resolved (MMPose's rule for the kernel of
+        SimCC vectors)."""
+        kernel = (
+            auto_kernel_size(self.sigma_hm, self.representation) if self.dark_kernel == "auto" else self.dark_kernel
+        )
         radius = fit_radius_for_sigma(self.sigma_hm) if self.fit_radius == "auto" else self.fit_radius
         return {"beta": self.beta, "dark_kernel": kernel, "window_radius": self.window_radius, "fit_radius": radius}
 
@@ -354,8 +443,17 @@ class ExperimentConfig:
         return self.convention if self.decode_convention == "same" else self.decode_convention
 
     def decoded_to_image(self, points_hm: torch.Tensor) -> torch.Tensor:
-        """Decoded heatmap points to image pixels, with the decode convention."""
+        """Decoded points (heatmap pixels, or bins) to image pixels, with the decode
+        convention."""
+        if self.representation == "simcc":
+            return simcc_to_image(points_hm, self.split_ratio, self.resolved_decode_convention)
         return heatmap_to_image(points_hm, self.stride, self.resolved_decode_convention, self.image_size)
+
+    def require_heatmaps(self, what: str) -> None:
+        """Raise :class:`ConfigError` unless this is a heatmap experiment: ``what`` (a
+        gradient check, a training toy, an error map) works on heatmaps only."""
+        if self.representation != "heatmap":
+            raise ConfigError(f"{what} works on heatmaps; «representation» {self.representation} does not apply")
 
     @property
     def total_samples(self) -> int:
@@ -371,7 +469,9 @@ class ExperimentConfig:
         seconds), for a run on ``device``."""
         values: dict[str, Any] = {}
         for item in SETTINGS.values():
-            if item.csv_columns:
+            if not item.applies_to(self.representation):
+                values.update(dict.fromkeys(item.csv_columns))
+            elif item.csv_columns:
                 special = _COLUMN_VALUES.get(item.name)
                 values.update(special(self, device) if special else {item.name: getattr(self, item.name)})
         return values
@@ -386,8 +486,15 @@ SETTINGS: dict[str, Setting] = {
 #: fastest).
 GRID_AXES: tuple[str, ...] = tuple(name for name, item in SETTINGS.items() if item.sweep)
 
-#: Axes ``plot`` can put on x: the numeric ones ``sweep`` varies.
-PLOT_AXES: tuple[str, ...] = tuple(name for name in GRID_AXES if SETTINGS[name].kind in ("int", "float"))
+#: The axis ``plot`` derives from the sizes: the values one keypoint is encoded in, the
+#: ``H * W`` pixels of a heatmap or the ``Wx + Wy`` bins of SimCC vectors.
+OUTPUTS_AXIS = "outputs"
+
+#: Axes ``plot`` can put on x: the numeric ones ``sweep`` varies, and the outputs.
+PLOT_AXES: tuple[str, ...] = (
+    *(name for name in GRID_AXES if SETTINGS[name].kind in ("int", "float")),
+    OUTPUTS_AXIS,
+)
 
 #: Columns after the statistics: ``fallbacks``, the maps where the decoder fell back to
 #: a simpler estimate (``gaussian-fit``; empty for decoders without a fallback);
@@ -411,6 +518,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "seconds",
 )
 
+
 #: The CSV columns that hold words, not numbers.
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {"decoder", *(name for name, item in SETTINGS.items() if item.kind in ("choice", "device"))}
@@ -432,6 +540,7 @@ __all__ = [
     "CSV_COLUMNS",
     "ENCODERS",
     "GRID_AXES",
+    "SIMCC_ENCODERS",
     "PLOT_AXES",
     "SETTINGS",
     "TEXT_COLUMNS",

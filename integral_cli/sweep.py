@@ -22,6 +22,7 @@ from integral_cli.devices import check_dtype, device_model, device_name, model_o
 from integral_cli.errors import ConfigError, InputFileError, OutputError, OutputPathError
 from integral_cli.experiment import check_runnable, run_experiment
 from integral_cli.report import (
+    LATER_COLUMNS,
     append_rows,
     check_output_path,
     drop_cut_row,
@@ -61,12 +62,17 @@ class SweepConfig:
         return {field: list(listed.get(field, (getattr(self.base, field),))) for field in GRID_AXES}
 
     def configurations(self) -> list[ExperimentConfig]:
-        """Every configuration of the grid; each is validated as it is built."""
+        """Every configuration of the grid, each validated as it is built; an axis that
+        does not apply to a configuration's representation (``stride`` for ``simcc``,
+        ``split_ratio`` for ``heatmap``) does not multiply it."""
         grid = self.grid
-        return [
-            dataclasses.replace(self.base, **dict(zip(grid, values, strict=True)))
-            for values in itertools.product(*grid.values())
-        ]
+        unique: dict[tuple[Any, ...], ExperimentConfig] = {}
+        for values in itertools.product(*grid.values()):
+            setting = dict(zip(grid, values, strict=True))
+            key = configuration_key(setting)
+            if key not in unique:
+                unique[key] = dataclasses.replace(self.base, **setting)
+        return list(unique.values())
 
 
 @dataclass(frozen=True)
@@ -131,11 +137,14 @@ class Shard:
 
 def configuration_key(values: Mapping[str, Any]) -> tuple[Any, ...]:
     """What identifies a configuration within a sweep: its value on every grid axis
-    (``decode_convention`` resolved), from a config's fields or a CSV row."""
+    (``decode_convention`` resolved; ``None`` for an axis that does not apply to its
+    representation), from a config's fields or a CSV row."""
     key = []
     for field in GRID_AXES:
         value = values[field]
-        if field == "decode_convention" and value == "same":
+        if not SETTINGS[field].applies_to(values["representation"]):
+            value = None
+        elif field == "decode_convention" and value == "same":
             value = values["convention"]
         key.append(value.item() if hasattr(value, "item") else value)
     return tuple(key)
@@ -150,11 +159,12 @@ def _describe(key: tuple[Any, ...], grid: Mapping[str, Sequence[Any]] | None = N
 @dataclass
 class SweepProgress:
     """What a sweep did: configurations in this run (``total``), already in the CSV when
-    resuming (``skipped``), and written by this run (``written``)."""
+    resuming (``skipped``), and written by this run (``written``, in ``rows`` rows)."""
 
     total: int
     skipped: int = 0
     written: int = 0
+    rows: int = 0
 
 
 def run_sweep(
@@ -260,6 +270,7 @@ def run_sweep(
                 ) from error
             header = False
             progress.written += 1
+            progress.rows += len(rows)
             samples_before += config.total_samples
             if on_configuration is not None:
                 on_configuration(progress)
@@ -291,6 +302,10 @@ def read_sweep_sidecar(path: Path) -> dict[str, Any]:
     with every axis."""
     payload = read_sidecar(path)
     settings, grid = payload.get("settings"), payload.get("grid")
+    if isinstance(grid, dict) and "representation" not in grid:
+        # a sweep made before SimCC: every configuration a heatmap
+        added = [axis for axis in LATER_COLUMNS if axis in GRID_AXES and axis not in grid]
+        grid.update({axis: [SETTINGS[axis].default] for axis in added})
     if not isinstance(settings, dict) or not isinstance(settings.get("decoders"), list):
         raise InputFileError(f"{path} has no settings with a list of decoders")
     if not isinstance(grid, dict) or any(not isinstance(grid.get(axis), list) or not grid[axis] for axis in GRID_AXES):
@@ -374,8 +389,7 @@ def _resumable(
     if not out.exists():  # it held only the start of a header
         return configurations, True
     rows = read_results(out)
-    wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
-    decoders = set(sweep.base.decoders)
+    wanted = {configuration_key(dataclasses.asdict(c)): set(c.resolved_decoders) for c in configurations}
     found: dict[tuple[Any, ...], set[str]] = {}
     for row in rows.to_dict(orient="records"):
         key = configuration_key(row)
@@ -384,7 +398,7 @@ def _resumable(
         if row["decoder"] in found.get(key, set()):
             raise InputFileError(f"{out} holds {_describe(key, sweep.grid)} twice; remove the repeated rows")
         found.setdefault(key, set()).add(row["decoder"])
-    done = {key for key, names in found.items() if names == decoders}
+    done = {key for key, names in found.items() if names == wanted[key]}
     if len(done) < len(found):
         # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun those
         keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
@@ -454,7 +468,8 @@ def merge_results(
                 "digits; merge parts from one device, or allow it with «allow_mixed_devices»"
             )
     grid = reference["grid"]
-    expected = [configuration_key(dict(zip(grid, values, strict=True))) for values in itertools.product(*grid.values())]
+    combinations = (dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values()))
+    expected = list(dict.fromkeys(configuration_key(values) for values in combinations))
     order = {key: index for index, key in enumerate(expected)}
     decoders = list(reference["settings"]["decoders"])
     frames: list[pandas.DataFrame] = []

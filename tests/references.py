@@ -203,3 +203,66 @@ def ref_gaussian_fit(h, radius):
         x0 + parabola(value(x0 - 1, y0), value(x0, y0), value(x0 + 1, y0)),
         y0 + parabola(value(x0, y0 - 1), value(x0, y0), value(x0, y0 + 1)),
     )
+
+
+# --------------------------------------------------------------- SimCC vectors, in 1D
+# One (N,) float64 vector at a time, in bins; what each decoder does to each axis.
+def ref_argmax_1d(v):
+    best, where = -math.inf, 0
+    for i in range(len(v)):
+        if v[i] > best:
+            best, where = v[i], i
+    return where
+
+
+def ref_argmax_quarter_1d(v):
+    i = ref_argmax_1d(v)
+    x = float(i)
+    if 1 <= i <= len(v) - 2:
+        x += 0.25 * np.sign(v[i + 1] - v[i - 1])
+    return x
+
+
+def ref_modulated_1d(v, k):
+    """MMPose's gaussian_blur1d: OpenCV's kernel over the vector padded with zeros, then
+    rescaled to the vector's maximum."""
+    g, r = opencv_kernel(k), (k - 1) // 2
+    out = np.zeros_like(v)
+    for i in range(len(v)):
+        for j in range(-r, r + 1):
+            if 0 <= i + j < len(v):
+                out[i] += g[j + r] * v[i + j]
+    return out * (v.max() / out.max())
+
+
+def ref_dark_1d(v, k=11):
+    """MMPose's refine_simcc_dark, from its formula: clip to [1e-3, 50], log, pad by
+    repeating the ends, one Newton step from the argmax bin."""
+    i = ref_argmax_1d(v)
+    f = np.pad(np.log(np.clip(ref_modulated_1d(v, k), 1e-3, 50.0)), 2, mode="edge")
+    p = i + 2  # in the padded vector
+    dx = 0.5 * (f[p + 1] - f[p - 1])
+    dxx = 1e-9 + 0.25 * (f[p + 2] - 2 * f[p] + f[p - 2])
+    return i - dx / dxx
+
+
+def ref_integral_debiased_1d(v, beta):
+    n, big_c = len(v), np.exp(beta * v).sum()
+    e = ref_softmax_expectation(v, beta)
+    centre = (n - 1) / 2
+    return (big_c * e - n * centre) / (big_c - n)
+
+
+def ref_integral_l1_1d(v):
+    w = np.maximum(v, 0)
+    return (w * np.arange(len(v))).sum() / w.sum()
+
+
+REFERENCES_1D = {
+    "argmax": ref_argmax_1d,
+    "argmax-quarter": ref_argmax_quarter_1d,
+    "dark": lambda v: ref_dark_1d(v, PARAMS["dark_kernel"]),
+    "integral": lambda v: ref_softmax_expectation(v, PARAMS["beta"]),
+    "integral-debiased": lambda v: ref_integral_debiased_1d(v, PARAMS["beta"]),
+    "integral-l1": ref_integral_l1_1d,
+}

@@ -1,10 +1,14 @@
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from integral_cli import DECODERS
+from integral_cli.baselines import simcc_argmax
+from integral_cli.bench import SIMCC_ARGMAX, SIMCC_DARK
 from integral_cli.cli import app
+from integral_cli.decoders.registry import decoders_for
 
 from support import table_rows
 
@@ -49,3 +53,44 @@ def test_bench_table_and_bad_options():
     assert names[:3] == ["read the tensor once (sum)", "argmax", "render_heatmaps"]
     assert runner.invoke(app, ["bench", "--batch", "0"]).exit_code == 2
     assert runner.invoke(app, ["bench", "--heatmap-size", "64"]).exit_code == 2
+
+
+def test_bench_simcc_against_mmpose_way():
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--representation", "simcc", "--repeat", "1", "--batch", "48", "--json", "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    decoders = [row["name"] for row in report["rows"] if row["kind"] == "decoder"]
+    assert decoders == list(decoders_for("simcc"))
+    names = {row["name"] for row in report["rows"]}
+    assert {"render_simcc", "compare end to end", SIMCC_ARGMAX, SIMCC_DARK} <= names
+    # MMPose's way decodes the same vectors: its DARK (OpenCV's blur in a loop over
+    # vectors, the step in a loop over samples) agrees with ours to float32 rounding of the
+    # log differences over the blurred curvature, ~1e-5 bins; 1e-3 is the DARK bound.
+    assert report["dark_max_difference"] is not None and report["dark_max_difference"] < 1e-3
+    speed = {row["name"]: row["maps_per_s"] for row in report["rows"]}
+    assert {(r["ours"], r["against"]) for r in report["ratios"]} == {("argmax", SIMCC_ARGMAX), ("dark", SIMCC_DARK)}
+    for ratio in report["ratios"]:
+        assert ratio["times_faster"] == pytest.approx(speed[ratio["ours"]] / speed[ratio["against"]], rel=1e-12)
+
+
+def test_bench_simcc_table():
+    result = CliRunner().invoke(
+        app, ["bench", "--representation", "simcc", "--repeat", "1", "--batch", "16", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "16 SimCC vector pairs of 384+512 bins float32" in result.stdout and "pairs/s" in result.stdout
+    assert "dark against MMPose's DARK: largest difference" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    refused = CliRunner().invoke(app, ["bench", "--representation", "simcc", "--decoders", "dark-udp"])
+    assert refused.exit_code == 2 and "does not apply to --representation simcc" in refused.stderr
+
+
+def test_the_mmpose_way_of_simcc_argmax_is_numpy_argmax():
+    simcc_x, simcc_y = np.random.rand(5, 3, 40), np.random.rand(5, 3, 30)
+    simcc_y[2, 1] = 7.0  # ties: the first bin
+    locations, values = simcc_argmax(simcc_x, simcc_y)
+    assert locations.shape == (5, 3, 2) and (locations[..., 0] == simcc_x.argmax(-1)).all()
+    assert locations[2, 1, 1] == 0 and (values == np.minimum(simcc_x.max(-1), simcc_y.max(-1))).all()

@@ -79,7 +79,7 @@ class TestCompare:
         )
         assert result.exit_code == 0, result.output
         frame = pd.read_csv(out)
-        assert list(frame.columns[4:7]) == ["beta", "dark_kernel", "window_radius"]
+        assert list(frame.columns[6:9]) == ["beta", "dark_kernel", "window_radius"]
         assert set(frame.dark_kernel) == {17} and set(frame.window_radius) == {1}
 
     def test_csv_not_overwritten_without_force(self, tmp_path):

@@ -391,7 +391,7 @@ def test_resume_drops_a_last_row_cut_short(tmp_path, straight, cut):
 def test_resume_starts_afresh_after_a_cut_header(tmp_path, straight):
     out = tmp_path / "s.csv"
     shutil.copy(straight.with_suffix(".json"), out.with_suffix(".json"))
-    out.write_text("stride,sigma,sig")
+    out.write_text("representation,stride,split_ratio,sig")
     result = invoke(*SWEEP, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     assert "line 1 has no newline" in result.stderr and "starting afresh" in result.stderr

@@ -205,6 +205,64 @@ def test_field_agrees_with_compare_on_the_same_lattice():
     assert compare.mean_error.iloc[0] == pytest.approx(field.error.mean(), abs=1e-6)
 
 
+@pytest.fixture
+def mixed_sweep(tmp_path):
+    out = tmp_path / "mixed.csv"
+    result = invoke(
+        "sweep",
+        "--representations",
+        "heatmap,simcc",
+        "--strides",
+        "4,8",
+        "--split-ratios",
+        "1,2,3",
+        "--sigmas",
+        "2",
+        "--samples",
+        "100",
+        "--decoders",
+        "argmax,dark",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_outputs_per_keypoint():
+    from integral_cli.plots import outputs_per_keypoint
+    from integral_cli.report import read_results
+
+    # heatmaps: H * W; SimCC: round(H_img k) + round(W_img k) bins (256x192 image)
+    frame = pd.DataFrame(
+        {
+            "representation": ["heatmap", "heatmap", "simcc", "simcc"],
+            "heatmap_h": [64, 32, None, None],
+            "heatmap_w": [48, 24, None, None],
+            "image_h": [256] * 4,
+            "image_w": [192] * 4,
+            "split_ratio": [None, None, 2.0, 1.5],
+        }
+    )
+    assert outputs_per_keypoint(frame).tolist() == [3072, 768, 896, 672]
+    assert outputs_per_keypoint(read_results(RESULTS / "reference.csv")).max() == 256 * 192
+
+
+def test_plot_against_the_outputs_of_a_mixed_sweep(mixed_sweep, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "outputs.png"
+    result = invoke("plot", mixed_sweep, "--x", "outputs", "--out", out)
+    # the representation, the stride and the split ratio make the outputs: one panel
+    assert result.exit_code == 0, result.output
+    assert "1 panel" in result.stderr and out.stat().st_size > 1000
+    for axis in ("stride", "split_ratio"):
+        # each axis keeps the rows it applies to: one panel of heatmaps, one of SimCC
+        result = invoke("plot", mixed_sweep, "--x", axis, "--out", tmp_path / f"{axis}.png")
+        assert result.exit_code == 0 and "1 panel" in result.stderr, result.output
+
+
 def test_map_bad_options():
     assert invoke("map", "--decoder", "nope").exit_code == 2
     assert invoke("map", "--density", "0").exit_code == 2

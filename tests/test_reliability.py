@@ -101,7 +101,7 @@ def test_resume_without_a_csv_starts_afresh(tmp_path):
         (lambda text: "", "is empty"),
         # a row cut short with more after it is not what an interrupted write leaves (that
         # is a last line without its newline, which --resume drops: tests/test_full_disk.py)
-        (lambda text: text.replace("\n", "\n4,1.0,heatmap,1.0\n", 1), "partial row at line 2"),
+        (lambda text: text.replace("\n", "\nheatmap,4,,1.0,heatmap,1.0\n", 1), "partial row at line 2"),
         (lambda text: text.replace("mean_error,", "mean_err,", 1), "missing mean_error"),
         (lambda text: "a,b\n1,2\n", "does not have the results columns"),
     ],
@@ -317,7 +317,8 @@ def test_a_csv_with_words_for_numbers_is_refused(tmp_path):
     out = tmp_path / "s.csv"
     assert invoke(*SWEEP, "--strides", "4", "--out", out).exit_code == 0
     lines = out.read_text().splitlines(keepends=True)
-    lines[1] = "abc" + lines[1][lines[1].index(",") :]
+    representation, _, rest = lines[1].partition(",")
+    lines[1] = representation + ",abc" + rest[rest.index(",") :]
     out.write_text("".join(lines))
     result = invoke("plot", out)
     assert result.exit_code == 2 and "line 2: stride is not a number" in result.stderr
@@ -373,7 +374,7 @@ def test_resume_reruns_a_configuration_missing_one_decoder_row(tmp_path, which):
     lines = out.read_text().splitlines(keepends=True)
     # rows 1-3: stride 2, sigma 1 (argmax, dark, integral); drop one of them
     dropped = lines.pop(3 if which == "last" else 2)
-    assert dropped.startswith("2,1.0,")
+    assert dropped.startswith("heatmap,2,,1.0,")
     out.write_text("".join(lines))
 
     result = invoke(*args, "--out", out, "--resume")

@@ -289,7 +289,7 @@ def test_rows_as_records_turns_missing_and_non_finite_numbers_into_none():
 def test_rows_as_records_keeps_the_tool_columns_in_order():
     records = rows_as_records(results_frame(1))
     assert list(records[0]) == list(CSV_COLUMNS)
-    assert records[0]["decoder"] == "decoder0" and records[0]["stride"] == 0.0
+    assert records[0]["decoder"] == "decoder0" and records[0]["stride"] == float(CSV_COLUMNS.index("stride"))
 
 
 # --------------------------------------------------------------- failed appends
@@ -444,7 +444,7 @@ def test_drop_cut_row_names_the_cut_header_it_cannot_remove(tmp_path, monkeypatc
     from integral_cli.report import drop_cut_row
 
     path = tmp_path / "r.csv"
-    path.write_text("stride,sig")
+    path.write_text(",".join(CSV_COLUMNS)[:20])  # a cut header
     monkeypatch.setattr(
         Path,
         "unlink",

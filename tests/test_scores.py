@@ -111,24 +111,32 @@ def test_pck_nme_and_auc_match_their_definitions():
 
 # ----------------------------------------------------------------- the flip test
 @pytest.mark.parametrize(
-    ("convention", "flip_test", "bias"),
+    ("representation", "convention", "flip_test", "bias"),
     [
-        ("center", "none", 0.0),
-        ("center", "average", 0.0),
-        ("center", "shift", STRIDE / 2),
-        ("corner", "average", -(STRIDE - 1) / 2),
-        ("corner", "shift", 0.5),
+        ("heatmap", "center", "none", 0.0),
+        ("heatmap", "center", "average", 0.0),
+        ("heatmap", "center", "shift", STRIDE / 2),
+        ("heatmap", "corner", "average", -(STRIDE - 1) / 2),
+        ("heatmap", "corner", "shift", 0.5),
+        # SimCC at k = 2: center bins b = 2x + 1/2, corner b = 2x; the flipped-back x
+        # vector peaks at 2x + 1 - c, so average is off by (1/2 - c)/2 and shift adds 1/4
+        ("simcc", "center", "average", 0.0),
+        ("simcc", "center", "shift", 0.25),
+        ("simcc", "corner", "average", 0.25),
+        ("simcc", "corner", "shift", 0.5),
     ],
 )
-def test_the_flip_test_biases_match_the_closed_forms(convention, flip_test, bias):
-    # the expectation of the averaged map is the mean of its two peaks, so integral-l1
-    # reads the bias exactly but for the Gaussian tail the map's border cuts (and the border
-    # column the shift duplicates): at sigma 1 and 6 heatmap px from the border the tail is
-    # exp(-18) ~ 2e-8 of the peak, so 1e-6 image px
+def test_the_flip_test_biases_match_the_closed_forms(representation, convention, flip_test, bias):
+    # the expectation of the averaged output is the mean of its two peaks, so integral-l1
+    # reads the bias exactly but for the Gaussian tail the border cuts (and the border
+    # column the shift duplicates): at 6 sigma from the border (heatmap sigma 1 px, SimCC
+    # sigma 2 bins) the tail is exp(-18) ~ 2e-8 of the peak, so 1e-6 image px
     config = ExperimentConfig(
+        representation=representation,
         stride=STRIDE,
-        sigma=1.0,
-        margin=6,
+        split_ratio=2.0,
+        sigma=1.0 if representation == "heatmap" else 2.0,
+        margin=6 if representation == "heatmap" else 12,
         convention=convention,
         flip_test=flip_test,
         decoders=("integral-l1",),
@@ -217,6 +225,36 @@ def test_decode_writes_the_points_decode_gives(model_outputs, tmp_path, suffix):
     np.testing.assert_allclose(written, expected.numpy(), rtol=1e-6, atol=1e-5)
     again = invoke("decode", "--heatmaps", folder / "maps.npy", "--out", out, "--device", "cpu")
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_simcc_vectors_decode_and_score_like_heatmaps(tmp_path):
+    # random vectors: argmax reads bin i as x = i / k (corner, MMPose's bins), and the
+    # score is the smaller of the two vectors' maxima, as MMPose's get_simcc_maximum keeps
+    generator = torch.Generator().manual_seed(5)
+    simcc_x = torch.rand(6, 17, 2 * 48, generator=generator)
+    simcc_y = torch.rand(6, 17, 2 * 64, generator=generator)
+    np.savez(tmp_path / "simcc.npz", simcc_x=simcc_x.numpy(), simcc_y=simcc_y.numpy())
+    out = tmp_path / "points.csv"
+    args = ["--simcc", tmp_path / "simcc.npz", "--split-ratio", "2", "--convention", "corner", "--device", "cpu"]
+    result = invoke("decode", *args, "--decoder", "argmax", "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    expected = np.stack([simcc_x.argmax(-1).numpy() / 2, simcc_y.argmax(-1).numpy() / 2], axis=-1)
+    np.testing.assert_array_equal(table[["x", "y"]].to_numpy(), expected.reshape(-1, 2))
+    peaks = np.minimum(simcc_x.amax(-1).numpy(), simcc_y.amax(-1).numpy()).astype(np.float64)
+    assert table["score"].to_numpy() == pytest.approx(peaks.ravel())
+    # the written points scored as predictions equal the vectors decoded by argmax
+    np.save(tmp_path / "targets.npy", expected + 0.3)
+    scored = invoke(
+        "evaluate", *args, "--decoders", "argmax", "--targets", tmp_path / "targets.npy",
+        "--predictions", out, "--oks-area", "4096", "--json",
+    )  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    rows = {row["decoder"]: row for row in json.loads(scored.stdout)}
+    assert rows["argmax"]["simcc_x_bins"] == 96 and rows["argmax"]["split_ratio"] == 2
+    for column in ("mean_error", "oks", "ap_ceiling"):
+        assert rows["predictions"][column] == pytest.approx(rows["argmax"][column], rel=1e-12)
+    assert rows["argmax"]["mean_error"] == pytest.approx(0.3 * math.sqrt(2), rel=1e-9)
 
 
 def test_decode_file_is_what_the_command_calls(model_outputs, tmp_path):

@@ -37,9 +37,12 @@ def test_every_field_of_the_config_is_a_row_of_the_table():
 
 
 def test_the_csv_columns_are_those_of_the_results_files():
-    # the format of every CSV written so far (results/reference.csv among them)
+    # the format of every CSV written since SimCC (results/reference.csv, written before,
+    # lacks representation and split_ratio: read_results fills them in)
     assert CSV_COLUMNS == (
+        "representation",
         "stride",
+        "split_ratio",
         "sigma",
         "sigma_unit",
         "amplitude",
@@ -87,6 +90,7 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "seconds",
     )
     assert {
+        "representation",
         "sigma_unit",
         "encoder",
         "position",
@@ -102,7 +106,9 @@ def test_the_csv_columns_are_those_of_the_results_files():
 
 def test_the_axes_sweep_walks_and_plot_draws():
     assert GRID_AXES == (
+        "representation",
         "stride",
+        "split_ratio",
         "sigma",
         "amplitude",
         "beta",
@@ -117,7 +123,17 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "sampling",
         "dtype",
     )
-    assert PLOT_AXES == ("stride", "sigma", "amplitude", "beta", "noise", "distractor", "distractor_distance")
+    assert PLOT_AXES == (
+        "stride",
+        "split_ratio",
+        "sigma",
+        "amplitude",
+        "beta",
+        "noise",
+        "distractor",
+        "distractor_distance",
+        "outputs",
+    )
 
 
 def test_choices_are_declared_once():
@@ -125,7 +141,7 @@ def test_choices_are_declared_once():
     assert tuple(ENCODERS) == get_args(Encoder)
     hints = typing.get_type_hints(ExperimentConfig)
     choices = [item for item in SETTINGS.values() if item.kind == "choice"]
-    assert len(choices) == 8
+    assert len(choices) == 9
     for item in choices:
         assert typing.get_origin(hints[item.name]) is typing.Literal
         assert get_args(hints[item.name]) == item.choices, item.name
@@ -193,3 +209,31 @@ def test_the_margin_rule_holds_for_the_api_compare_and_sweep():
     with pytest.raises(ConfigError, match="margin applies to position interior"):
         ExperimentConfig(position="anywhere", margin=0.0)
     ExperimentConfig(position="interior", margin=0.0)  # allowed
+
+
+def test_settings_that_apply_to_one_representation():
+    # the stride means nothing to SimCC vectors, the split ratio nothing to heatmaps:
+    # their columns stay empty there and sweep does not multiply the grid by them
+    applying_to_one = {name for name, item in SETTINGS.items() if item.applies}
+    assert applying_to_one == {"stride", "split_ratio", "window_radius", "fit_radius"}
+    simcc = ExperimentConfig(representation="simcc").columns("cpu")
+    heatmap = ExperimentConfig().columns("cpu")
+    assert simcc["stride"] is simcc["window_radius"] is simcc["fit_radius"] is None
+    assert simcc["heatmap_h"] is simcc["heatmap_w"] is None
+    assert simcc["split_ratio"] == 2.0 and heatmap["split_ratio"] is None and heatmap["stride"] == 4
+
+
+def test_all_decoders_means_those_that_apply():
+    assert ExperimentConfig().resolved_decoders == tuple(SETTINGS["decoders"].default)
+    assert ExperimentConfig(representation="simcc").resolved_decoders == (
+        "argmax",
+        "argmax-quarter",
+        "dark",
+        "integral",
+        "integral-debiased",
+        "integral-l1",
+    )
+    assert ExperimentConfig(representation="simcc", decoders=("dark", "argmax")).resolved_decoders == (
+        "dark",
+        "argmax",
+    )

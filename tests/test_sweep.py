@@ -92,9 +92,12 @@ def test_shards_partition_the_grid_in_round_robin_order():
 # ------------------------------------------------------------------ configuration keys
 def test_configuration_key_is_the_value_of_every_axis_in_grid_order():
     values = {field: f"{field}-value" for field in GRID_AXES}
+    values["representation"] = "heatmap"
     values["decode_convention"] = "corner"
     values["unrelated"] = "ignored"
-    expected = tuple("corner" if f == "decode_convention" else f"{f}-value" for f in GRID_AXES)
+    # split_ratio is SimCC's: a heatmap configuration has none
+    special = {"representation": "heatmap", "decode_convention": "corner", "split_ratio": None}
+    expected = tuple(special.get(f, f"{f}-value") for f in GRID_AXES)
     assert configuration_key(values) == expected
 
 
@@ -113,7 +116,7 @@ def test_configuration_key_of_a_csv_row_equals_that_of_its_config():
     }
     key = configuration_key(row)
     assert key == configuration_key(config)
-    assert all(type(value) in (int, float, str) for value in key)
+    assert all(type(value) in (int, float, str, type(None)) for value in key)
 
 
 # ---------------------------------------------------------------- settings and sidecars
@@ -257,7 +260,9 @@ def test_resume_refuses_rows_of_another_grid_and_repeated_rows(tmp_path):
     out.write_text("".join(lines + lines[3:4]))
     with pytest.raises(InputFileError, match=r"s\.csv holds stride=4, sigma=2\.0 twice; remove the repeated rows"):
         run_sweep(SWEEP, out, resume=True)
-    out.write_text(text.replace("\n8,2.0,", "\n2,2.0,", 1))
+    edited = text.replace("\nheatmap,8,,2.0,", "\nheatmap,2,,2.0,", 1)
+    assert edited != text
+    out.write_text(edited)
     with pytest.raises(
         InputFileError,
         match=r"s\.csv holds a configuration this sweep does not have "
@@ -368,7 +373,10 @@ def test_merge_refuses_a_configuration_held_twice(tmp_path, halves):
 
 def test_merge_refuses_a_configuration_outside_the_grid(tmp_path, halves):
     part = tmp_path / "p.csv"
-    part.write_text(halves[0].read_text().replace("\n4,1.0,", "\n2,1.0,", 1))
+    text = halves[0].read_text()
+    edited = text.replace("\nheatmap,4,,1.0,", "\nheatmap,2,,1.0,", 1)
+    assert edited != text
+    part.write_text(edited)
     part.with_suffix(".json").write_text(halves[0].with_suffix(".json").read_text())
     with pytest.raises(InputFileError, match=r"p\.csv holds a configuration outside the grid \(stride=2, sigma=1\.0\)"):
         merge_results(tmp_path / "m.csv", [part])

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from integral_cli import DECODERS
 from integral_cli.cli import app
 from integral_cli.cli.render import number
+from integral_cli.decoders.registry import decoders_for
 
 from support import table_rows
 
@@ -25,6 +26,7 @@ def saved_maps(tmp_path_factory):
     maps = torch.rand(6, 17, 16, 12)
     np.save(folder / "maps.npy", maps.numpy())
     np.save(folder / "targets.npy", np.random.default_rng(0).uniform(0, 48, (6, 17, 2)))
+    np.savez(folder / "simcc.npz", simcc_x=torch.rand(6, 17, 384).numpy(), simcc_y=torch.rand(6, 17, 512).numpy())
     return folder
 
 
@@ -57,6 +59,18 @@ def commands(saved_maps):
             "--pck",
             "0.5,1,2.5",
         ],
+        "compare simcc": ["compare", "--representation", "simcc", "--samples", "40", "--device", "cpu"],
+        "evaluate simcc": [
+            "evaluate",
+            "--simcc",
+            saved_maps / "simcc.npz",
+            "--targets",
+            saved_maps / "targets.npy",
+            "--device",
+            "cpu",
+            "--pck",
+            "0.5,1,2.5",
+        ],
         "grad": ["grad", "--samples", "2", "--device", "cpu"],
         "fit": ["fit", "--samples", "2", "--steps", "2", "--device", "cpu", "--learning-rates", "0.1"],
         "bench": ["bench", "--batch", "16", "--repeat", "1", "--device", "cpu", "--no-baselines"],
@@ -71,7 +85,9 @@ def commands(saved_maps):
     [
         "compare",
         "compare noisy, distractor, grid",
+        "compare simcc",
         "evaluate",
+        "evaluate simcc",
         "grad",
         "fit",
         "bench",
@@ -88,8 +104,9 @@ def test_every_table_fits_80_columns_with_whole_names(saved_maps, name):
     assert max(len(line) for line in lines) <= 80, "\n".join(lines)
     assert "…" not in result.stdout  # nothing cut
     if args[0] in ("compare", "evaluate", "grad", "fit", "decoders"):
-        # one line per decoder, its name whole in the first cell
-        assert sorted(cells[0].removesuffix(" !") for cells in table_rows(result.stdout)) == sorted(DECODERS)
+        # one line per decoder that applies, its name whole in the first cell
+        names = decoders_for("simcc") if "simcc" in args or "--simcc" in args else DECODERS
+        assert sorted(cells[0].removesuffix(" !") for cells in table_rows(result.stdout)) == sorted(names)
 
 
 def test_compare_at_80_columns_shows_every_number_whole():

@@ -1,4 +1,5 @@
-"""``evaluate``: decode heatmaps saved from your own model and score them."""
+"""``decode`` and ``evaluate``: decode heatmaps (or SimCC vectors) saved from your own
+model, and score them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DECODER_NAMES = tuple(DECODERS)
 #: The settings that say how saved maps are decoded (``decode`` and ``evaluate``).
 DECODE_SETTINGS = (
     "stride",
+    "split_ratio",
     "convention",
     "image_size",
     "beta",
@@ -44,18 +46,29 @@ DECODE_OVERRIDES: dict[str, dict[str, Any]] = {
         "--fit-radius auto use it.",
         "unit": "heatmap px",
     },
-    "convention": {"help": "Heatmap-to-image mapping (center, corner or udp; see the docs' conventions)."},
+    "convention": {
+        "help": "Heatmap-to-image mapping (center, corner or udp; SimCC vectors: center or corner; see the "
+        "docs' conventions)."
+    },
+    "stride": {"help": "Image pixels per heatmap pixel (--heatmaps)."},
+    "split_ratio": {"help": "SimCC bins per image pixel, k (--simcc; RTMPose: 2)."},
     "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
 }
 HEATMAPS_HELP = (
     "Your model's heatmaps, (N, K, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth "
     "(a tensor, or a dict holding one)."
 )
+SIMCC_HELP = (
+    "Instead of --heatmaps: your model's SimCC vectors, an .npz or .pt/.pth (a dict) holding simcc_x (N, K, Wx) "
+    "and simcc_y (N, K, Wy), as an RTMPose head outputs them."
+)
+Heatmaps = Annotated[Path | None, typer.Option("--heatmaps", metavar="FILE", help=HEATMAPS_HELP)]
+SimCC = Annotated[Path | None, typer.Option("--simcc", metavar="FILE", help=SIMCC_HELP)]
 
 
 @app.command()
 @setting_options(
-    (*DECODE_SETTINGS[:3], "decoders", *DECODE_SETTINGS[3:], "oks_area"),
+    (*DECODE_SETTINGS[:4], "decoders", *DECODE_SETTINGS[4:], "oks_area"),
     overrides={
         **DECODE_OVERRIDES,
         "oks_area": {
@@ -76,7 +89,8 @@ def evaluate(
             "visible]. Visibility 0 leaves a keypoint out.",
         ),
     ],
-    heatmaps: Annotated[Path | None, typer.Option("--heatmaps", metavar="FILE", help=HEATMAPS_HELP)] = None,
+    heatmaps: Heatmaps = None,
+    simcc: SimCC = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -124,11 +138,11 @@ def evaluate(
     wide: Wide = False,
     columns: Columns = None,
 ) -> None:
-    """Score your own model: decode the heatmaps it saved with every decoder, and score
-    the coordinates it predicted, against the ground truth.
+    """Score your own model: decode the heatmaps (or SimCC vectors) it saved with every
+    decoder, and score the coordinates it predicted, against the ground truth.
 
     Prints the error table of compare plus PCK; with --normalize, NME and AUC; with
-    --oks-area, COCO's OKS and the AP ceiling. Maps are read in chunks that fit
+    --oks-area, COCO's OKS and the AP ceiling. Outputs are read in chunks that fit
     --max-memory; .npy, uncompressed .npz and .pt files are memory-mapped, so they may be
     larger than memory.
     """
@@ -137,6 +151,7 @@ def evaluate(
 
     config = EvaluateConfig(
         heatmaps=heatmaps,
+        simcc=simcc,
         targets=targets,
         predictions=predictions,
         pck=tuple(pck),
@@ -147,6 +162,7 @@ def evaluate(
         **settings,
     )
     normalized = config.normalize != "none"
+    columns_of = evaluate_columns(config.pck, config.representation)
     extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
     if normalized:
         extra |= {key: SCORE_COLUMNS[key] for key in ("nme", "auc")}
@@ -161,30 +177,34 @@ def evaluate(
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
     rows = _by_mean_error(rows)
     if csv is not None:
-        write_csv(csv, rows, evaluate_columns(config.pck))
+        write_csv(csv, rows, columns_of)
     if as_json:
-        typer.echo(json.dumps(rows_as_records(rows, evaluate_columns(config.pck)), indent=2))
+        typer.echo(json.dumps(rows_as_records(rows, columns_of), indent=2))
         return
     first = rows.iloc[0]
     title = []
+    simcc_run = config.representation == "simcc"
     if source is not None:
-        samples, keypoints, height, width = source.shape
-        title += [
-            f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
-            + (" (memory-mapped)" if source.mapped else ""),
-        ]
+        samples, keypoints, first_side, second_side = source.shape
+        outputs = f"maps of {first_side}x{second_side}"
+        if simcc_run:
+            outputs = f"vector pairs of {first_side}+{second_side} bins"
+        title.append(
+            f"{config.outputs}: {samples}x{keypoints} {source.dtype} {outputs}"
+            + (" (memory-mapped)" if source.mapped else "")
+        )
     if predictions is not None:
         title.append(f"predictions {predictions}")
     title.append(f"targets {targets}: {first['visible']} keypoints counted")
     if source is not None:
         params = config.decoder_params
+        image = f"image {first['image_h']}x{first['image_w']}"
         title += [
-            f"stride {config.stride} → image {first['image_h']}x{first['image_w']}",
+            f"split ratio {config.split_ratio:g} → {image}" if simcc_run else f"stride {config.stride} → {image}",
             f"convention {config.convention}",
             f"beta {config.beta:g}",
             f"dark kernel {params['dark_kernel']}",
-            f"window radius {config.window_radius}",
-            f"fit radius {params['fit_radius']}",
+            *([] if simcc_run else [f"window radius {config.window_radius}", f"fit radius {params['fit_radius']}"]),
             f"device {rows.loc[rows['decoder'] != 'predictions', 'device'].iloc[0]}",
         ]
     table, notes = error_table(rows, shown, extra, fit=not (wide or columns))
@@ -215,7 +235,6 @@ def _by_mean_error(rows: Any) -> Any:
 @setting_options(DECODE_SETTINGS, overrides=DECODE_OVERRIDES)
 def decode_command(
     settings: dict[str, Any],
-    heatmaps: Annotated[Path, typer.Option("--heatmaps", metavar="FILE", help=HEATMAPS_HELP)],
     out: Annotated[
         Path,
         typer.Option(
@@ -223,23 +242,27 @@ def decode_command(
             "-o",
             metavar="PATH",
             help="Where to write the points: .npy, an (N, K, 2) array of x, y; or .csv, one row per sample and "
-            "keypoint: sample, keypoint, x, y, score (the map's maximum).",
+            "keypoint: sample, keypoint, x, y, score (the map's maximum; of SimCC vectors, the smaller of the "
+            "two maxima).",
         ),
     ],
+    heatmaps: Heatmaps = None,
+    simcc: SimCC = None,
     decoder: Annotated[
         str, option("--decoder", parser=Choice(DECODER_NAMES), help="The decoder whose points are written.")
     ] = "dark",
     force: Force = False,
 ) -> None:
-    """Decode the heatmaps your model saved into keypoint coordinates, in image pixels.
+    """Decode the heatmaps (or SimCC vectors) your model saved into keypoint coordinates,
+    in image pixels.
 
-    The maps are read and decoded in chunks that fit --max-memory; the file is written
+    The outputs are read and decoded in chunks that fit --max-memory; the file is written
     whole at the end or not at all. evaluate --predictions scores the result.
     """
     from integral_cli.evaluate import DecodeConfig, decode_file
     from integral_cli.report import check_output_path
 
-    config = DecodeConfig(heatmaps=heatmaps, decoders=(decoder,), **settings)
+    config = DecodeConfig(heatmaps=heatmaps, simcc=simcc, decoders=(decoder,), **settings)
     check_output_path(out, force=force)
     with progress_bar() as bar:
         task = bar.add_task("decode", total=None)

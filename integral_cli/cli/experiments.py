@@ -115,15 +115,17 @@ def compare(
 
 def experiment_title(config: ExperimentConfig, device: str, margin: float) -> list[str]:
     """The parts of a ``compare`` title: every setting that shapes the numbers."""
-    height, width = config.heatmap_size
-    maps = f"{config.encoder} maps"
+    simcc = config.representation == "simcc"
+    height, width = config.output_size
+    unit = "bins" if simcc else "hm px"
+    maps = f"{config.encoder} {'vectors' if simcc else 'maps'}"
     if config.noise:
         maps += f" + noise {config.noise:g}"
     if config.distractor:
         maps += f" + distractor {config.distractor:g} at {config.distractor_distance:g} px"
     where = {
-        "interior": f"interior (margin {margin:g} hm px)",
-        "border": f"border (band {margin:g} hm px)",
+        "interior": f"interior (margin {margin:g} {unit})",
+        "border": f"border (band {margin:g} {unit})",
         "anywhere": "anywhere",
     }[config.position]
     sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
@@ -133,16 +135,27 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         points.append(f"{persons} persons of {len(COCO_SIGMAS)} keypoints, area {config.oks_area:g} px²")
     decode_convention = config.resolved_decode_convention
     conventions = config.convention + ("" if decode_convention == config.convention else " → " + decode_convention)
+    image = f"image {config.image_size[0]}x{config.image_size[1]}"
+    if simcc:
+        shape = [
+            f"simcc, split ratio {config.split_ratio:g}",
+            f"sigma {config.sigma:g} " + ("bins" if config.sigma_unit == "heatmap" else "image px"),
+        ]
+        outputs = [f"{image} → vectors of {width} (x) and {height} (y) bins"]
+    else:
+        shape = [f"stride {config.stride}", f"sigma {config.sigma:g} {config.sigma_unit} px"]
+        outputs = [
+            f"window radius {config.window_radius}",
+            f"fit radius {config.decoder_params['fit_radius']}",
+            f"{image} → heatmap {height}x{width}",
+        ]
     return [
-        f"stride {config.stride}",
-        f"sigma {config.sigma:g} {config.sigma_unit} px",
+        *shape,
         f"amplitude {config.amplitude:g}",
         maps,
         f"beta {config.beta:g}",
         f"dark kernel {config.decoder_params['dark_kernel']}",
-        f"window radius {config.window_radius}",
-        f"fit radius {config.decoder_params['fit_radius']}",
-        f"image {config.image_size[0]}x{config.image_size[1]} → heatmap {height}x{width}",
+        *outputs,
         *points,
         f"convention {conventions}",
         *([] if config.flip_test == "none" else [f"flip test {config.flip_test}"]),
@@ -225,7 +238,7 @@ def sweep(
     state = SweepProgress(total=len(part.select(grid.configurations())))
 
     def finished(now: SweepProgress) -> None:
-        state.skipped, state.written = now.skipped, now.written
+        state.skipped, state.written, state.rows = now.skipped, now.written, now.rows
 
     # a scheduler's SIGTERM (preemption) ends the sweep like Ctrl-C: sidecar marked, exit 130
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -257,7 +270,7 @@ def sweep(
         warn(f"shard {part} of this grid is empty: it has no configuration to run")
     skipped = f", {state.skipped} already there" if state.skipped else ""
     say(
-        f"wrote {state.written * len(grid.base.decoders)} rows ({state.written} configurations{skipped}) to {out} "
+        f"wrote {state.rows} rows ({state.written} configurations{skipped}) to {out} "
         f"and settings to {sidecar_path(out)}"
     )
 

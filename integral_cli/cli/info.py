@@ -4,6 +4,7 @@ example, and how fast they run."""
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 
 from integral_cli.cli.app import app, progress_bar, say
 from integral_cli.cli.params import AsJson, Force, Number, Size, option, setting_options
-from integral_cli.cli.render import heading, new_table, number, show
+from integral_cli.cli.render import WIDTH, heading, new_table, number, show
 from integral_cli.decoders import DECODERS
 
 
@@ -43,7 +44,14 @@ def list_decoders(as_json: AsJson = False) -> None:
     )
     for d in DECODERS.values():
         table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-", d.citation)
-    show(table, "decoders · --json: what each computes, and its full reference")
+    simcc = [d.name for d in DECODERS.values() if "simcc" in d.representations]
+    caption = textwrap.fill(
+        "all decode heatmaps; SimCC vectors (--representation simcc): " + ", ".join(simcc),
+        WIDTH,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    show(table, "decoders · --json: what each computes, and its full reference", caption)
 
 
 @app.command()
@@ -67,13 +75,29 @@ def example(as_json: AsJson = False) -> None:
 
 
 @app.command()
-@setting_options(("decoders", "device", "dtype", "dark_kernel"))
+@setting_options(
+    ("representation", "split_ratio", "decoders", "device", "dtype", "dark_kernel"),
+    overrides={
+        "representation": {"help": "Time heatmap decoders, or SimCC ones on the vectors of the same input."},
+        "dark_kernel": {
+            "help": "Blur kernel size of dark (odd); auto: 11 for the maps' sigma 2, MMPose's 29 for the "
+            "SimCC labels' sigma 4.9 bins."
+        },
+    },
+)
 def bench(
     settings: dict[str, Any],
     heatmap_size: Annotated[
-        Any, option("--heatmap-size", parser=Size(), help="Size of the maps, height x width.")
+        Any,
+        option(
+            "--heatmap-size",
+            parser=Size(),
+            help="Size of the maps, height x width; SimCC vectors are those of the input, 4 times larger.",
+        ),
     ] = "64x48",
-    batch: Annotated[int, option(parser=Number(1, 10**7, integer=True), help="Maps decoded per call.")] = 4096,
+    batch: Annotated[
+        int, option(parser=Number(1, 10**7, integer=True), help="Maps (or SimCC vector pairs) decoded per call.")
+    ] = 4096,
     repeat: Annotated[
         int,
         option(
@@ -87,7 +111,7 @@ def bench(
             "--baselines/--no-baselines",
             help="Also time the field's usual "
             "implementations: numpy argmax, the per-keypoint loops, the note's code, and kornia/dsntnn "
-            "when installed.",
+            "when installed; for SimCC, MMPose's way of decoding (argmax, and DARK).",
         ),
     ] = True,
     as_json: AsJson = False,
@@ -96,14 +120,15 @@ def bench(
     ] = None,
     force: Force = False,
 ) -> None:
-    """Time every decoder on the same batch of maps against reading the batch once (the
-    floor for any decoder) and against the field's usual implementations.
+    """Time every decoder on the same batch of maps (or SimCC vectors) against reading the
+    batch once (the floor for any decoder) and against the field's usual implementations.
 
     Speeds are medians of interleaved rounds, so their ratios hold within one run on a
     busy machine; compare ratios, not absolute speeds, between runs."""
     import pandas as pd
 
     from integral_cli.bench import BenchConfig, run_bench
+    from integral_cli.coords import simcc_size
     from integral_cli.report import check_output_path, write_csv
 
     config = BenchConfig(heatmap_size=heatmap_size, batch=batch, repeat=repeat, baselines=baselines, **settings)
@@ -117,12 +142,20 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = new_table(["", "maps/s", "ms (median)", "of read rate"], left=[""])
+    per_s = "pairs/s" if config.representation == "simcc" else "maps/s"
+    table = new_table(["", per_s, "ms (median)", "of read rate"], left=[""])
     for row in result["rows"]:
         fraction = "" if row["read_fraction"] is None else f"{row['read_fraction']:.0%}"
         table.add_row(row["name"], f"{row['maps_per_s']:,.0f}", number(row["median_s"] * 1e3), fraction)
+    if config.representation == "simcc":
+        bins_y, bins_x = simcc_size(config.image_size, config.split_ratio)
+        image = f"image {config.image_size[0]}x{config.image_size[1]}"
+        what = [f"{config.batch} SimCC vector pairs of {bins_x}+{bins_y} bins {config.dtype}", f"{image}"]
+        what.append(f"split ratio {config.split_ratio:g}")
+    else:
+        what = [f"{config.batch} maps of {config.heatmap_size[0]}x{config.heatmap_size[1]} {config.dtype}"]
     title = [
-        f"{config.batch} maps of {config.heatmap_size[0]}x{config.heatmap_size[1]} {config.dtype}",
+        *what,
         f"device {result['device']}",
         f"torch {result['torch']}",
         f"{result['threads']} threads",
@@ -138,6 +171,5 @@ def bench(
         say("")
         show(ratios)
     if result["dark_max_difference"] is not None:
-        typer.echo(
-            f"dark against the per-keypoint DARK: largest difference {result['dark_max_difference']:.1e} heatmap px"
-        )
+        against, unit = ("MMPose's", "bins") if config.representation == "simcc" else ("the per-keypoint", "heatmap px")
+        typer.echo(f"dark against {against} DARK: largest difference {result['dark_max_difference']:.1e} {unit}")

@@ -17,8 +17,10 @@ from typing import Any, Literal, get_args
 from integral_cli.checks import check_range
 from integral_cli.errors import ConfigError
 
-#: The output representations a decoder can read.
-Representation = Literal["heatmap"]
+#: The output representations a decoder can read: ``heatmap``, ``(B, K, H, W)`` maps;
+#: ``simcc``, a pair of 1D vectors per keypoint, ``(B, K, Wx)`` and ``(B, K, Wy)``
+#: (coordinate classification, Li et al., ECCV 2022).
+Representation = Literal["heatmap", "simcc"]
 REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 
 #: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
@@ -45,10 +47,13 @@ class Decoder:
         description: one line saying what it does.
         params: names of the parameters (keys of ``DECODER_PARAMS``) it takes.
         citation: the reference in a few words (authors, year), for tables.
-        representations: the outputs it decodes.
+        representations: the outputs it decodes (names of :data:`REPRESENTATIONS`).
         counted: a variant of ``implementation`` that also returns the ``(B, K)`` mask
             of the maps where the decoder fell back to a simpler estimate (by path, like
             ``implementation``), for decoders that can.
+        simcc_implementation: for a decoder of ``simcc`` vectors, the 1D function
+            ``(vectors, **params) -> (B, K)`` it applies to each axis's ``(B, K, N)``
+            vectors (coordinates in bins), or its ``"module:function"`` path.
     """
 
     name: str
@@ -60,16 +65,25 @@ class Decoder:
     citation: str = ""
     representations: tuple[str, ...] = ("heatmap",)
     counted: str | None = None
+    simcc_implementation: Callable[..., Any] | str | None = None
 
     @property
     def function(self) -> Callable[..., Any]:
-        """The decoding function (imported now if named by its path)."""
+        """The heatmap decoding function (imported now if named by its path)."""
         return _resolve(self.implementation)
 
     @property
     def counted_function(self) -> Callable[..., Any] | None:
         """The variant that also returns where it fell back, if the decoder has one."""
         return None if self.counted is None else _resolve(self.counted)
+
+    @property
+    def simcc_function(self) -> Callable[..., Any]:
+        """The 1D decoding function of ``simcc`` vectors (imported now if named by its
+        path); raises :class:`ConfigError` for a decoder that does not read them."""
+        if self.simcc_implementation is None:
+            raise ConfigError(f"decoder {self.name!r} does not apply to «representation» simcc")
+        return _resolve(self.simcc_implementation)
 
 
 def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
@@ -81,6 +95,8 @@ def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
 
 
 _HERE = "integral_cli.decoders"
+_SIMCC = "integral_cli.decoders.simcc"
+BOTH = ("heatmap", "simcc")
 
 DECODERS: dict[str, Decoder] = {
     d.name: d
@@ -92,6 +108,8 @@ DECODERS: dict[str, Decoder] = {
             reference="Newell et al., Stacked Hourglass Networks, ECCV 2016",
             citation="Newell et al. 2016",
             description="location of the maximum, on the pixel grid (first on ties)",
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:argmax_1d",
         ),
         Decoder(
             "argmax-quarter",
@@ -101,6 +119,8 @@ DECODERS: dict[str, Decoder] = {
             "then Simple Baselines, HRNet and MMPose",
             citation="Newell et al. 2016",
             description="argmax, then 0.25 px toward the larger neighbour per axis",
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:argmax_quarter_1d",
         ),
         Decoder(
             "dark",
@@ -110,6 +130,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Zhang et al. 2020",
             description="argmax, then a Newton step on the log of the blurred map (interior only)",
             params=("dark_kernel",),
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:dark_1d",
         ),
         Decoder(
             "dark-udp",
@@ -129,6 +151,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Sun et al. 2018",
             description="expectation under softmax(beta*h) over all H*W pixels",
             params=("beta",),
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:integral_1d",
         ),
         Decoder(
             "integral-marginal",
@@ -147,6 +171,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Gu et al. 2021",
             description="integral with the background pull removed: (C*E - N*c) / (C - N)",
             params=("beta",),
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:integral_debiased_1d",
         ),
         Decoder(
             "integral-l1",
@@ -155,6 +181,8 @@ DECODERS: dict[str, Decoder] = {
             reference="Nibali et al., Numerical Coordinate Regression (DSNT), 2018",
             citation="Nibali et al. 2018",
             description="expectation under relu(h) / sum relu(h)",
+            representations=BOTH,
+            simcc_implementation=f"{_SIMCC}:integral_l1_1d",
         ),
         Decoder(
             "soft-argmax-local",
@@ -189,14 +217,35 @@ def get_decoder(name: str) -> Decoder:
         raise ConfigError(f"unknown decoder {name!r}; choose from {', '.join(DECODERS)}") from None
 
 
-def check_decoder_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Check a non-empty list of known decoder names, none repeated."""
+def decoders_for(representation: str) -> tuple[str, ...]:
+    """The names of the decoders that read ``representation``, in registry order.
+
+    >>> decoders_for("simcc")
+    ('argmax', 'argmax-quarter', 'dark', 'integral', 'integral-debiased', 'integral-l1')
+    """
+    if representation not in REPRESENTATIONS:
+        raise ConfigError(f"unknown «representation» {representation!r}; choose from {', '.join(REPRESENTATIONS)}")
+    return tuple(name for name, d in DECODERS.items() if representation in d.representations)
+
+
+def check_decoder_names(
+    names: tuple[str, ...], representation: str | None = None, *, outputs: str | None = None
+) -> tuple[str, ...]:
+    """Check a non-empty list of known decoder names, none repeated; with
+    ``representation``, each must read it (``outputs``: how the message names those
+    outputs, by default the setting ``representation``)."""
     if not names:
         raise ConfigError("no «decoders» given")
     for name in names:
         get_decoder(name)
     if len(set(names)) != len(names):
         raise ConfigError("a decoder is listed twice in «decoders»")
+    if representation is not None:
+        applying = decoders_for(representation)
+        for name in names:
+            if name not in applying:
+                where = outputs or f"«representation» {representation}"
+                raise ConfigError(f"decoder {name!r} does not apply to {where}; its decoders: {', '.join(applying)}")
     return tuple(names)
 
 
@@ -259,3 +308,25 @@ def kernel_size_for_sigma(sigma: float) -> int:
     if not math.isfinite(sigma) or sigma <= 0:
         raise ConfigError(f"a kernel size needs a sigma > 0, got {sigma}")
     return min(MAX_DARK_KERNEL, max(3, 2 * round((sigma - 0.8) / 0.3 + 1) + 1))
+
+
+def auto_kernel_size(sigma: float, representation: str = "heatmap") -> int:
+    """``dark_kernel="auto"``: :func:`kernel_size_for_sigma` for heatmaps,
+    :func:`simcc_kernel_size_for_sigma` (MMPose's rule) for SimCC vectors."""
+    return simcc_kernel_size_for_sigma(sigma) if representation == "simcc" else kernel_size_for_sigma(sigma)
+
+
+def simcc_kernel_size_for_sigma(sigma: float) -> int:
+    """MMPose's blur kernel size for SimCC vectors of ``sigma`` bins:
+    ``int((20 sigma - 7) // 3)``, less one when even, kept in ``[1, 101]``.
+
+    RTMPose's sigmas 4.9 and 5.66 bins give 29 and 35; sigma 2 gives 11.
+
+    >>> simcc_kernel_size_for_sigma(4.9), simcc_kernel_size_for_sigma(5.66), simcc_kernel_size_for_sigma(2.0)
+    (29, 35, 11)
+    """
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ConfigError(f"a kernel size needs a sigma > 0, got {sigma}")
+    size = int((20 * sigma - 7) // 3)
+    size -= int(size % 2 == 0)
+    return min(MAX_DARK_KERNEL, max(1, size))
