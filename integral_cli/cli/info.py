@@ -17,7 +17,8 @@ from integral_cli.decoders import DECODERS
 
 @app.command("decoders")
 def list_decoders(as_json: AsJson = False) -> None:
-    """List the decoders: whether they pass gradients, their parameters, their source.
+    """List the decoders: whether they pass gradients, whether they decode volumes, their
+    parameters, their source.
 
     --json adds what each computes and the full reference."""
     if as_json:
@@ -39,11 +40,15 @@ def list_decoders(as_json: AsJson = False) -> None:
         )
         return
     table = new_table(
-        ["decoder", "gradient", "parameters", "reference"], left=["decoder", "gradient", "parameters", "reference"]
+        ["decoder", "gradient", "3D", "parameters", "reference"],
+        left=["decoder", "gradient", "3D", "parameters", "reference"],
     )
     for d in DECODERS.values():
-        table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-", d.citation)
-    show(table, "decoders · --json: what each computes, and its full reference")
+        volumes = "yes" if "volume" in d.representations else "no"
+        table.add_row(d.name, "yes" if d.differentiable else "no", volumes, ", ".join(d.params) or "-", d.citation)
+    show(
+        table, heading(["decoders", "3D: decodes volumes (--dims 3)", "--json: what each computes, and its reference"])
+    )
 
 
 @app.command()

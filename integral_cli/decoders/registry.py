@@ -17,8 +17,9 @@ from typing import Any, Literal, get_args
 from integral_cli.checks import check_range
 from integral_cli.errors import ConfigError
 
-#: The output representations a decoder can read.
-Representation = Literal["heatmap"]
+#: The output representations a decoder can read: 2D heatmaps ``(B, K, H, W)`` and 3D
+#: volumes ``(B, K, D, H, W)``.
+Representation = Literal["heatmap", "volume"]
 REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 
 #: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
@@ -49,6 +50,9 @@ class Decoder:
         counted: a variant of ``implementation`` that also returns the ``(B, K)`` mask
             of the maps where the decoder fell back to a simpler estimate (by path, like
             ``implementation``), for decoders that can.
+        volume_implementation: for a decoder of ``"volume"``, the function
+            ``(volumes, **params) -> (B, K, 3)`` (coordinates ``(x, y, z)`` in voxels),
+            or its ``"module:function"`` path.
     """
 
     name: str
@@ -60,16 +64,27 @@ class Decoder:
     citation: str = ""
     representations: tuple[str, ...] = ("heatmap",)
     counted: str | None = None
+    volume_implementation: Callable[..., Any] | str | None = None
 
     @property
     def function(self) -> Callable[..., Any]:
-        """The decoding function (imported now if named by its path)."""
+        """The decoding function of heatmaps (imported now if named by its path)."""
         return _resolve(self.implementation)
 
     @property
     def counted_function(self) -> Callable[..., Any] | None:
         """The variant that also returns where it fell back, if the decoder has one."""
         return None if self.counted is None else _resolve(self.counted)
+
+    @property
+    def volume_function(self) -> Callable[..., Any]:
+        """The decoding function of volumes; raises :class:`ConfigError` for a decoder
+        of heatmaps only."""
+        if self.volume_implementation is None or "volume" not in self.representations:
+            raise ConfigError(
+                f"{self.name} does not decode volumes; the decoders that do: {', '.join(decoders_of('volume'))}"
+            )
+        return _resolve(self.volume_implementation)
 
 
 def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
@@ -81,6 +96,7 @@ def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
 
 
 _HERE = "integral_cli.decoders"
+_BOTH = ("heatmap", "volume")
 
 DECODERS: dict[str, Decoder] = {
     d.name: d
@@ -92,6 +108,8 @@ DECODERS: dict[str, Decoder] = {
             reference="Newell et al., Stacked Hourglass Networks, ECCV 2016",
             citation="Newell et al. 2016",
             description="location of the maximum, on the pixel grid (first on ties)",
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_argmax",
         ),
         Decoder(
             "argmax-quarter",
@@ -101,6 +119,8 @@ DECODERS: dict[str, Decoder] = {
             "then Simple Baselines, HRNet and MMPose",
             citation="Newell et al. 2016",
             description="argmax, then 0.25 px toward the larger neighbour per axis",
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_argmax_quarter",
         ),
         Decoder(
             "dark",
@@ -110,6 +130,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Zhang et al. 2020",
             description="argmax, then a Newton step on the log of the blurred map (interior only)",
             params=("dark_kernel",),
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume_dark:decode_volume_dark",
         ),
         Decoder(
             "dark-udp",
@@ -129,6 +151,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Sun et al. 2018",
             description="expectation under softmax(beta*h) over all H*W pixels",
             params=("beta",),
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral",
         ),
         Decoder(
             "integral-marginal",
@@ -138,6 +162,8 @@ DECODERS: dict[str, Decoder] = {
             citation="the note",
             description="1D softmax(beta*m) of the raw x and y marginal sums, then expectation",
             params=("beta",),
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_marginal",
         ),
         Decoder(
             "integral-debiased",
@@ -147,6 +173,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Gu et al. 2021",
             description="integral with the background pull removed: (C*E - N*c) / (C - N)",
             params=("beta",),
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_debiased",
         ),
         Decoder(
             "integral-l1",
@@ -155,6 +183,8 @@ DECODERS: dict[str, Decoder] = {
             reference="Nibali et al., Numerical Coordinate Regression (DSNT), 2018",
             citation="Nibali et al. 2018",
             description="expectation under relu(h) / sum relu(h)",
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_l1",
         ),
         Decoder(
             "soft-argmax-local",
@@ -164,6 +194,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Luvizon et al. 2019",
             description="softmax(beta*h) expectation in a (2r+1)^2 window around the argmax",
             params=("beta", "window_radius"),
+            representations=_BOTH,
+            volume_implementation=f"{_HERE}.volume:decode_volume_soft_argmax_local",
         ),
         Decoder(
             "gaussian-fit",
@@ -187,6 +219,15 @@ def get_decoder(name: str) -> Decoder:
         return DECODERS[name]
     except KeyError:
         raise ConfigError(f"unknown decoder {name!r}; choose from {', '.join(DECODERS)}") from None
+
+
+def decoders_of(representation: str) -> tuple[str, ...]:
+    """The names of the decoders of ``representation``, in registry order.
+
+    >>> "dark-udp" in decoders_of("volume")
+    False
+    """
+    return tuple(name for name, decoder in DECODERS.items() if representation in decoder.representations)
 
 
 def check_decoder_names(names: tuple[str, ...]) -> tuple[str, ...]:
