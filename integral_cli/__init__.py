@@ -3,13 +3,15 @@
 Public API::
 
     render_heatmaps(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
+    render_volumes(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
     decode(heatmaps, method, **params)
     DECODERS
     ExperimentConfig(...)
     run_experiment(config)
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
-heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``.
+heatmaps ``(B, K, H, W)``, coordinates ``(B, K, 2)``; volumes ``(B, K, D, H, W)``,
+coordinates ``(B, K, 3)`` as ``(x, y, z)`` in voxels.
 
 Importing the package does not import torch (so the command line's ``--help`` is
 instant); the functions that compute import it when first used.
@@ -35,9 +37,14 @@ from integral_cli.settings import ExperimentConfig
 if TYPE_CHECKING:
     from integral_cli.experiment import run_experiment
     from integral_cli.synth import render_heatmaps
+    from integral_cli.volumes import render_volumes
 
 #: Names imported on first use, with the module that holds them.
-_LAZY = {"render_heatmaps": "integral_cli.synth", "run_experiment": "integral_cli.experiment"}
+_LAZY = {
+    "render_heatmaps": "integral_cli.synth",
+    "render_volumes": "integral_cli.volumes",
+    "run_experiment": "integral_cli.experiment",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,5 +68,6 @@ __all__ = [
     "__version__",
     "decode",
     "render_heatmaps",
+    "render_volumes",
     "run_experiment",
 ]

@@ -177,7 +177,12 @@ HEATMAPS = Heatmaps()
 
 
 def representation_of(config: ExperimentConfig) -> Representation:
-    """The representation ``config`` renders and decodes."""
+    """The representation ``config`` renders and decodes: heatmaps, or volumes for
+    ``dims`` 3."""
+    if config.dims == 3:
+        from integral_cli.volumes import VOLUMES
+
+        return VOLUMES
     return HEATMAPS
 
 
@@ -191,7 +196,9 @@ def chunk_size(config: ExperimentConfig) -> int:
     representation = representation_of(config)
     samples = config.total_samples
     budget = config.max_memory_mib * 2**20
-    per_sample = SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * representation.axes * len(config.decoders) // 2
+    per_sample = (
+        SAMPLE_BYTES_FIXED + SAMPLE_BYTES_PER_DECODER * representation.axes * len(config.resolved_decoders) // 2
+    )
     fixed = per_sample * samples
     per_map = representation.sample_bytes(config)
     if fixed + per_map > budget:
@@ -230,7 +237,7 @@ def run_experiment(
             that ran out of device memory is halved and retried).
 
     Returns:
-        One row per decoder, in ``config.decoders`` order, with the columns
+        One row per decoder, in ``config.resolved_decoders`` order, with the columns
         :data:`integral_cli.settings.CSV_COLUMNS` (errors in image pixels).
 
     Raises:
@@ -257,7 +264,7 @@ def _rows(
     decoded = evaluate_points(config, truth, progress=progress, on_warning=on_warning)
     bound = representation.crlb_rmse(config, truth)
     rows = []
-    for name in config.decoders:
+    for name in config.resolved_decoders:
         summary = representation.summarize(config, decoded.offsets[name])
         if config.sampling == "grid":
             # a lattice is not an i.i.d. sample: the normal interval would be far too wide
@@ -319,12 +326,14 @@ def evaluate_points(
         limit_allocator_slack()
     else:
         outputs = representation.render(config, truth[: min(step, WARM_UP_MAPS)].to(device), 0)
-        warm_up(lambda name: representation.decode(outputs, name, config.decoder_params), config.decoders, device)
+        warm_up(
+            lambda name: representation.decode(outputs, name, config.decoder_params), config.resolved_decoders, device
+        )
         del outputs
     samples = truth.shape[0]
-    offsets: dict[str, list[torch.Tensor]] = {name: [] for name in config.decoders}
-    seconds = dict.fromkeys(config.decoders, 0.0)
-    fallbacks: dict[str, int | None] = dict.fromkeys(config.decoders)
+    offsets: dict[str, list[torch.Tensor]] = {name: [] for name in config.resolved_decoders}
+    seconds = dict.fromkeys(config.resolved_decoders, 0.0)
+    fallbacks: dict[str, int | None] = dict.fromkeys(config.resolved_decoders)
     start = 0
     while start < samples:
         halved = False
@@ -347,7 +356,7 @@ def evaluate_points(
             if on_warning is not None:
                 on_warning(f"{device} ran out of memory; retrying with chunks of {step} maps")
             continue
-        for name in config.decoders:
+        for name in config.resolved_decoders:
             offsets[name].append(chunk_offsets[name])
             seconds[name] += chunk_seconds[name]
             counted = chunk_fallbacks[name]
@@ -379,7 +388,7 @@ def _run_chunk(
     params = config.decoder_params
     outputs = representation.render(config, truth_chunk, first_sample)
     offsets, seconds, fallbacks = {}, {}, {}
-    for name in config.decoders:
+    for name in config.resolved_decoders:
         (points, fell_back), seconds[name] = timed(
             functools.partial(representation.decode, outputs, name, params), device
         )

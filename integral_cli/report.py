@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
-from integral_cli.settings import CSV_COLUMNS, TEXT_COLUMNS
+from integral_cli.settings import CSV_COLUMNS, LATER_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS
 
 
 def check_output_path(path: Path, *, force: bool = False) -> Path:
@@ -133,9 +133,14 @@ def _write_all(descriptor: int, data: bytes) -> None:
 def read_results(path: Path) -> pd.DataFrame:
     """Read a results CSV written by this tool, checking it first.
 
+    An older CSV, whose header is :data:`CSV_COLUMNS` without some of the
+    :data:`LATER_COLUMNS`, is read with those filled in (its rows are heatmaps'); the
+    frame's ``attrs["older"]`` then names them.
+
     Raises:
         InputFileError: the file is missing, unreadable or empty, ends in a partial row,
-            or does not have exactly the columns of :data:`CSV_COLUMNS`.
+            or does not have exactly the columns of :data:`CSV_COLUMNS` (or an older
+            CSV's).
     """
     if not path.is_file():
         raise InputFileError(f"{path} does not exist or is not a file")
@@ -152,8 +157,9 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         raise InputFileError(f"{path} is empty")
     lines = text.splitlines()
     header = lines[0].split(",")
-    if header != list(CSV_COLUMNS):
-        missing = [c for c in CSV_COLUMNS if c not in header]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    older = bool(missing) and set(missing) <= set(LATER_COLUMNS) and header == [c for c in CSV_COLUMNS if c in header]
+    if header != list(CSV_COLUMNS) and not older:
         extra = [c for c in header if c not in CSV_COLUMNS]
         detail = (
             "; ".join(
@@ -176,6 +182,11 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
         raise InputFileError(f"cannot parse {path}: {str(error).splitlines()[0]}") from error
+    if older:
+        frame = frame.reindex(columns=list(CSV_COLUMNS))
+        for column in missing:
+            frame[column] = LATER_COLUMNS[column]
+        frame.attrs["older"] = missing
     for column in CSV_COLUMNS:
         if column in TEXT_COLUMNS:
             continue
@@ -184,6 +195,11 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         if bad.any():
             line = int(bad.idxmax()) + 2
             raise InputFileError(f"{path} line {line}: {column} is not a number ({frame[column][bad.idxmax()]!r})")
+        if column in OPTIONAL_INT_COLUMNS:
+            bad = numbers.notna() & (numbers != numbers.round())
+            if bad.any():
+                line = int(bad.idxmax()) + 2
+                raise InputFileError(f"{path} line {line}: {column} is not a whole number")
         frame[column] = numbers
     short = frame[list(CSV_COLUMNS)].isna().all(axis=1) | frame["seconds"].isna()
     if short.any():
@@ -299,8 +315,15 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] | None = CSV_COLUMNS) -> None:
-    """Write a whole table to ``path`` atomically (``columns`` None: the frame's own)."""
+    """Write a whole table to ``path`` atomically (``columns`` None: the frame's own).
+
+    An integer column that is empty in some rows (``depth``) is written as integers, as
+    the rows of one experiment write it, not as the floats pandas reads it back as.
+    """
     chosen = None if columns is None else list(columns)
+    floats = [c for c in OPTIONAL_INT_COLUMNS if c in frame and pd.api.types.is_float_dtype(frame[c])]
+    if floats:
+        frame = frame.astype(dict.fromkeys(floats, "Int64"))
     write_bytes(path, frame.to_csv(index=False, columns=chosen).encode("utf-8"))
 
 

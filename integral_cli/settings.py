@@ -27,6 +27,7 @@ from integral_cli.decoders.registry import (
     DECODERS,
     MAX_BETA,
     MAX_WINDOW_RADIUS,
+    decoders_of,
     fit_radius_for_sigma,
     kernel_size_for_sigma,
 )
@@ -74,6 +75,7 @@ MAX_SAMPLES = 10**9
 MAX_SEED = 2**63 - 1
 MAX_GRID_SIZE = 1024
 MAX_MEMORY_MIB = 2.0**30
+MAX_DEPTH = 4096
 
 
 def _resolved(column: str, value: Callable[[ExperimentConfig], Any]) -> Callable[..., dict[str, Any]]:
@@ -92,6 +94,7 @@ _COLUMN_VALUES: dict[str, Callable[[ExperimentConfig, str], dict[str, Any]]] = {
         "heatmap_h": c.heatmap_size[0],
         "heatmap_w": c.heatmap_size[1],
     },
+    "depth": _resolved("depth", lambda c: c.depth if c.dims == 3 else None),
     "margin": _resolved("margin", lambda c: c.resolved_margin),
     "samples": _resolved("samples", lambda c: c.total_samples),
     "device": lambda c, device: {"device": device},
@@ -237,6 +240,25 @@ class ExperimentConfig:
         unit="image px",
         columns=("image_h", "image_w", "heatmap_h", "heatmap_w"),
     )
+    dims: int = setting(
+        2,
+        "int",
+        "2: heatmaps (B, K, H, W); 3: volumes (B, K, D, H, W), one per keypoint, with z in voxels "
+        "(the Integral paper's main case).",
+        low=2,
+        high=3,
+        sweep="dims",
+        metavar="2|3",
+    )
+    depth: int = setting(
+        64,
+        "int",
+        "Voxels along z of a volume (dims 3); empty in the CSV rows of dims 2.",
+        low=1,
+        high=MAX_DEPTH,
+        unit="voxels",
+        metavar="D",
+    )
     margin: float | None = setting(
         None,
         "optional float",
@@ -297,6 +319,27 @@ class ExperimentConfig:
             raise ConfigError(
                 "«margin» applies to «position» interior; border uses a band of ceil(3*sigma_hm), anywhere no margin"
             )
+        if self.dims == 3:
+            others = [name for name in self.decoders if name not in decoders_of("volume")]
+            if others and self.decoders != tuple(DECODERS):
+                raise ConfigError(
+                    f"{others[0]} does not decode volumes («dims» 3); choose from {', '.join(decoders_of('volume'))}"
+                )
+            if self.distractor > 0:
+                raise ConfigError("«distractor» is not available for volumes («dims» 3)")
+
+    @property
+    def resolved_decoders(self) -> tuple[str, ...]:
+        """The decoders that run: ``decoders``, except that all of them (the default)
+        means all those of volumes for ``dims`` 3."""
+        if self.dims == 3 and self.decoders == tuple(DECODERS):
+            return decoders_of("volume")
+        return self.decoders
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one rendered sample: ``(H, W)``, or ``(D, H, W)`` for ``dims`` 3."""
+        return (self.depth, *self.heatmap_size) if self.dims == 3 else self.heatmap_size
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -339,7 +382,7 @@ class ExperimentConfig:
     def total_samples(self) -> int:
         """The number of points: ``samples``, rounded up to whole lattices for ``grid``."""
         if self.sampling == "grid":
-            cells = self.grid_size**2
+            cells = self.grid_size**self.dims
             return -(-self.samples // cells) * cells
         return self.samples
 
@@ -376,7 +419,8 @@ BOUND_FIELDS: tuple[str, ...] = ("fallbacks", "crlb_rmse", "efficiency")
 PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, *BOUND_FIELDS, "seconds")
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
-#: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
+#: ``mean_error_hm`` (heatmap pixels) and, for volumes, ``mean_error_z`` and
+#: ``mean_error_3d`` (voxels); ``seconds`` is that decoder's decoding time.
 CSV_COLUMNS: tuple[str, ...] = (
     *(column for item in SETTINGS.values() if not item.after_summary for column in item.csv_columns),
     "decoder",
@@ -385,6 +429,24 @@ CSV_COLUMNS: tuple[str, ...] = (
     *(column for item in SETTINGS.values() if item.after_summary for column in item.csv_columns),
     "seconds",
 )
+
+#: The columns added to the results CSV since its first release, with the value they take
+#: in the rows of an older CSV (``None``: empty), which is read as if it had them: its
+#: rows are those of heatmaps (``dims`` 2), without the newer statistics.
+LATER_COLUMNS: dict[str, Any] = {
+    "fit_radius": None,
+    "dims": 2,
+    "depth": None,
+    "mean_error_z": None,
+    "mean_error_3d": None,
+    "fallbacks": None,
+    "crlb_rmse": None,
+    "efficiency": None,
+}
+
+#: The integer CSV columns that are empty in some rows (``depth``, in the rows of
+#: heatmaps): read back as integers with missing values, not as floats.
+OPTIONAL_INT_COLUMNS: tuple[str, ...] = ("depth",)
 
 #: The CSV columns that hold words, not numbers.
 TEXT_COLUMNS: frozenset[str] = frozenset(
@@ -396,7 +458,8 @@ def option_table() -> list[tuple[str, str, str, str]]:
     """``(options, default, range, meaning)`` for every setting, for the docs."""
     rows = []
     for item in SETTINGS.values():
-        options = f"`{item.flag}`" + (f" / `{item.sweep_flag}`" if item.sweep_flag else "")
+        plural = item.sweep_flag and item.sweep_flag != item.flag
+        options = f"`{item.flag}`" + (f" / `{item.sweep_flag}`" if plural else "")
         default = item.default_text or spell_value(item.default)
         meaning = item.help + (f" Unit: {item.unit}." if item.unit else "")
         rows.append((options, f"`{default}`", item.describe_range(), meaning))

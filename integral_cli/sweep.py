@@ -150,11 +150,12 @@ def _describe(key: tuple[Any, ...], grid: Mapping[str, Sequence[Any]] | None = N
 @dataclass
 class SweepProgress:
     """What a sweep did: configurations in this run (``total``), already in the CSV when
-    resuming (``skipped``), and written by this run (``written``)."""
+    resuming (``skipped``), and written by this run (``written``, in ``rows`` rows)."""
 
     total: int
     skipped: int = 0
     written: int = 0
+    rows: int = 0
 
 
 def run_sweep(
@@ -260,6 +261,7 @@ def run_sweep(
                 ) from error
             header = False
             progress.written += 1
+            progress.rows += len(rows)
             samples_before += config.total_samples
             if on_configuration is not None:
                 on_configuration(progress)
@@ -291,6 +293,10 @@ def read_sweep_sidecar(path: Path) -> dict[str, Any]:
     with every axis."""
     payload = read_sidecar(path)
     settings, grid = payload.get("settings"), payload.get("grid")
+    if isinstance(settings, dict) and isinstance(grid, dict) and "dims" not in grid:
+        # a sweep from before volumes: heatmaps
+        grid["dims"] = [SETTINGS["dims"].default]
+        settings.setdefault("depth", SETTINGS["depth"].default)
     if not isinstance(settings, dict) or not isinstance(settings.get("decoders"), list):
         raise InputFileError(f"{path} has no settings with a list of decoders")
     if not isinstance(grid, dict) or any(not isinstance(grid.get(axis), list) or not grid[axis] for axis in GRID_AXES):
@@ -374,8 +380,8 @@ def _resumable(
     if not out.exists():  # it held only the start of a header
         return configurations, True
     rows = read_results(out)
-    wanted = {configuration_key(dataclasses.asdict(c)) for c in configurations}
-    decoders = set(sweep.base.decoders)
+    # each configuration's own decoders: volumes have fewer than heatmaps
+    wanted = {configuration_key(dataclasses.asdict(c)): set(c.resolved_decoders) for c in configurations}
     found: dict[tuple[Any, ...], set[str]] = {}
     for row in rows.to_dict(orient="records"):
         key = configuration_key(row)
@@ -384,9 +390,10 @@ def _resumable(
         if row["decoder"] in found.get(key, set()):
             raise InputFileError(f"{out} holds {_describe(key, sweep.grid)} twice; remove the repeated rows")
         found.setdefault(key, set()).add(row["decoder"])
-    done = {key for key, names in found.items() if names == decoders}
-    if len(done) < len(found):
-        # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun those
+    done = {key for key, names in found.items() if names == wanted[key]}
+    if len(done) < len(found) or rows.attrs.get("older"):
+        # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun
+        # those; an older file is written again with today's columns
         keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
         write_csv(out, rows[keep])
     pending = [c for c in configurations if configuration_key(dataclasses.asdict(c)) not in done]

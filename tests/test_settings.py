@@ -37,7 +37,8 @@ def test_every_field_of_the_config_is_a_row_of_the_table():
 
 
 def test_the_csv_columns_are_those_of_the_results_files():
-    # the format of every CSV written so far (results/reference.csv among them)
+    # the format of every results CSV (those written before volumes, results/reference.csv
+    # among them, lack dims, depth, mean_error_z and mean_error_3d, and are read as heatmaps)
     assert CSV_COLUMNS == (
         "stride",
         "sigma",
@@ -60,6 +61,8 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "image_w",
         "heatmap_h",
         "heatmap_w",
+        "dims",
+        "depth",
         "margin",
         "samples",
         "decoder",
@@ -71,6 +74,8 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "bias_x",
         "bias_y",
         "mean_error_hm",
+        "mean_error_z",
+        "mean_error_3d",
         "ci95_low",
         "ci95_high",
         "nonfinite",
@@ -109,9 +114,10 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "convention",
         "decode_convention",
         "sampling",
+        "dims",
         "dtype",
     )
-    assert PLOT_AXES == ("stride", "sigma", "amplitude", "beta", "noise", "distractor", "distractor_distance")
+    assert PLOT_AXES == ("stride", "sigma", "amplitude", "beta", "noise", "distractor", "distractor_distance", "dims")
 
 
 def test_choices_are_declared_once():
@@ -130,7 +136,7 @@ def test_compare_has_an_option_per_setting_and_sweep_a_list_per_axis():
     sweep_flags = flags("sweep")
     for item in SETTINGS.values():
         assert (item.sweep_flag if item.sweep else item.flag) in sweep_flags
-        if item.sweep:
+        if item.sweep and item.sweep_flag != item.flag:
             assert item.flag not in sweep_flags  # one spelling per setting
 
 

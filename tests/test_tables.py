@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from integral_cli import DECODERS
 from integral_cli.cli import app
 from integral_cli.cli.render import number
+from integral_cli.decoders import decoders_of
 
 from support import table_rows
 
@@ -46,6 +47,19 @@ def commands(saved_maps):
             "--grid-size",
             "2",
         ],
+        "compare volumes": [
+            "compare",
+            "--dims",
+            "3",
+            "--samples",
+            "20",
+            "--device",
+            "cpu",
+            "--wide",
+            "--columns",
+            "mean_error,median_error,p95_error,mean_error_z,mean_error_3d,ci95",
+        ],
+        "compare volumes, default columns": ["compare", "--dims", "3", "--samples", "20", "--device", "cpu"],
         "evaluate": [
             "evaluate",
             "--heatmaps",
@@ -71,6 +85,8 @@ def commands(saved_maps):
     [
         "compare",
         "compare noisy, distractor, grid",
+        "compare volumes",
+        "compare volumes, default columns",
         "evaluate",
         "grad",
         "fit",
@@ -89,7 +105,8 @@ def test_every_table_fits_80_columns_with_whole_names(saved_maps, name):
     assert "…" not in result.stdout  # nothing cut
     if args[0] in ("compare", "evaluate", "grad", "fit", "decoders"):
         # one line per decoder, its name whole in the first cell
-        assert sorted(cells[0].removesuffix(" !") for cells in table_rows(result.stdout)) == sorted(DECODERS)
+        expected = decoders_of("volume") if "--dims" in args else DECODERS
+        assert sorted(cells[0].removesuffix(" !") for cells in table_rows(result.stdout)) == sorted(expected)
 
 
 def test_compare_at_80_columns_shows_every_number_whole():

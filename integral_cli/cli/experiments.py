@@ -21,9 +21,11 @@ from integral_cli.cli.params import (
 )
 from integral_cli.cli.render import (
     COMPACT,
+    COMPACT_3D,
     COMPACT_NOISY,
     ERROR_COLUMNS,
     choose_columns,
+    error_caption,
     error_table,
     heading,
     number,
@@ -64,7 +66,8 @@ def compare(
     Errors are Euclidean distances in image pixels between the decoded and the true
     point; rows are sorted by mean error. The table shows the mean, median, 95th
     percentile, maximum and the 95% interval of the mean; --wide shows every column, and
-    the CSV and JSON always carry them all.
+    the CSV and JSON always carry them all. With --dims 3 the maps are volumes: the
+    (x, y) error stays in image pixels, and the table adds the z and 3D errors in voxels.
     """
     from integral_cli.devices import resolve_device
     from integral_cli.experiment import run_experiment
@@ -72,7 +75,7 @@ def compare(
 
     config = ExperimentConfig(**settings)
     requested = columns.split(",") if columns else None
-    choose_columns(wide, requested)  # a bad --columns is refused before the work
+    choose_columns(wide, requested, volumes=config.dims == 3)  # a bad --columns is refused before the work
     if csv is not None:
         check_output_path(csv, force=force)
     device = resolve_device(config.device)
@@ -87,9 +90,11 @@ def compare(
         return
     bound = rows["crlb_rmse"].iloc[0]
     noisy = bool(bound == bound)  # the Cramér–Rao bound is known
-    shown = choose_columns(wide, requested, compact=COMPACT_NOISY if noisy else COMPACT)
+    volumes = config.dims == 3
+    compact = COMPACT_3D if volumes else COMPACT_NOISY if noisy else COMPACT
+    shown = choose_columns(wide, requested, compact=compact, volumes=volumes)
     table, notes = error_table(rows, shown)
-    caption = ["errors in image pixels", *notes]
+    caption = [error_caption(volumes), *notes]
     if "ci95" in shown:
         grid = config.sampling == "grid"
         caption.insert(1, "no CI: a lattice is not a random sample" if grid else "CI = 95% interval of the mean")
@@ -109,29 +114,33 @@ def compare(
 def experiment_title(config: ExperimentConfig, device: str, margin: float) -> list[str]:
     """The parts of a ``compare`` title: every setting that shapes the numbers."""
     height, width = config.heatmap_size
-    maps = f"{config.encoder} maps"
+    volumes = config.dims == 3
+    unit = "voxels" if volumes else "hm px"
+    maps = f"{config.encoder} {'volumes' if volumes else 'maps'}"
     if config.noise:
         maps += f" + noise {config.noise:g}"
     if config.distractor:
         maps += f" + distractor {config.distractor:g} at {config.distractor_distance:g} px"
     where = {
-        "interior": f"interior (margin {margin:g} hm px)",
-        "border": f"border (band {margin:g} hm px)",
+        "interior": f"interior (margin {margin:g} {unit})",
+        "border": f"border (band {margin:g} {unit})",
         "anywhere": "anywhere",
     }[config.position]
+    sigma_unit = "voxels" if volumes and config.sigma_unit == "heatmap" else f"{config.sigma_unit} px"
+    size = f"volume {config.depth}x{height}x{width} (DxHxW)" if volumes else f"heatmap {height}x{width}"
     sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
     decode_convention = config.resolved_decode_convention
     conventions = config.convention + ("" if decode_convention == config.convention else " → " + decode_convention)
     return [
         f"stride {config.stride}",
-        f"sigma {config.sigma:g} {config.sigma_unit} px",
+        f"sigma {config.sigma:g} {sigma_unit}",
         f"amplitude {config.amplitude:g}",
         maps,
         f"beta {config.beta:g}",
         f"dark kernel {config.decoder_params['dark_kernel']}",
         f"window radius {config.window_radius}",
-        f"fit radius {config.decoder_params['fit_radius']}",
-        f"image {config.image_size[0]}x{config.image_size[1]} → heatmap {height}x{width}",
+        *([] if volumes else [f"fit radius {config.decoder_params['fit_radius']}"]),
+        f"image {config.image_size[0]}x{config.image_size[1]} → {size}",
         f"{config.total_samples} points {where}, {sampling}",
         f"convention {conventions}",
         config.dtype,
@@ -213,7 +222,7 @@ def sweep(
     state = SweepProgress(total=len(part.select(grid.configurations())))
 
     def finished(now: SweepProgress) -> None:
-        state.skipped, state.written = now.skipped, now.written
+        state.skipped, state.written, state.rows = now.skipped, now.written, now.rows
 
     # a scheduler's SIGTERM (preemption) ends the sweep like Ctrl-C: sidecar marked, exit 130
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -245,7 +254,7 @@ def sweep(
         warn(f"shard {part} of this grid is empty: it has no configuration to run")
     skipped = f", {state.skipped} already there" if state.skipped else ""
     say(
-        f"wrote {state.written * len(grid.base.decoders)} rows ({state.written} configurations{skipped}) to {out} "
+        f"wrote {state.rows} rows ({state.written} configurations{skipped}) to {out} "
         f"and settings to {sidecar_path(out)}"
     )
 
