@@ -1,19 +1,28 @@
-"""Volumes through the commands: compare and sweep --dims 2,3, resume, older CSVs."""
+"""Volumes through the commands: compare and sweep --dims 2,3, resume, older CSVs,
+evaluate on saved volumes, grad and fit with --dims 3."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from integral_cli import DECODERS
+from integral_cli import DECODERS, ExperimentConfig
 from integral_cli.cli import app
 from integral_cli.decoders import decoders_of
+from integral_cli.errors import ConfigError
+from integral_cli.evaluate import EvaluateConfig, evaluate_files
+from integral_cli.fit import FitConfig, fit_report
+from integral_cli.gradients import GradConfig, gradient_report
 from integral_cli.report import read_results
 from integral_cli.settings import CSV_COLUMNS, LATER_COLUMNS
+from integral_cli.volumes import render_volume_maps, sample_volume_truth
 
-from support import table_rows
+from support import assert_rows_equal, table_rows
+from volume_references import PARAMS, VOLUME_REFERENCES
 
 runner = CliRunner()
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -122,3 +131,109 @@ def test_a_sweep_from_before_volumes_resumes_with_todays_columns(tmp_path):
     again = read_results(out)
     assert list(again.sigma) == [1.0, 2.0] and (again.dims == 2).all()
     assert list(again.mean_error) == list(rows.mean_error)
+
+
+# ------------------------------------------------------------------------- evaluate
+@pytest.fixture(scope="module")
+def saved_volumes(tmp_path_factory):
+    config = ExperimentConfig(dims=3, depth=16, image_size=(64, 64), sigma=1.0, samples=40, noise=0.02, seed=3)
+    truth = sample_volume_truth(config, torch.device("cpu"))
+    volumes = render_volume_maps(config, truth, 0).view(20, 2, 16, 16, 16)
+    folder = tmp_path_factory.mktemp("volumes")
+    np.save(folder / "volumes.npy", volumes.numpy())
+    targets = truth.view(20, 2, 3).double().numpy()
+    np.save(folder / "targets.npy", targets)
+    visible = np.ones((20, 2, 1))
+    visible[3, 1] = visible[7, 0] = 0
+    np.save(folder / "visible.npy", np.concatenate([targets, visible], -1))
+    sample, keypoint = np.divmod(np.arange(40), 2)
+    frame = pd.DataFrame({"sample": sample, "keypoint": keypoint, "x": targets[..., 0].ravel()})
+    frame["y"], frame["z"], frame["visible"] = targets[..., 1].ravel(), targets[..., 2].ravel(), visible.ravel()
+    frame.to_csv(folder / "targets.csv", index=False)
+    return folder, volumes.double().numpy(), targets, visible[..., 0] > 0
+
+
+def test_evaluate_scores_volumes_against_per_volume_references(saved_volumes):
+    folder, volumes, targets, visible = saved_volumes
+    rows, source = evaluate_files(
+        EvaluateConfig(folder / "volumes.npy", folder / "visible.npy", device="cpu", pck=(2.0,), **PARAMS)
+    )
+    assert source.volumes and source.shape == (20, 2, 16, 16, 16)
+    rows = rows.set_index("decoder")
+    assert list(rows.index) == list(decoders_of("volume")) and (rows.depth == 16).all()
+    for name in ("argmax", "integral", "dark"):
+        # the reference decodes each float32 volume in float64; voxels -> image px at stride 4
+        decoded = np.array([[VOLUME_REFERENCES[name](v) for v in sample] for sample in volumes])
+        image = 4 * (decoded[..., :2] + 0.5) - 0.5
+        offsets = np.concatenate([image, decoded[..., 2:]], -1)[visible] - targets[visible]
+        planar = np.linalg.norm(offsets[:, :2], axis=-1)
+        in_voxels = np.linalg.norm(offsets * [0.25, 0.25, 1], axis=-1)
+        # float32 decoding against float64 references: 1e-4 voxel at most, 4e-4 image px
+        assert rows.loc[name, "mean_error"] == pytest.approx(planar.mean(), abs=4e-4)
+        assert rows.loc[name, "mean_error_z"] == pytest.approx(np.abs(offsets[:, 2]).mean(), abs=1e-4)
+        assert rows.loc[name, "mean_error_3d"] == pytest.approx(in_voxels.mean(), abs=1e-4)
+        assert rows.loc[name, "pck_2"] == pytest.approx((planar <= 2.0).mean())
+        assert rows.loc[name, "visible"] == 38
+
+
+def test_evaluate_reads_volume_targets_as_npy_or_csv(saved_volumes):
+    folder, *_ = saved_volumes
+    from_npy, _ = evaluate_files(EvaluateConfig(folder / "volumes.npy", folder / "visible.npy", device="cpu"))
+    from_csv, _ = evaluate_files(EvaluateConfig(folder / "volumes.npy", folder / "targets.csv", device="cpu"))
+    assert_rows_equal(from_csv, from_npy, ignore=("targets", "seconds"))
+    every, _ = evaluate_files(EvaluateConfig(folder / "volumes.npy", folder / "targets.npy", device="cpu"))
+    assert (every.visible == 40).all()
+
+
+def test_evaluate_refuses_mismatched_volume_files(saved_volumes, tmp_path):
+    folder, *_ = saved_volumes
+    np.save(tmp_path / "flat.npy", np.zeros((20, 2, 2)))
+    with pytest.raises(ConfigError, match=r"\(N, K, 3\) \(x, y, z\) for volumes"):
+        evaluate_files(EvaluateConfig(folder / "volumes.npy", tmp_path / "flat.npy", device="cpu"))
+    with pytest.raises(ConfigError, match="holds volumes, which dark-udp does not decode"):
+        evaluate_files(EvaluateConfig(folder / "volumes.npy", folder / "targets.npy", decoders=("dark-udp",)))
+
+
+def test_evaluate_command_on_volumes(saved_volumes):
+    folder, *_ = saved_volumes
+    result = invoke(
+        "evaluate", "--heatmaps", folder / "volumes.npy", "--targets", folder / "visible.npy", "--device", "cpu"
+    )
+    assert result.exit_code == 0, result.output
+    assert "float32 volumes of" in result.stdout and "16x16x16" in result.stdout
+    assert "mean z, mean 3d: voxels" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+# ---------------------------------------------------------------------- grad and fit
+def test_grad_dims_3_agrees_with_finite_differences_where_declared():
+    config = ExperimentConfig(dims=3, depth=12, image_size=(48, 48), sigma=1.5, samples=3, device="cpu")
+    rows = gradient_report(GradConfig(config)).set_index("decoder")
+    assert list(rows.index) == list(decoders_of("volume"))
+    for name, row in rows.iterrows():
+        if name.startswith("argmax"):
+            assert row.gradient == "none"
+        else:
+            assert row.gradient == "yes" and row.agrees, name
+    # the integral reaches every voxel, soft-argmax-local its (2r+1)^3 window
+    assert rows.loc["integral", "support_px"] == 12**3 and rows.loc["soft-argmax-local", "support_px"] == 125
+
+
+def test_fit_dims_3_trains_the_integral_to_a_tenth_of_a_pixel():
+    config = ExperimentConfig(
+        dims=3,
+        depth=12,
+        image_size=(48, 48),
+        sigma=1.5,
+        samples=3,
+        device="cpu",
+        decoders=("integral", "argmax", "dark"),
+    )
+    best, _ = fit_report(FitConfig(config, steps=80, learning_rates=(0.1,)))
+    best = best.set_index("decoder")
+    assert bool(best.loc["integral", "trainable"]) and best.loc["integral", "final_error"] < 0.1
+    assert not bool(best.loc["argmax", "trainable"])
+    # each blob starts 1 voxel off in a direction on the sphere; DARK reads a blob's centre
+    # to ~1e-3 voxel, so its starting error is that voxel, stride 4 image px, a voxel along
+    # z counted as one along x or y
+    assert best.loc["dark", "start_error"] == pytest.approx(4.0, abs=0.02)

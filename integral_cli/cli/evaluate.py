@@ -11,7 +11,7 @@ import typer
 from integral_cli.cli.app import app, progress_bar
 from integral_cli.cli.experiments import Columns
 from integral_cli.cli.params import AsJson, CsvPath, Force, Number, Numbers, Wide, option, setting_options
-from integral_cli.cli.render import choose_columns, error_table, heading, show
+from integral_cli.cli.render import choose_columns, error_caption, error_table, heading, show
 
 EVALUATE_SETTINGS = (
     "stride",
@@ -58,8 +58,8 @@ def evaluate(
             "--heatmaps",
             metavar="FILE",
             help="Your model's heatmaps, (N, K, H, "
-            "W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth (a tensor, or a dict "
-            "holding one).",
+            "W), or volumes (N, K, D, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth "
+            "(a tensor, or a dict holding one).",
         ),
     ],
     targets: Annotated[
@@ -69,7 +69,8 @@ def evaluate(
             metavar="FILE",
             help="Ground truth in image pixels: .npy "
             "(N, K, 2), or (N, K, 3) with visibility; or .csv with columns sample, keypoint, x, y[, "
-            "visible]. Visibility 0 leaves a keypoint out.",
+            "visible]. For volumes a z in voxels after y: (N, K, 3) or (N, K, 4), a z column. Visibility 0 "
+            "leaves a keypoint out.",
         ),
     ],
     pck: Annotated[
@@ -92,12 +93,12 @@ def evaluate(
 
     config = EvaluateConfig(heatmaps=heatmaps, targets=targets, pck=tuple(pck), **settings)
     extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
-    shown = choose_columns(wide, columns.split(",") if columns else None, extra=list(extra))
     if csv is not None:
         check_output_path(csv, force=force)
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=None)
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    shown = choose_columns(wide, columns.split(",") if columns else None, extra=list(extra), volumes=source.volumes)
     rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
     if csv is not None:
         write_csv(csv, rows, evaluate_columns(config.pck))
@@ -105,9 +106,10 @@ def evaluate(
         typer.echo(json.dumps(rows_as_records(rows, evaluate_columns(config.pck)), indent=2))
         return
     first = rows.iloc[0]
-    samples, keypoints, height, width = source.shape
+    samples, keypoints, *sides = source.shape
+    what = "volumes" if source.volumes else "maps"
     title = [
-        f"{heatmaps}: {samples}x{keypoints} {source.dtype} maps of {height}x{width}"
+        f"{heatmaps}: {samples}x{keypoints} {source.dtype} {what} of {'x'.join(map(str, sides))}"
         + (" (memory-mapped)" if source.mapped else ""),
         f"targets {targets}: {first['visible']} keypoints counted",
         f"stride {config.stride} → image {first['image_h']}x{first['image_w']}",
@@ -118,5 +120,5 @@ def evaluate(
         f"device {first['device']}",
     ]
     table, notes = error_table(rows, shown, extra)
-    caption = ["errors in image pixels", "CI = 95% interval of the mean", "PCK@t = share within t px", *notes]
+    caption = [error_caption(source.volumes), "CI = 95% interval of the mean", "PCK@t = share within t px", *notes]
     show(table, heading(title), heading(caption), wide=wide or columns is not None)
