@@ -75,6 +75,7 @@ def commands(saved_maps):
         "fit": ["fit", "--samples", "2", "--steps", "2", "--device", "cpu", "--learning-rates", "0.1"],
         "bench": ["bench", "--batch", "16", "--repeat", "1", "--device", "cpu", "--no-baselines"],
         "bench with the field": ["bench", "--batch", "64", "--repeat", "1", "--device", "cpu"],
+        "bench volumes": ["bench", "--dims", "3", "--batch", "4", "--repeat", "1", "--device", "cpu"],
         "decoders": ["decoders"],
         "example": ["example"],
     }
@@ -92,6 +93,7 @@ def commands(saved_maps):
         "fit",
         "bench",
         "bench with the field",
+        "bench volumes",
         "decoders",
         "example",
     ],

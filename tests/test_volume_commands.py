@@ -1,5 +1,5 @@
-"""Volumes through the commands: compare and sweep --dims 2,3, resume, older CSVs,
-evaluate on saved volumes, grad and fit with --dims 3."""
+"""Volumes through the commands: sweep --dims 2,3, resume, older CSVs, evaluate on saved
+volumes, grad, fit and bench with --dims 3."""
 
 import json
 from pathlib import Path
@@ -237,3 +237,24 @@ def test_fit_dims_3_trains_the_integral_to_a_tenth_of_a_pixel():
     # to ~1e-3 voxel, so its starting error is that voxel, stride 4 image px, a voxel along
     # z counted as one along x or y
     assert best.loc["dark", "start_error"] == pytest.approx(4.0, abs=0.02)
+
+
+# --------------------------------------------------------------------------- bench
+def test_bench_dims_3_times_every_decoder_of_volumes_and_dsntnn():
+    pytest.importorskip("dsntnn")
+    result = invoke("bench", "--dims", "3", "--depth", "8", "--heatmap-size", "16x12", "--batch", "8", "--repeat", "1")
+    assert result.exit_code == 0, result.output
+    assert "8 volumes of 8x16x12 float32" in result.stdout
+    names = [cells[0] for cells in table_rows(result.stdout)]
+    assert names[: 1 + len(decoders_of("volume"))] == ["read the tensor once (sum)", *decoders_of("volume")]
+    assert "render_volumes" in names and "dsntnn flat_softmax + dsnt" in names
+    assert "integral  dsntnn flat_softmax + dsnt" in result.stdout
+
+
+def test_the_default_bench_batch_follows_dims():
+    from integral_cli.bench import BenchConfig
+
+    assert BenchConfig().batch == 4096 and BenchConfig(dims=3).batch == 256
+    assert BenchConfig(dims=3).size == (64, 64, 48)
+    with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
+        BenchConfig(dims=3, decoders=("dark-udp",))

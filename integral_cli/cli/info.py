@@ -72,13 +72,23 @@ def example(as_json: AsJson = False) -> None:
 
 
 @app.command()
-@setting_options(("decoders", "device", "dtype", "dark_kernel"))
+@setting_options(
+    ("decoders", "device", "dtype", "dark_kernel", "dims", "depth"),
+    overrides={"dims": {"help": "2: time heatmaps; 3: volumes of --depth slices of --heatmap-size."}},
+)
 def bench(
     settings: dict[str, Any],
     heatmap_size: Annotated[
         Any, option("--heatmap-size", parser=Size(), help="Size of the maps, height x width.")
     ] = "64x48",
-    batch: Annotated[int, option(parser=Number(1, 10**7, integer=True), help="Maps decoded per call.")] = 4096,
+    batch: Annotated[
+        int | None,
+        option(
+            parser=Number(1, 10**7, integer=True),
+            help="Maps (or volumes) decoded per call.",
+            show_default="4096 maps, 256 volumes",
+        ),
+    ] = None,
     repeat: Annotated[
         int,
         option(
@@ -92,7 +102,7 @@ def bench(
             "--baselines/--no-baselines",
             help="Also time the field's usual "
             "implementations: numpy argmax, the per-keypoint loops, the note's code, and kornia/dsntnn "
-            "when installed.",
+            "when installed (for volumes, dsntnn's n-D soft-argmax).",
         ),
     ] = True,
     as_json: AsJson = False,
@@ -122,12 +132,14 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = new_table(["", "maps/s", "ms (median)", "of read rate"], left=[""])
+    unit = "volumes/s" if config.dims == 3 else "maps/s"
+    table = new_table(["", unit, "ms (median)", "of read rate"], left=[""])
     for row in result["rows"]:
         fraction = "" if row["read_fraction"] is None else f"{row['read_fraction']:.0%}"
         table.add_row(row["name"], f"{row['maps_per_s']:,.0f}", number(row["median_s"] * 1e3), fraction)
     title = [
-        f"{config.batch} maps of {config.heatmap_size[0]}x{config.heatmap_size[1]} {config.dtype}",
+        f"{config.batch} {'volumes' if config.dims == 3 else 'maps'} of {'x'.join(map(str, config.size))} "
+        f"{config.dtype}",
         f"device {result['device']}",
         f"torch {result['torch']}",
         f"{result['threads']} threads",
