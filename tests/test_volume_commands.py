@@ -258,3 +258,45 @@ def test_the_default_bench_batch_follows_dims():
     assert BenchConfig(dims=3).size == (64, 64, 48)
     with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
         BenchConfig(dims=3, decoders=("dark-udp",))
+
+
+# ------------------------------------------------------------------- other devices
+#: Small noisy volumes: noise sends DARK down its whole-volume blur on some of them.
+NOISY_SMALL = ("--dims", "3", "--samples", "30", "--noise", "0.3", "--sigma", "1", *SMALL[:-2])
+
+
+def test_volumes_on_a_gpu_or_mps(fake_device, saved_volumes):
+    # the fake-device harness fails the test on any device mixing, numpy of a device
+    # tensor, float64 on MPS, random draws on the device or TF32 arithmetic
+    device = ("--device", fake_device.kind)
+    result = invoke("compare", *NOISY_SMALL, *device, "--json")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = json.loads(result.stdout)
+    assert {row["decoder"] for row in rows} == set(decoders_of("volume"))
+    assert all(row["nonfinite"] == 0 for row in rows)
+    folder, *_ = saved_volumes
+    files = ("--heatmaps", folder / "volumes.npy", "--targets", folder / "visible.npy")
+    for args in (
+        ("evaluate", *files),
+        ("fit", "--dims", "3", "--samples", "2", "--steps", "2", "--learning-rates", "0.1", *SMALL[:-2]),
+        ("bench", "--dims", "3", "--depth", "8", "--heatmap-size", "16x12", "--batch", "4", "--repeat", "1"),
+    ):
+        result = invoke(*args, *device)
+        assert result.exit_code == 0, f"{args[0]}: {result.output}{result.exception!r}"
+
+
+def test_volumes_on_the_cpu_and_on_cuda_agree(tmp_path, monkeypatch):
+    from fake_device import fake_accelerator
+
+    assert invoke("compare", *NOISY_SMALL, "--device", "cpu", "--csv", tmp_path / "cpu.csv").exit_code == 0
+    with fake_accelerator("cuda", monkeypatch) as mode:
+        result = invoke("compare", *NOISY_SMALL, "--device", "cuda", "--csv", tmp_path / "cuda.csv")
+        assert result.exit_code == 0, result.output
+    assert mode.problems == []
+    cpu = pd.read_csv(tmp_path / "cpu.csv").set_index("decoder")
+    cuda = pd.read_csv(tmp_path / "cuda.csv").set_index("decoder")
+    # the same points and volumes; the device path differs from the CPU's only in
+    # batching (whole chunks instead of cache-sized blocks, torch's argmax instead of
+    # numpy's), so float32 sums may round differently: ~1e-6 relative on a mean error
+    columns = ["mean_error", "p95_error", "mean_error_z", "mean_error_3d", "bias_x", "bias_y"]
+    pd.testing.assert_frame_equal(cuda[columns], cpu[columns], rtol=1e-5, atol=1e-6)

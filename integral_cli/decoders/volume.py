@@ -182,8 +182,8 @@ def weight_marginals_3d(weigh: Weigh, volumes: torch.Tensor) -> tuple[torch.Tens
     in a block, else slabs of whole depth slices of one volume (both contiguous, which
     measured faster than slabs cut across several volumes). The loop runs over blocks
     of memory, whatever the number of volumes, and each block's two sums go straight
-    into the outputs. A block's shape depends on the volumes' size only, so a volume's
-    sums do not depend on the batch it came in. With autograd on, one call on whole
+    into the outputs. How a volume is cut into blocks depends on the volumes' size only,
+    not on the batch it came in. With autograd on, one call on whole
     volumes, so the graph stays simple.
     """
     batch, keypoints, depth, height, width = volumes.shape
