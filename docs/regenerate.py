@@ -105,12 +105,15 @@ def options_table() -> str:
 def decoders_table() -> str:
     from integral_cli.decoders import DECODERS
 
-    rows = ["| decoder | gradient | parameters | what it computes | reference |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| decoder | gradient | volumes | parameters | what it computes | reference |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for d in DECODERS.values():
         params = ", ".join(f"`{p}`" for p in d.params) or "-"
-        rows.append(
-            f"| `{d.name}` | {'yes' if d.differentiable else 'no'} | {params} | {d.description} | {d.reference} |"
-        )
+        volumes = "yes" if "volume" in d.representations else "no"
+        gradient = "yes" if d.differentiable else "no"
+        rows.append(f"| `{d.name}` | {gradient} | {volumes} | {params} | {d.description} | {d.reference} |")
     return "\n".join(rows) + "\n"
 
 

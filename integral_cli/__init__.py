@@ -3,6 +3,7 @@
 Public API::
 
     render_heatmaps(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
+    render_volumes(centers, size, sigma, *, amplitude=1.0, encoder="gaussian")
     decode(heatmaps, method, **params)
     render_simcc(centers, size, sigma, *, split_ratio, amplitude=1.0, encoder="gaussian")
     decode_simcc(simcc_x, simcc_y, method, **params)
@@ -14,7 +15,8 @@ Public API::
 
 Conventions (``integral_cli.coords``): coordinates ``(x, y)``, pixel centres at integers,
 heatmaps ``(B, K, H, W)``, SimCC vectors ``(B, K, Wx)`` and ``(B, K, Wy)``, coordinates
-``(B, K, 2)``.
+``(B, K, 2)``; volumes ``(B, K, D, H, W)``, coordinates ``(B, K, 3)`` as ``(x, y, z)`` in
+voxels.
 
 Importing the package does not import torch (so the command line's ``--help`` is
 instant); the functions that compute import it when first used.
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from integral_cli.experiment import run_experiment
     from integral_cli.simcc import render_simcc
     from integral_cli.synth import render_heatmaps
+    from integral_cli.volumes import render_volumes
 
 #: Names imported on first use, with the module that holds them.
 _LAZY = {
@@ -54,6 +57,7 @@ _LAZY = {
     "evaluate_files": "integral_cli.evaluate",
     "render_simcc": "integral_cli.simcc",
     "decode_simcc": "integral_cli.decoders.simcc",
+    "render_volumes": "integral_cli.volumes",
 }
 
 
@@ -84,5 +88,6 @@ __all__ = [
     "decode_simcc",
     "render_heatmaps",
     "render_simcc",
+    "render_volumes",
     "run_experiment",
 ]

@@ -21,10 +21,12 @@ from integral_cli.decoders import DECODERS, check_decoder_names, decode
 from integral_cli.decoders.registry import auto_kernel_size, decoders_for
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
+from integral_cli.errors import ConfigError
 from integral_cli.experiment import DTYPES, run_experiment
 from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig
 from integral_cli.simcc import render_simcc
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
+from integral_cli.volumes import render_volumes
 
 SIGMA = 2.0
 AMPLITUDE = 10.0
@@ -37,6 +39,7 @@ SIMCC_AMPLITUDE = 1.0 / (SIMCC_SIGMA * math.sqrt(2.0 * math.pi))
 #: The rows ``bench`` reports besides the decoders.
 READ = "read the tensor once (sum)"
 RENDER = "render_heatmaps"
+RENDER_VOLUMES = "render_volumes"
 COMPARE = "compare end to end"
 NUMPY_ARGMAX = "numpy argmax (MMPose way)"
 QUARTER_LOOP = "quarter offset, per-keypoint loop"
@@ -61,11 +64,17 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
 SIMCC_COMPARISONS: tuple[tuple[str, str], ...] = (("argmax", SIMCC_ARGMAX), ("dark", SIMCC_DARK))
 
 
+#: Default batches: maps of 64x48, and volumes of 64x64x48 (768 KiB each in float32).
+DEFAULT_BATCH = {2: 4096, 3: 256}
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What ``bench`` times: ``batch`` maps of ``heatmap_size`` (H, W) in ``dtype`` on
-    ``device``, each decoder ``repeat`` times after a warm-up, with the decoder parameters
-    ``beta``, ``dark_kernel`` (``"auto"``: from the maps' sigma 2) and ``window_radius``.
+    ``device`` (for ``dims`` 3, volumes of ``depth`` slices of that size), each decoder
+    ``repeat`` times after a warm-up, with the decoder parameters ``beta``,
+    ``dark_kernel`` (``"auto"``: from the maps' sigma 2) and ``window_radius``.
+    ``batch`` None: :data:`DEFAULT_BATCH`.
 
     With ``representation="simcc"``: ``batch`` pairs of SimCC vectors of the same input
     (``heatmap_size`` times the stride 4, e.g. 256x192) at ``split_ratio``, RTMPose's
@@ -74,7 +83,7 @@ class BenchConfig:
 
     device: str = "auto"
     heatmap_size: tuple[int, int] = (64, 48)
-    batch: int = 4096
+    batch: int | None = None
     repeat: int = 7
     decoders: tuple[str, ...] = field(default_factory=lambda: tuple(DECODERS))
     dtype: Dtype = "float32"
@@ -82,17 +91,29 @@ class BenchConfig:
     baselines: bool = True
     representation: str = SETTINGS["representation"].default
     split_ratio: float = SETTINGS["split_ratio"].default
+    dims: int = SETTINGS["dims"].default
+    depth: int = SETTINGS["depth"].default
 
     def __post_init__(self) -> None:
         check_size(self.heatmap_size, "heatmap_size")
+        for name in ("dtype", "dark_kernel", "device", "dims", "depth"):
+            SETTINGS[name].check(getattr(self, name))
+        if self.batch is None:
+            object.__setattr__(self, "batch", DEFAULT_BATCH[self.dims])
         check_range(self.batch, "batch", 1, 10**7, integer=True)
         check_range(self.repeat, "repeat", 1, 1000, integer=True)
-        for name in ("dtype", "dark_kernel", "device", "representation", "split_ratio"):
+        for name in ("representation", "split_ratio"):
             SETTINGS[name].check(getattr(self, name))
-        if self.decoders != tuple(DECODERS):
-            check_decoder_names(self.decoders, self.representation)
         if self.representation == "simcc":
+            if self.dims == 3:
+                raise ConfigError("«dims» 3 times volumes of heatmaps; «representation» simcc is 2D")
+            if self.decoders != tuple(DECODERS):
+                check_decoder_names(self.decoders, self.representation)
             simcc_size(self.image_size, self.split_ratio)
+        else:
+            check_decoder_names(self.decoders)
+            # the checks of an experiment on such maps or volumes: the decoders that decode them
+            self.experiment(1)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -100,9 +121,35 @@ class BenchConfig:
         return self.heatmap_size[0] * STRIDE, self.heatmap_size[1] * STRIDE
 
     @property
+    def size(self) -> tuple[int, ...]:
+        """One map's ``(H, W)``, or one volume's ``(D, H, W)``."""
+        return (self.depth, *self.heatmap_size) if self.dims == 3 else self.heatmap_size
+
+    @property
     def resolved_decoders(self) -> tuple[str, ...]:
-        """``decoders``, or when that is every decoder, those that apply."""
-        return decoders_for(self.representation) if self.decoders == tuple(DECODERS) else self.decoders
+        """``decoders``, or when that is every decoder, those that apply (to volumes for
+        ``dims`` 3)."""
+        if self.decoders != tuple(DECODERS):
+            return self.decoders
+        return decoders_for("volume" if self.dims == 3 else self.representation)
+
+    def experiment(self, samples: int) -> ExperimentConfig:
+        """The ``compare`` run timed end to end: ``samples`` such maps at stride 4."""
+        height, width = self.heatmap_size
+        return ExperimentConfig(
+            stride=STRIDE,
+            sigma=SIGMA,
+            amplitude=AMPLITUDE,
+            image_size=(height * STRIDE, width * STRIDE),
+            dims=self.dims,
+            depth=self.depth,
+            samples=samples,
+            decoders=self.decoders,
+            device=self.device,
+            dtype=self.dtype,
+            margin=_margin(self.size),
+            dark_kernel=self.dark_kernel,
+        )
 
     @property
     def decoder_params(self) -> dict[str, Any]:
@@ -110,6 +157,11 @@ class BenchConfig:
             return {"dark_kernel": self.dark_kernel}
         sigma = SIMCC_SIGMA if self.representation == "simcc" else SIGMA
         return {"dark_kernel": auto_kernel_size(sigma, self.representation)}
+
+
+def _margin(size: tuple[int, ...]) -> float:
+    """The distance kept from the border: 6 px, less when the map is small."""
+    return min(6.0, (min(size) - 1) / 2)
 
 
 def time_call(function: Callable[[], Any], repeat: int, device: torch.device) -> list[float]:
@@ -176,12 +228,14 @@ def _row(name: str, kind: str, seconds: list[float], maps: int, read_seconds: fl
 def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time everything; return ``{"rows": [...], "ratios": [...], "dark_max_difference": ...}``.
 
-    The read floor, the decoders, ``render_heatmaps`` and the baselines are timed in
+    The read floor, the decoders, the rendering and the baselines are timed in
     interleaved rounds (see :func:`time_interleaved`); the end-to-end ``compare`` once,
     after them. Rows have ``name, kind, maps, median_s, min_s, max_s, maps_per_s,
     ns_per_map, read_fraction`` (the speed as a fraction of reading the tensor once with
     ``sum``). Ratios have ``ours, against, times_faster`` (speed over speed, one entry per
-    pair of :data:`COMPARISONS` whose two sides were timed).
+    pair of :data:`COMPARISONS` whose two sides were timed). For ``dims`` 3 the batch
+    holds volumes, every decoder of volumes is timed and the one baseline is dsntnn's
+    n-dimensional soft-argmax.
     """
     device = resolve_device(config.device)
     check_dtype(device, config.dtype)
@@ -193,57 +247,48 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
 def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], None] | None) -> dict[str, Any]:
     if config.representation == "simcc":
         return _run_simcc_bench(config, device, progress or (lambda name: None))
-    dtype = DTYPES[config.dtype]
-    height, width = config.heatmap_size
+    batch = int(config.batch or DEFAULT_BATCH[config.dims])
     generator = torch.Generator(device="cpu").manual_seed(0)
-    margin = min(6.0, (min(height, width) - 1) / 2)
-    unit = torch.rand((config.batch, 1, 2), generator=generator, dtype=torch.float64)
-    span = torch.tensor([width - 1 - 2 * margin, height - 1 - 2 * margin], dtype=torch.float64)
+    margin = _margin(config.size)
+    # (x, y[, z]) uniform in the interior
+    unit = torch.rand((batch, 1, len(config.size)), generator=generator, dtype=torch.float64)
+    span = torch.tensor([side - 1 - 2 * margin for side in reversed(config.size)], dtype=torch.float64)
     centers = (margin + unit * span).float().to(device)
-    maps = render_heatmaps(centers, config.heatmap_size, SIGMA, amplitude=AMPLITUDE).to(dtype).contiguous()
+    if config.dims == 3:
+        render: Callable[[], torch.Tensor] = lambda: render_volumes(centers, config.size, SIGMA, amplitude=AMPLITUDE)  # noqa: E731
+    else:
+        render = lambda: render_heatmaps(centers, config.heatmap_size, SIGMA, amplitude=AMPLITUDE)  # noqa: E731
+    maps = render().to(DTYPES[config.dtype]).contiguous()
     step = progress or (lambda name: None)
     params = config.decoder_params
+    names = config.resolved_decoders
 
-    contenders = [Contender(READ, "floor", lambda: maps.sum(), config.batch, config.repeat)]
+    contenders = [Contender(READ, "floor", lambda: maps.sum(), batch, config.repeat)]
     contenders += [
-        Contender(name, "decoder", functools.partial(decode, maps, name, **params), config.batch, config.repeat)
-        for name in config.resolved_decoders
+        Contender(name, "decoder", functools.partial(decode, maps, name, **params), batch, config.repeat)
+        for name in names
     ]
-    contenders.append(
-        Contender(
-            RENDER,
-            "render",
-            lambda: render_heatmaps(centers, config.heatmap_size, SIGMA, amplitude=AMPLITUDE),
-            config.batch,
-            config.repeat,
-        )
-    )
+    contenders.append(Contender(RENDER_VOLUMES if config.dims == 3 else RENDER, "render", render, batch, config.repeat))
     dark_difference = None
-    if config.baselines:
+    if config.baselines and config.dims == 3:
+        found = baselines.library_soft_argmax()
+        if DSNTNN in found:
+            dsnt = found[DSNTNN]
+            contenders.append(Contender(DSNTNN, "baseline", functools.partial(dsnt, maps), batch, config.repeat))
+    elif config.baselines:
         more, dark_difference = _baselines(config, maps, centers, device)
         contenders += more
     seconds = time_interleaved(contenders, device, step)
     read = statistics.median(seconds[READ])
     rows = [
-        _row(c.name, c.kind, seconds[c.name], c.maps, None if c.kind == "baseline" and c.maps != config.batch else read)
+        _row(c.name, c.kind, seconds[c.name], c.maps, None if c.kind == "baseline" and c.maps != batch else read)
         for c in contenders
     ]
 
     step("compare")
-    experiment = ExperimentConfig(
-        stride=STRIDE,
-        sigma=SIGMA,
-        amplitude=AMPLITUDE,
-        image_size=(height * STRIDE, width * STRIDE),
-        samples=config.batch,
-        decoders=config.decoders,
-        device=config.device,
-        dtype=config.dtype,
-        margin=margin,
-        dark_kernel=config.dark_kernel,
-    )
+    experiment = config.experiment(batch)
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
-    rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, config.batch, read))
+    rows.insert(len(names) + 2, _row(COMPARE, "compare", compare_seconds, batch, read))
     return {
         "rows": rows,
         "ratios": speed_ratios(rows),
@@ -261,7 +306,7 @@ def _baselines(
     DARK lands from ours (``None`` without OpenCV)."""
     maps_np = maps.float().cpu().numpy()
     slow = min(config.repeat, 3)
-    batch = config.batch
+    batch = int(config.batch or DEFAULT_BATCH[config.dims])
     kernel = config.decoder_params["dark_kernel"]
     contenders = [
         Contender(NUMPY_ARGMAX, "baseline", lambda: baselines.numpy_argmax(maps_np), batch, config.repeat),
@@ -294,10 +339,11 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
     """:func:`run_bench` for SimCC vectors: the read floor, the decoders that apply,
     ``render_simcc`` and MMPose's way of decoding, interleaved; then compare."""
     dtype = DTYPES[config.dtype]
+    batch = int(config.batch or DEFAULT_BATCH[2])
     image = config.image_size
     generator = torch.Generator(device="cpu").manual_seed(0)
     margin = 3 * SIMCC_SIGMA / config.split_ratio  # image px: the labels' 3 sigma
-    unit = torch.rand((config.batch, 1, 2), generator=generator, dtype=torch.float64)
+    unit = torch.rand((batch, 1, 2), generator=generator, dtype=torch.float64)
     span = torch.tensor([image[1] - 1 - 2 * margin, image[0] - 1 - 2 * margin], dtype=torch.float64)
     centers = (margin + unit * span).float().to(device)
 
@@ -306,30 +352,30 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
 
     simcc_x, simcc_y = (vectors.to(dtype).contiguous() for vectors in render())
     params = config.decoder_params
-    contenders = [Contender(READ, "floor", lambda: simcc_x.sum() + simcc_y.sum(), config.batch, config.repeat)]
+    contenders = [Contender(READ, "floor", lambda: simcc_x.sum() + simcc_y.sum(), batch, config.repeat)]
     contenders += [
         Contender(
             name,
             "decoder",
             functools.partial(decode_simcc, simcc_x, simcc_y, name, **params),
-            config.batch,
+            batch,
             config.repeat,
         )
         for name in config.resolved_decoders
     ]
-    contenders.append(Contender(RENDER_SIMCC, "render", render, config.batch, config.repeat))
+    contenders.append(Contender(RENDER_SIMCC, "render", render, batch, config.repeat))
     dark_difference = None
     if config.baselines:
         x_np, y_np = simcc_x.float().cpu().numpy(), simcc_y.float().cpu().numpy()
         kernel = params["dark_kernel"]
         contenders.append(
-            Contender(SIMCC_ARGMAX, "baseline", lambda: baselines.simcc_argmax(x_np, y_np), config.batch, config.repeat)
+            Contender(SIMCC_ARGMAX, "baseline", lambda: baselines.simcc_argmax(x_np, y_np), batch, config.repeat)
         )
         theirs = baselines.simcc_dark(x_np[:1], y_np[:1], kernel)
         if theirs is not None:
             slow = min(config.repeat, 3)
             contenders.append(
-                Contender(SIMCC_DARK, "baseline", lambda: baselines.simcc_dark(x_np, y_np, kernel), config.batch, slow)
+                Contender(SIMCC_DARK, "baseline", lambda: baselines.simcc_dark(x_np, y_np, kernel), batch, slow)
             )
             ours = decode_simcc(simcc_x, simcc_y, "dark", dark_kernel=kernel).float().cpu()
             dark_difference = float((ours - torch.from_numpy(baselines.simcc_dark(x_np, y_np, kernel))).abs().max())
@@ -344,14 +390,14 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
         sigma=SIMCC_SIGMA,
         amplitude=SIMCC_AMPLITUDE,
         image_size=image,
-        samples=config.batch,
+        samples=batch,
         decoders=config.decoders,
         device=config.device,
         dtype=config.dtype,
         dark_kernel=config.dark_kernel,
     )
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
-    rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, config.batch, read))
+    rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, batch, read))
     return {
         "rows": rows,
         "ratios": speed_ratios(rows, SIMCC_COMPARISONS),
@@ -376,4 +422,13 @@ def speed_ratios(
     ]
 
 
-__all__ = ["BenchConfig", "COMPARISONS", "Contender", "run_bench", "speed_ratios", "time_call", "time_interleaved"]
+__all__ = [
+    "COMPARISONS",
+    "DEFAULT_BATCH",
+    "BenchConfig",
+    "Contender",
+    "run_bench",
+    "speed_ratios",
+    "time_call",
+    "time_interleaved",
+]

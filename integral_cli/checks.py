@@ -47,11 +47,24 @@ def check_simcc(simcc_x: object, simcc_y: object) -> tuple[torch.Tensor, torch.T
     return tensors[0], tensors[1]
 
 
-def check_points(points: object, name: str = "points") -> torch.Tensor:
-    """Check a ``(B, K, 2)`` floating-point coordinate tensor in ``(x, y)`` order."""
+def check_volumes(volumes: object) -> torch.Tensor:
+    """Check a ``(B, K, D, H, W)`` floating-point volume tensor with ``D, H, W >= 1``."""
+    tensor = _check_tensor(volumes, "volumes")
+    if tensor.ndim != 5:
+        raise ShapeError(f"volumes must have shape (B, K, D, H, W), got {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ShapeError(f"volumes must be floating point, got {tensor.dtype}")
+    if min(tensor.shape[-3:]) < 1:
+        raise ShapeError(f"volumes must be at least 1x1x1, got {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_points(points: object, name: str = "points", axes: int = 2) -> torch.Tensor:
+    """Check a ``(B, K, C)`` floating-point coordinate tensor, ``C = axes``: ``(x, y)``,
+    or ``(x, y, z)`` for 3 axes."""
     tensor = _check_tensor(points, name)
-    if tensor.ndim != 3 or tensor.shape[-1] != 2:
-        raise ShapeError(f"{name} must have shape (B, K, 2), got {tuple(tensor.shape)}")
+    if tensor.ndim != 3 or tensor.shape[-1] != axes:
+        raise ShapeError(f"{name} must have shape (B, K, {axes}), got {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         raise ShapeError(f"{name} must be floating point, got {tensor.dtype}")
     return tensor

@@ -22,7 +22,14 @@ import torch
 
 from integral_cli.checks import check_range
 from integral_cli.coco import COCO_SIGMAS
-from integral_cli.coords import heatmap_size, heatmap_to_image, simcc_scale, simcc_size, simcc_to_image
+from integral_cli.coords import (
+    convention_scales,
+    heatmap_size,
+    heatmap_to_image,
+    simcc_scale,
+    simcc_size,
+    simcc_to_image,
+)
 from integral_cli.decoders import DECODER_PARAMS, DECODERS, decode_counted, fit_radius_for_sigma
 from integral_cli.decoders.registry import auto_kernel_size, check_decoder_names, decoders_for
 from integral_cli.decoders.simcc import decode_simcc
@@ -30,7 +37,7 @@ from integral_cli.devices import resolve_device, run_on_device, timed
 from integral_cli.errors import ConfigError, InputFileError, MissingResultsError
 from integral_cli.experiment import MAP_BUFFERS, WARM_UP_MAPS, warm_up
 from integral_cli.inputs import HeatmapFile, SimCCFile, load_targets, open_heatmaps, open_simcc
-from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets
+from integral_cli.metrics import SUMMARY_FIELDS, summarize_offsets, summarize_volume_offsets
 from integral_cli.predictions import (
     check_prediction_path,
     keypoint_names,
@@ -51,7 +58,8 @@ class DecodeConfig:
     """Decoding saved heatmaps, or SimCC vectors.
 
     Attributes:
-        heatmaps: ``.npy``, ``.npz`` or ``.pt``/``.pth`` file of ``(N, K, H, W)`` maps.
+        heatmaps: ``.npy``, ``.npz`` or ``.pt``/``.pth`` file of ``(N, K, H, W)`` maps,
+            or of ``(N, K, D, H, W)`` volumes.
         simcc: instead of ``heatmaps``, an ``.npz`` or ``.pt``/``.pth`` file holding
             SimCC vectors ``simcc_x`` ``(N, K, Wx)`` and ``simcc_y`` ``(N, K, Wy)``.
             (Neither, only for :class:`EvaluateConfig` with ``predictions``.)
@@ -62,7 +70,8 @@ class DecodeConfig:
         image_size: ``(H, W)`` of the image, for ``udp``; ``None`` means the heatmap
             size times the stride (the bins divided by the split ratio).
         decoders: decoder names, in the order the rows come out (:func:`decode_file`
-            takes one); every decoder (the default) means those that apply.
+            takes one); every decoder (the default) means those that apply (to SimCC
+            vectors, or to volumes for a file of volumes).
         beta, dark_kernel, window_radius, fit_radius: decoder parameters;
             ``dark_kernel="auto"`` needs ``sigma``.
         sigma: the maps' Gaussian sigma in heatmap pixels (bins for SimCC), if known
@@ -139,10 +148,12 @@ class DecodeConfig:
         return 1.0 / self.split_ratio if self.representation == "simcc" else float(self.stride)
 
     def to_image(self, points: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """Decoded points (heatmap pixels, or bins) to image pixels."""
+        """Decoded points (heatmap pixels, or bins) to image pixels; the ``z`` of points
+        decoded from volumes stays in voxels."""
         if self.representation == "simcc":
             return simcc_to_image(points, self.split_ratio, self.convention)
-        return heatmap_to_image(points, self.stride, self.convention, image_size)
+        xy = heatmap_to_image(points[..., :2], self.stride, self.convention, image_size)
+        return torch.cat((xy, points[..., 2:]), -1)
 
     @property
     def decoder_params(self) -> dict[str, float | int]:
@@ -172,6 +183,8 @@ class EvaluateConfig(DecodeConfig):
         targets: ``.npy`` ``(N, K, 2)`` or ``(N, K, 3)`` (x, y, visibility) or ``.csv``
             with columns ``sample, keypoint, x, y`` and optionally ``visible``; image
             pixels. A keypoint with visibility 0 is left out (COCO's 1 and 2 count).
+            For volumes: ``(N, K, 3)`` (x, y, z) or ``(N, K, 4)`` with visibility, or a
+            ``.csv`` with a ``z`` column too; ``z`` in voxels.
         pck: thresholds in image pixels, or fractions of the ``normalize`` length; PCK@t
             is the share of counted keypoints whose decoded point is within ``t`` (a
             non-finite result counts as a miss).
@@ -226,7 +239,8 @@ def chunk_samples(
 
     Args:
         shape: ``(N, K, ...)``: samples, keypoints, then the sides of one keypoint's
-            output (``H, W`` of a map; ``Wx + Wy`` of a SimCC vector pair).
+            output (``H, W`` of a map; ``D, H, W`` of a volume; ``Wx + Wy`` of a SimCC
+            vector pair).
         budget_bytes: the memory budget.
         decoders: how many decoders' points are kept.
         working_bytes: bytes per value while decoding.
@@ -236,7 +250,8 @@ def chunk_samples(
         ConfigError: not even one sample fits.
     """
     samples, keypoints, *sides = shape
-    fixed = samples * keypoints * (2 * 8 + 1 + decoders * 2 * 8)  # targets, mask, decoded points
+    axes = 3 if len(sides) == 3 else 2
+    fixed = samples * keypoints * (axes * 8 + 1 + decoders * axes * 8)  # targets, mask, decoded points
     # the output as read, its copy on the device and the decoders' working buffers
     per_sample = keypoints * math.prod(sides) * working_bytes * (2 + MAP_BUFFERS)
     if fixed + per_sample > budget_bytes:
@@ -289,29 +304,37 @@ def evaluate_files(
     source = _open_outputs(config)
     predicted = None
     if config.predictions is not None:
-        predicted = read_predictions(config.predictions, None if source is None else source.shape[:2])
+        expected = None if source is None else (source.shape[0], source.shape[1])
+        predicted = read_predictions(config.predictions, expected)
     samples, keypoints = source.shape[:2] if source is not None else cast(np.ndarray, predicted).shape[:2]
-    image_size = None if source is None else _image_size(config, source.shape[2:])
-    targets, visible = load_targets(cast(Path, config.targets), samples, keypoints)
+    image_size = None if source is None else _image_size(config, source.shape[-2:])
+    volumes = _holds_volumes(source)
+    targets, visible = load_targets(cast(Path, config.targets), samples, keypoints, 3 if volumes else 2)
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
+    if volumes and predicted is not None:
+        raise ConfigError("«predictions» are (x, y) points; they are scored beside 2D outputs, not volumes")
+    if volumes and config.oks_area is not None:
+        raise ConfigError("«oks_area» scores COCO's 2D keypoints; it does not apply to volumes")
     if config.oks_area is not None and keypoints != len(COCO_SIGMAS):
         raise ConfigError(f"«oks_area»: OKS scores COCO's {len(COCO_SIGMAS)} keypoints, the files hold {keypoints}")
-    lengths = load_lengths(config.normalize, targets.numpy(), visible.numpy())
+    lengths = load_lengths(config.normalize, targets[..., :2].numpy(), visible.numpy())
     names = keypoint_names(config.keypoint_names, keypoints)
     sets: list[tuple[str, torch.Tensor, float, int | None, str, str]] = []
     if predicted is not None:
         sets.append(("predictions", torch.from_numpy(predicted), 0.0, None, "cpu", "float64"))
     if source is not None:
         decoded = _decode_on_device(config, source, progress)
-        for name in config.resolved_decoders:
+        for name in decoded.points:
             points = config.to_image(decoded.points[name], cast(tuple[int, int], image_size))
             sets.append((name, points, decoded.seconds[name], decoded.fallbacks[name], decoded.device, source.dtype))
     simcc = config.representation == "simcc"
     sizes: dict[str, Any] = {"samples": samples, "keypoints": keypoints}
     if source is not None:
         names_of_sides = ("simcc_x_bins", "simcc_y_bins") if simcc else ("heatmap_h", "heatmap_w")
-        sizes |= dict(zip(names_of_sides, source.shape[2:], strict=True))
+        sizes |= dict(zip(names_of_sides, source.shape[-2:], strict=True))
+        if not simcc:
+            sizes["depth"] = source.shape[2] if volumes else None
     sizes |= {"split_ratio": config.split_ratio} if simcc else {"stride": config.stride}
     if image_size is not None:
         sizes |= {"image_h": image_size[0], "image_w": image_size[1]}
@@ -377,6 +400,8 @@ def decode_file(
     if out is not None:
         check_prediction_path(out)
     source = cast(HeatmapFile | SimCCFile, _open_outputs(config))
+    if _holds_volumes(source):
+        raise ConfigError(f"{source.path} holds volumes; decode writes the (x, y) points of 2D outputs")
     image_size = _image_size(config, source.shape[2:])
     decoded = _decode_on_device(config, source, progress)
     name = config.decoders[0]
@@ -406,14 +431,21 @@ def _score(
     lengths: np.ndarray | None,
     keypoint: int | None,
 ) -> dict[str, float | int]:
-    """The scores of ``points`` (all keypoints, or one) against the counted targets."""
+    """The scores of ``points`` (all keypoints, or one) against the counted targets; of
+    points ``(x, y, z)`` decoded from volumes, the ``(x, y)`` error in image pixels and
+    the errors in voxels."""
     counted = visible.clone()
     if keypoint is not None:
         counted[:, :keypoint] = False
         counted[:, keypoint + 1 :] = False
     offsets = (points - targets)[counted]
-    scores: dict[str, float | int] = {"visible": int(counted.sum()), **summarize_offsets(offsets, config.scale)}
-    errors = torch.linalg.vector_norm(offsets, dim=-1).numpy()
+    scores: dict[str, float | int] = {"visible": int(counted.sum())}
+    if points.shape[-1] == 3:
+        scales, _ = convention_scales(config.convention, config.stride, (0, 0))
+        scores |= summarize_volume_offsets(offsets, config.stride, scales)
+    else:
+        scores |= summarize_offsets(offsets, config.scale)
+    errors = torch.linalg.vector_norm(offsets[:, :2], dim=-1).numpy()
     per_sample = None if lengths is None else np.broadcast_to(lengths[:, None], counted.shape)[counted.numpy()]
     scores |= keypoint_scores(errors, config.pck, lengths=per_sample, auc_max=config.auc_max)
     if config.oks_area is not None:
@@ -437,18 +469,17 @@ def decode_saved(
     chunk of samples at a time; points in heatmap pixels (or bins), on the CPU in
     float64."""
     simcc = config.representation == "simcc"
-    samples, keypoints, first, second = source.shape
+    samples, keypoints, *sides = source.shape
     budget = config.max_memory_mib * 2**20
     # MPS has no float64: float64 outputs are decoded in float32 there
     wide = source.dtype == "float64" and device.type != "mps"
-    values = first + second if simcc else first * second
+    values = sum(sides) if simcc else math.prod(sides)
     # a file that had to be loaded whole already holds part of the budget
     loaded = 0 if source.mapped else samples * keypoints * values * source.itemsize
-    names = config.resolved_decoders
-    shape = (samples, keypoints, *((values,) if simcc else (first, second)))
-    step = chunk_samples(
-        shape, budget - loaded, len(names), working_bytes=8 if wide else 4, what="vector pairs" if simcc else "maps"
-    )
+    names = _decoder_names(config, source)
+    shape = (samples, keypoints, *((values,) if simcc else sides))
+    what = "vector pairs" if simcc else "volumes" if len(sides) == 3 else "maps"
+    step = chunk_samples(shape, budget - loaded, len(names), working_bytes=8 if wide else 4, what=what)
     decoded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     seconds = dict.fromkeys(names, 0.0)
     fallbacks: dict[str, int | None] = dict.fromkeys(names)
@@ -482,6 +513,27 @@ def decode_saved(
                 progress(min(samples, start + step), samples)
     joined = {name: torch.cat(parts) for name, parts in decoded.items()}
     return Decoded(joined, seconds, fallbacks, torch.cat(peaks), str(device))
+
+
+def _holds_volumes(source: HeatmapFile | SimCCFile | None) -> bool:
+    """Whether ``source`` is a file of volumes."""
+    return isinstance(source, HeatmapFile) and source.volumes
+
+
+def _decoder_names(config: DecodeConfig, source: HeatmapFile | SimCCFile) -> tuple[str, ...]:
+    """The decoders to run on ``source``: ``config``'s, where all of them means those that
+    apply; a decoder of 2D maps only is refused on volumes."""
+    if not _holds_volumes(source):
+        return config.resolved_decoders
+    volume_decoders = decoders_for("volume")
+    if config.decoders == tuple(DECODERS):
+        return volume_decoders
+    for name in config.decoders:
+        if name not in volume_decoders:
+            raise ConfigError(
+                f"{source.path} holds volumes, which {name} does not decode; choose from {', '.join(volume_decoders)}"
+            )
+    return config.decoders
 
 
 def _decoding(
@@ -533,7 +585,8 @@ def evaluate_columns(pck: tuple[float, ...], representation: str = "heatmap") ->
         outputs.append("split_ratio")
         params = ["beta", "dark_kernel"]
     else:
-        outputs = ["heatmaps", "predictions", "targets", "samples", "keypoints", "heatmap_h", "heatmap_w", "stride"]
+        outputs = ["heatmaps", "predictions", "targets", "samples", "keypoints", "heatmap_h", "heatmap_w", "depth"]
+        outputs.append("stride")
         params = ["beta", "dark_kernel", "window_radius", "fit_radius"]
     return [
         *outputs,

@@ -188,7 +188,12 @@ HEATMAPS = Heatmaps()
 
 
 def representation_of(config: ExperimentConfig) -> Representation:
-    """The representation ``config`` renders and decodes (``config.representation``)."""
+    """The representation ``config`` renders and decodes: heatmaps, SimCC vectors
+    (``config.representation``), or volumes for ``dims`` 3."""
+    if config.dims == 3:
+        from integral_cli.volumes import VOLUMES
+
+        return VOLUMES
     return SIMCC_VECTORS if config.representation == "simcc" else HEATMAPS
 
 

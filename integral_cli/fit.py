@@ -26,7 +26,7 @@ from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode
 from integral_cli.devices import accumulation_dtype, check_dtype, resolve_device, run_on_device
 from integral_cli.errors import ConfigError
-from integral_cli.experiment import DTYPES, MEMORY_ADVICE, check_runnable, render_maps, sample_truth
+from integral_cli.experiment import DTYPES, MEMORY_ADVICE, Representation, check_runnable, representation_of
 from integral_cli.settings import ExperimentConfig
 
 DEFAULT_STEPS = 200
@@ -101,7 +101,9 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
         :data:`FIT_COLUMNS`, for its best learning rate (the fewest steps to the
         threshold; if none gets there, the smallest final error). ``runs`` has the same
         columns for every decoder and learning rate. Errors are Euclidean, in image
-        pixels, averaged over the targets (``final_max_error``: the worst target);
+        pixels (for volumes, a voxel along z counts as ``stride`` image pixels, as one
+        along x or y does), averaged over the targets (``final_max_error``: the worst
+        target);
         ``steps_to_threshold`` is the number of steps taken when every target was
         first within ``threshold`` (0: at the start; ``None``: never); ``trainable``
         says it got there.
@@ -121,17 +123,19 @@ def fit_report(config: FitConfig, *, progress: StepCallback | None = None) -> tu
 
 def _fit(config: FitConfig, device: torch.device, progress: StepCallback | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     experiment = config.experiment
-    dtype = DTYPES[experiment.dtype]
     exact = accumulation_dtype(device)
-    targets = sample_truth(experiment).to(exact).to(device)  # (B, 1, 2) image px
+    representation = representation_of(experiment)
+    # (B, 1, C): x, y in image px[, z in voxels], drawn on the CPU and moved
+    targets = representation.sample_truth(experiment, torch.device("cpu")).to(exact).to(device)
     starts = _start_points(config, targets)
-    start_maps = render_maps(experiment, starts, 0).to(dtype)
+    # rendered in the targets' precision, then cast to the trained dtype
+    start_maps = representation.render(experiment, starts, 0)
     runs = []
-    for name in experiment.decoders:
-        runs += _train(config, name, start_maps, targets, progress)
+    for name in experiment.resolved_decoders:
+        runs += _train(config, representation, name, start_maps, targets, progress)
     runs = pd.DataFrame(runs, columns=list(FIT_COLUMNS))
     runs["steps_to_threshold"] = runs["steps_to_threshold"].astype("Int64")
-    best = pd.DataFrame([_best_run(runs[runs["decoder"] == name]) for name in experiment.decoders])
+    best = pd.DataFrame([_best_run(runs[runs["decoder"] == name]) for name in experiment.resolved_decoders])
     best["steps_to_threshold"] = best["steps_to_threshold"].astype("Int64")
     return best.reset_index(drop=True), runs
 
@@ -144,19 +148,21 @@ FIT_BUFFERS = 24
 
 def _check_memory(config: FitConfig) -> None:
     experiment = config.experiment
-    height, width = experiment.heatmap_size
+    shape = experiment.sample_shape
     maps = experiment.total_samples * len(config.learning_rates)
-    need = maps * height * width * DTYPES[experiment.dtype].itemsize * FIT_BUFFERS
+    need = maps * math.prod(shape) * DTYPES[experiment.dtype].itemsize * FIT_BUFFERS
     if need > experiment.max_memory_mib * 2**20:
+        what = "volumes" if len(shape) == 3 else "maps"
         raise ConfigError(
-            f"training {experiment.total_samples} maps of {height}x{width} at {len(config.learning_rates)} learning "
-            f"rates needs about {math.ceil(need / 2**20)} MiB, more than the memory budget of "
-            f"{experiment.max_memory_mib:g} MiB; lower «samples» or raise «max_memory_mib»"
+            f"training {experiment.total_samples} {what} of {'x'.join(map(str, shape))} at "
+            f"{len(config.learning_rates)} learning rates needs about {math.ceil(need / 2**20)} MiB, more than "
+            f"the memory budget of {experiment.max_memory_mib:g} MiB; lower «samples» or raise «max_memory_mib»"
         )
 
 
 def _start_points(config: FitConfig, targets: torch.Tensor) -> torch.Tensor:
-    """Each target moved ``start_distance`` heatmap pixels in a seeded direction, image px.
+    """Each target moved ``start_distance`` heatmap pixels (voxels) in a seeded
+    direction: ``x, y`` in image px, ``z`` in voxels.
 
     The directions are drawn on the CPU in float64 and moved, like the targets, so they
     are the same on every device.
@@ -164,15 +170,25 @@ def _start_points(config: FitConfig, targets: torch.Tensor) -> torch.Tensor:
     experiment = config.experiment
     convention, size = experiment.convention, experiment.image_size
     generator = torch.Generator(device="cpu").manual_seed(experiment.seed + 1)
-    angle = 2 * math.pi * torch.rand(targets.shape[:-1], generator=generator, dtype=torch.float64)
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(targets.shape[:-1], generator=generator, dtype=torch.float64)
+
+    angle = 2 * math.pi * uniform()
     step = config.start_distance * torch.stack((angle.cos(), angle.sin()), dim=-1)
+    if targets.shape[-1] == 3:
+        # a direction uniform on the sphere: its z uniform in [-1, 1]
+        along_z = 2 * uniform() - 1
+        step = torch.cat((step * (1 - along_z**2).sqrt().unsqueeze(-1), config.start_distance * along_z[..., None]), -1)
     step = step.to(targets.dtype).to(targets.device)
-    starts_hm = image_to_heatmap(targets, experiment.stride, convention, size) + step
-    return heatmap_to_image(starts_hm, experiment.stride, convention, size)
+    starts_hm = image_to_heatmap(targets[..., :2], experiment.stride, convention, size) + step[..., :2]
+    starts = heatmap_to_image(starts_hm, experiment.stride, convention, size)
+    return torch.cat((starts, targets[..., 2:] + step[..., 2:]), dim=-1)
 
 
 def _train(
     config: FitConfig,
+    representation: Representation,
     name: str,
     start_maps: torch.Tensor,
     targets: torch.Tensor,
@@ -185,14 +201,16 @@ def _train(
     params = [start_maps.clone().requires_grad_() for _ in rates]
     optimiser = torch.optim.Adam([{"params": [p], "lr": rate} for p, rate in zip(params, rates, strict=True)])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.steps)
-    goal = targets.repeat(count, 1, 1)
+    # z in voxels counts as stride image px, like a voxel along x or y
+    scale = targets.new_tensor([1.0, 1.0, float(experiment.stride)][: targets.shape[-1]])
+    goal = targets.repeat(count, 1, 1) * scale
     batch = targets.shape[0]
     reached: list[int | None] = [None] * count
     start_error = None
     gradient = "yes"
     for step in range(config.steps + 1):
-        decoded = experiment.decoded_to_image(
-            decode(torch.cat(params), name, **experiment.decoder_params).to(goal.dtype)
+        decoded = scale * representation.to_truth_units(
+            experiment, decode(torch.cat(params), name, **experiment.decoder_params).to(goal.dtype)
         )
         errors = torch.linalg.vector_norm(decoded.detach() - goal, dim=-1).view(count, batch)
         if start_error is None:

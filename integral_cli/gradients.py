@@ -9,6 +9,7 @@ maps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from integral_cli.checks import check_range
 from integral_cli.decoders import decode, get_decoder
 from integral_cli.devices import resolve_device, run_on_device
 from integral_cli.errors import ConfigError, DeviceError
-from integral_cli.experiment import MEMORY_ADVICE, check_runnable, render_maps, sample_truth
+from integral_cli.experiment import MEMORY_ADVICE, Representation, check_runnable, representation_of
 from integral_cli.settings import ExperimentConfig
 from integral_cli.synth import DIRECTION_STREAM, counter_uniform
 
@@ -66,7 +67,7 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     is it, and does it match finite differences?
 
     The coordinate is read in image pixels (``experiment.convention``), so gradients are
-    image pixels per unit of heatmap value. The finite-difference check compares, per map
+    image pixels per unit of heatmap value (for volumes, ``z`` in voxels). The finite-difference check compares, per map
     and axis, the autograd directional derivative ``<grad, v>`` with
     ``(f(h + eps v) - f(h - eps v)) / (2 eps)`` along ``v_i = r_i min(1, |h_i| / (2 eps))``,
     ``r`` uniform in ``[-1, 1]`` (a function of the seed and the map's index, not of the
@@ -79,7 +80,7 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
     * ``gradient``: ``"yes"``, ``"zero"`` (a graph, but every entry is 0) or ``"none"``
       (the coordinate does not depend on the map through autograd).
     * ``grad_norm``: mean over maps of the Frobenius norm of the ``2 x (H W)`` Jacobian
-      of ``(x, y)``.
+      of ``(x, y)`` (``3 x (D H W)`` of ``(x, y, z)`` for volumes).
     * ``support_px``: mean number of pixels with a non-zero gradient.
     * ``fd_derivative``: mean absolute finite-difference directional derivative (for a
       decoder without a gradient, 0 where it is piecewise constant; large where the step
@@ -110,14 +111,17 @@ def gradient_report(config: GradConfig) -> pd.DataFrame:
 
 
 def _report(experiment: ExperimentConfig, epsilon: float, step: int, device: torch.device) -> pd.DataFrame:
-    truth = sample_truth(experiment).double()  # on the CPU; one chunk at a time goes to the device
-    parts: dict[str, list[dict[str, torch.Tensor]]] = {name: [] for name in experiment.decoders}
+    representation = representation_of(experiment)
+    # on the CPU; one chunk at a time goes to the device
+    truth = representation.sample_truth(experiment, torch.device("cpu")).double()
+    exact = dataclasses.replace(experiment, dtype="float64")
+    parts: dict[str, list[dict[str, torch.Tensor]]] = {name: [] for name in experiment.resolved_decoders}
     for start in range(0, truth.shape[0], step):
-        maps = render_maps(experiment, truth[start : start + step].to(device), start)
+        maps = representation.render(exact, truth[start : start + step].to(device), start)
         direction = _direction(maps, experiment.seed, start, epsilon)
-        for name in experiment.decoders:
-            parts[name].append(_check_chunk(experiment, name, maps, direction, epsilon))
-    rows = [_row(name, parts[name]) for name in experiment.decoders]
+        for name in experiment.resolved_decoders:
+            parts[name].append(_check_chunk(exact, representation, name, maps, direction, epsilon))
+    rows = [_row(name, parts[name]) for name in experiment.resolved_decoders]
     return pd.DataFrame(rows, columns=list(GRAD_COLUMNS))
 
 
@@ -128,13 +132,14 @@ GRAD_BUFFERS = 16
 
 
 def _chunk_maps(experiment: ExperimentConfig) -> int:
-    height, width = experiment.heatmap_size
-    per_map = height * width * 8 * GRAD_BUFFERS
+    shape = experiment.sample_shape
+    per_map = math.prod(shape) * 8 * GRAD_BUFFERS
     budget = experiment.max_memory_mib * 2**20
     if per_map > budget:
+        what = "volume" if len(shape) == 3 else "map"
         raise ConfigError(
-            f"checking one {height}x{width} map needs about {math.ceil(per_map / 2**20)} MiB, more than the "
-            f"memory budget of {experiment.max_memory_mib:g} MiB"
+            f"checking one {'x'.join(map(str, shape))} {what} needs about {math.ceil(per_map / 2**20)} MiB, more "
+            f"than the memory budget of {experiment.max_memory_mib:g} MiB"
         )
     return int(budget // per_map)
 
@@ -147,8 +152,10 @@ def _direction(maps: torch.Tensor, seed: int, first_sample: int, epsilon: float)
     return (2 * uniform - 1) * (maps.abs() / (2 * epsilon)).clamp(max=1.0)
 
 
-def _decoded_image(experiment: ExperimentConfig, maps: torch.Tensor, name: str) -> torch.Tensor:
-    return experiment.decoded_to_image(decode(maps, name, **experiment.decoder_params))
+def _decoded_image(
+    experiment: ExperimentConfig, representation: Representation, maps: torch.Tensor, name: str
+) -> torch.Tensor:
+    return representation.to_truth_units(experiment, decode(maps, name, **experiment.decoder_params))
 
 
 def _resolution(coords: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -160,27 +167,31 @@ def _resolution(coords: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def _check_chunk(
-    experiment: ExperimentConfig, name: str, maps: torch.Tensor, direction: torch.Tensor, epsilon: float
+    experiment: ExperimentConfig,
+    representation: Representation,
+    name: str,
+    maps: torch.Tensor,
+    direction: torch.Tensor,
+    epsilon: float,
 ) -> dict[str, torch.Tensor]:
     """Per map of one chunk: the finite differences and, with a graph, the gradient's
     norm, support and relative difference."""
     leaf = maps.detach().requires_grad_()
-    coords = _decoded_image(experiment, leaf, name)  # (B, 1, 2)
+    coords = _decoded_image(experiment, representation, leaf, name)  # (B, 1, C)
     with torch.no_grad():
-        ahead = _decoded_image(experiment, maps + epsilon * direction, name)
-        behind = _decoded_image(experiment, maps - epsilon * direction, name)
-    result = {"fd": ((ahead - behind) / (2 * epsilon)).flatten()}  # (B * 2,) per map: x, y
+        ahead = _decoded_image(experiment, representation, maps + epsilon * direction, name)
+        behind = _decoded_image(experiment, representation, maps - epsilon * direction, name)
+    result = {"fd": ((ahead - behind) / (2 * epsilon)).flatten()}  # (B * C,) per map: x, y[, z]
     if not coords.requires_grad:
         return result
     # the maps are independent, so the gradient of a sum holds each map's own gradient
-    grad_x, grad_y = (
-        torch.autograd.grad(coords[..., axis].sum(), leaf, retain_graph=axis == 0, allow_unused=True)[0]
-        for axis in (0, 1)
-    )
-    grad_x = torch.zeros_like(leaf) if grad_x is None else grad_x
-    grad_y = torch.zeros_like(leaf) if grad_y is None else grad_y
-    jacobian = torch.stack((grad_x, grad_y), dim=2).flatten(-2)  # (B, 1, 2, H*W)
-    terms = jacobian * direction.flatten(-2).unsqueeze(2)
+    axes = coords.shape[-1]
+    grads = [
+        torch.autograd.grad(coords[..., axis].sum(), leaf, retain_graph=axis < axes - 1, allow_unused=True)[0]
+        for axis in range(axes)
+    ]
+    jacobian = torch.stack([torch.zeros_like(leaf) if g is None else g for g in grads], dim=2).flatten(3)
+    terms = jacobian * direction.flatten(2).unsqueeze(2)  # (B, 1, C, pixels)
     autograd = terms.sum(-1).flatten()
     # rounding in either estimate scales with the size of the terms summed, not with
     # the sum, which cancels to nearly 0 for a point at a pixel centre

@@ -1,10 +1,11 @@
 """Reading a model's outputs and their ground truth from files.
 
-Heatmaps come from ``.npy``, ``.npz`` or ``.pt`` files of shape ``(N, K, H, W)``; SimCC
-vectors from an ``.npz`` or ``.pt`` file holding ``simcc_x`` ``(N, K, Wx)`` and
-``simcc_y`` ``(N, K, Wy)`` (what an RTMPose head outputs); ground truth from ``.npy``
-(``(N, K, 2)`` image pixels, or ``(N, K, 3)`` with a visibility column) or a ``.csv``
-with one row per sample and keypoint. ``.npy``,
+Heatmaps come from ``.npy``, ``.npz`` or ``.pt`` files of shape ``(N, K, H, W)``, or
+volumes of shape ``(N, K, D, H, W)``; SimCC vectors from an ``.npz`` or ``.pt`` file
+holding ``simcc_x`` ``(N, K, Wx)`` and ``simcc_y`` ``(N, K, Wy)`` (what an RTMPose head
+outputs); ground truth from ``.npy`` (``(N, K, 2)`` image pixels, or ``(N, K, 3)`` with a
+visibility column; for volumes ``(N, K, 3)`` with z in voxels, or ``(N, K, 4)`` with
+visibility) or a ``.csv`` with one row per sample and keypoint. ``.npy``,
 uncompressed ``.npz`` members and ``.pt`` files saved by torch 1.6 or later are
 memory-mapped, so a file larger than the budget never has to fit in memory; the other
 forms are loaded whole, and refused up front when they would not fit.
@@ -31,7 +32,7 @@ HEATMAPS_KEY = "heatmaps"
 SIMCC_SUFFIXES: tuple[str, ...] = (".npz", ".pt", ".pth")
 #: The arrays of a SimCC file: the x and the y vectors.
 SIMCC_KEYS: tuple[str, str] = ("simcc_x", "simcc_y")
-#: Columns of a targets CSV; ``visible`` is optional.
+#: Columns of a targets CSV (``z`` too, for volumes); ``visible`` is optional.
 TARGET_CSV_COLUMNS: tuple[str, ...] = ("sample", "keypoint", "x", "y")
 
 
@@ -42,17 +43,22 @@ class HeatmapFile:
 
     Attributes:
         path: the file.
-        shape: ``(N, K, H, W)``.
+        shape: ``(N, K, H, W)``, or ``(N, K, D, H, W)`` for volumes.
         dtype: the stored dtype's name (``float32``, ``uint8``, ...).
         mapped: whether the maps are memory-mapped rather than loaded.
         array: the ``numpy`` array or ``torch`` tensor (memory-mapped or in memory).
     """
 
     path: Path
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]
     dtype: str
     mapped: bool
     array: np.ndarray | torch.Tensor
+
+    @property
+    def volumes(self) -> bool:
+        """Whether the file holds volumes ``(N, K, D, H, W)``."""
+        return len(self.shape) == 5
 
     @property
     def itemsize(self) -> int:
@@ -82,7 +88,8 @@ def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
 
     Raises:
         InputFileError: missing file, unknown suffix, unreadable or corrupt contents,
-            a shape other than ``(N, K, H, W)``, a non-numeric dtype, or a file that
+            a shape other than ``(N, K, H, W)`` or ``(N, K, D, H, W)``, a non-numeric
+            dtype, or a file that
             cannot be memory-mapped and is larger than ``budget_bytes``.
     """
     path = Path(path)
@@ -95,12 +102,12 @@ def open_heatmaps(path: Path, budget_bytes: float) -> HeatmapFile:
     else:
         array, mapped = _load_torch(path, budget_bytes)
     name = _check_numeric(array, path, "heatmaps")
-    if len(array.shape) != 4 or min(array.shape) < 1:
+    if len(array.shape) not in (4, 5) or min(array.shape) < 1:
         raise InputFileError(
-            f"{path}: heatmaps must have shape (N, K, H, W) with every side >= 1, got {tuple(array.shape)}"
+            f"{path}: heatmaps must have shape (N, K, H, W), or (N, K, D, H, W) for volumes, with every side >= 1, "
+            f"got {tuple(array.shape)}"
         )
-    samples, keypoints, height, width = (int(v) for v in array.shape)
-    return HeatmapFile(path, (samples, keypoints, height, width), name, mapped, array)
+    return HeatmapFile(path, tuple(int(v) for v in array.shape), name, mapped, array)
 
 
 def _check_numeric(array: np.ndarray | torch.Tensor, path: Path, what: str) -> str:
@@ -302,12 +309,13 @@ def _reason(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------- targets
-def load_targets(path: Path, samples: int, keypoints: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ground truth for ``samples x keypoints`` maps.
+def load_targets(path: Path, samples: int, keypoints: int, axes: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth for ``samples x keypoints`` maps (``axes`` 2) or volumes (3).
 
     Returns:
-        ``(N, K, 2)`` float64 image coordinates (NaN where not counted) and the
-        ``(N, K)`` mask of the keypoints that count (visibility > 0).
+        ``(N, K, axes)`` float64 coordinates, ``x, y`` in image pixels and ``z`` in
+        voxels (NaN where not counted), and the ``(N, K)`` mask of the keypoints that
+        count (visibility > 0).
 
     Raises:
         InputFileError: missing or unreadable file, wrong shape, an N or K other than
@@ -316,9 +324,9 @@ def load_targets(path: Path, samples: int, keypoints: int) -> tuple[torch.Tensor
     """
     path = Path(path)
     if _check_input(path, TARGET_SUFFIXES, "targets") == ".npy":
-        points, visible = _targets_from_npy(path)
+        points, visible = _targets_from_npy(path, axes)
     else:
-        points, visible = _targets_from_csv(path, samples, keypoints)
+        points, visible = _targets_from_csv(path, samples, keypoints, axes)
     if points.shape[:2] != (samples, keypoints):
         raise InputFileError(
             f"{path}: targets hold N={points.shape[0]}, K={points.shape[1]} but the heatmaps hold "
@@ -335,37 +343,38 @@ def load_targets(path: Path, samples: int, keypoints: int) -> tuple[torch.Tensor
     return torch.from_numpy(points), torch.from_numpy(visible)
 
 
-def _targets_from_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _targets_from_npy(path: Path, axes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise InputFileError(f"{path}: not a readable .npy array ({_reason(error)})") from None
-    if array.ndim != 3 or array.shape[-1] not in (2, 3) or array.dtype.kind not in "fiub":
+    if array.ndim != 3 or array.shape[-1] not in (axes, axes + 1) or array.dtype.kind not in "fiub":
+        what = "(x, y, z) for volumes" if axes == 3 else "(x, y)"
         raise InputFileError(
-            f"{path}: targets must be numbers of shape (N, K, 2) or (N, K, 3) with visibility, "
-            f"got {array.dtype} {tuple(array.shape)}"
+            f"{path}: targets must be numbers of shape (N, K, {axes}) {what} or (N, K, {axes + 1}) with "
+            f"visibility, got {array.dtype} {tuple(array.shape)}"
         )
     array = array.astype(np.float64)
-    if array.shape[-1] == 2:
+    if array.shape[-1] == axes:
         return array, np.ones(array.shape[:2], dtype=bool)
-    visibility = array[..., 2]
+    visibility = array[..., axes]
     if not np.isfinite(visibility).all():
         raise InputFileError(f"{path}: the visibility column holds NaN or infinite values")
-    return array[..., :2], visibility > 0
+    return array[..., :axes], visibility > 0
 
 
-def _targets_from_csv(path: Path, samples: int, keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+def _targets_from_csv(path: Path, samples: int, keypoints: int, axes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         table = pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise InputFileError(f"{path}: not a readable CSV ({_reason(error)})") from None
-    missing = [c for c in TARGET_CSV_COLUMNS if c not in table.columns]
+    needed = [*TARGET_CSV_COLUMNS, *(["z"] if axes == 3 else [])]
+    missing = [c for c in needed if c not in table.columns]
     if missing:
         raise InputFileError(
-            f"{path}: needs the columns {', '.join(TARGET_CSV_COLUMNS)} (and optionally visible); "
-            f"missing {', '.join(missing)}"
+            f"{path}: needs the columns {', '.join(needed)} (and optionally visible); missing {', '.join(missing)}"
         )
-    columns = [*TARGET_CSV_COLUMNS, *(["visible"] if "visible" in table.columns else [])]
+    columns = [*needed, *(["visible"] if "visible" in table.columns else [])]
     try:
         values = table[columns].to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
@@ -392,11 +401,11 @@ def _targets_from_csv(path: Path, samples: int, keypoints: int) -> tuple[np.ndar
             f"{path}: sample {first // keypoints}, keypoint {first % keypoints} has no row "
             f"({int((counts == 0).sum())} missing); every pair needs one (visible 0 leaves it out)"
         )
-    points = np.empty((samples * keypoints, 2))
-    points[flat] = values[:, 2:4]
+    points = np.empty((samples * keypoints, axes))
+    points[flat] = values[:, 2 : 2 + axes]
     visible = np.ones(samples * keypoints, dtype=bool)
-    if len(columns) == 5:
-        if not np.isfinite(values[:, 4]).all():
+    if len(columns) == len(needed) + 1:
+        if not np.isfinite(values[:, -1]).all():
             raise InputFileError(f"{path}: the visible column holds empty or non-numeric values")
-        visible[flat] = values[:, 4] > 0
-    return points.reshape(samples, keypoints, 2), visible.reshape(samples, keypoints)
+        visible[flat] = values[:, -1] > 0
+    return points.reshape(samples, keypoints, axes), visible.reshape(samples, keypoints)

@@ -1,7 +1,8 @@
 """Errors between decoded and ground-truth points, and their summaries.
 
-Units: image pixels unless a name ends in ``_hm`` (heatmap pixels). Imports no torch
-until something is computed (the CSV columns are read by the settings table).
+Units: image pixels unless a name ends in ``_hm`` (heatmap pixels), ``_z`` or ``_3d``
+(voxels, for volumes). Imports no torch until something is computed (the CSV columns are
+read by the settings table).
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "bias_x",
     "bias_y",
     "mean_error_hm",
+    "mean_error_z",
+    "mean_error_3d",
     "ci95_low",
     "ci95_high",
     "nonfinite",
 )
+
+#: The statistics of volumes only (NaN for heatmaps): the mean ``|dz|`` and the mean 3D
+#: distance, in voxels.
+VOLUME_FIELDS: tuple[str, ...] = ("mean_error_z", "mean_error_3d")
 
 #: Two-sided 95% quantile of the standard normal distribution.
 Z_95 = 1.959963984540054
@@ -85,8 +92,8 @@ def summarize_offsets(offsets: torch.Tensor, stride: float) -> dict[str, float]:
         A dict keyed by :data:`SUMMARY_FIELDS`: mean, median, 95th percentile and maximum
         Euclidean error, RMSE (root of the mean squared Euclidean error), signed mean
         offsets ``bias_x`` and ``bias_y``, the mean error in heatmap pixels, the normal
-        95% confidence interval of the mean error, and the count of non-finite results.
-        Statistics of an empty finite set are NaN.
+        95% confidence interval of the mean error, and the count of non-finite results;
+        the :data:`VOLUME_FIELDS` are NaN. Statistics of an empty finite set are NaN.
     """
     import torch
 
@@ -99,14 +106,15 @@ def summarize_offsets(offsets: torch.Tensor, stride: float) -> dict[str, float]:
     nonfinite = int(offsets.shape[0] - finite.sum().item())
     kept = offsets[finite]
     n = kept.shape[0]
+    summary = dict.fromkeys(SUMMARY_FIELDS, float("nan"))
+    summary["nonfinite"] = nonfinite
     if n == 0:
-        summary = dict.fromkeys(SUMMARY_FIELDS, float("nan"))
-        summary["nonfinite"] = nonfinite
         return summary
     errors = torch.linalg.vector_norm(kept, dim=-1)
     ordered = torch.sort(errors).values
     mean = errors.mean()
     std_error = errors.std() / n**0.5 if n > 1 else torch.full_like(mean, torch.nan)
+    names = [name for name in SUMMARY_FIELDS if name not in (*VOLUME_FIELDS, "nonfinite")]
     stats = torch.stack(
         (
             mean,
@@ -121,6 +129,42 @@ def summarize_offsets(offsets: torch.Tensor, stride: float) -> dict[str, float]:
             mean + Z_95 * std_error,
         )
     ).tolist()
-    summary = dict(zip(SUMMARY_FIELDS[:-1], stats, strict=True))
-    summary["nonfinite"] = nonfinite
+    summary.update(zip(names, stats, strict=True))
+    return summary
+
+
+def summarize_volume_offsets(
+    offsets: torch.Tensor, stride: int, voxels_per_image_px: tuple[float, float]
+) -> dict[str, float]:
+    """Summary of signed 3D offsets ``predicted - target``.
+
+    Args:
+        offsets: ``(N, 3)`` offsets ``(dx, dy, dz)``: x and y in image pixels, z in voxels.
+        stride: image pixels per heatmap pixel (for ``mean_error_hm``).
+        voxels_per_image_px: ``(scale_x, scale_y)``, the voxels per image pixel along x
+            and y (``1 / stride`` under the center and corner conventions).
+
+    Returns:
+        The statistics of :func:`summarize_offsets` of the ``(x, y)`` offsets (over the
+        points whose three offsets are finite), with ``mean_error_z``, the mean
+        ``|dz|``, and ``mean_error_3d``, the mean 3D distance, in voxels.
+
+    >>> summary = summarize_volume_offsets(torch.tensor([[4.0, 0.0, 0.5], [0.0, 0.0, -1.5]]), 4, (0.25, 0.25))
+    >>> summary["mean_error"], summary["mean_error_z"], summary["mean_error_3d"]
+    (2.0, 1.0, 1.3090169943749475)
+    """
+    import torch
+
+    from integral_cli.devices import accumulation_dtype
+
+    if offsets.ndim != 2 or offsets.shape[-1] != 3:
+        raise ShapeError(f"offsets must have shape (N, 3), got {tuple(offsets.shape)}")
+    offsets = offsets.to(accumulation_dtype(offsets.device))
+    finite = torch.isfinite(offsets).all(dim=-1)
+    summary = summarize_offsets(torch.where(finite.unsqueeze(-1), offsets[:, :2], torch.nan), stride)
+    kept = offsets[finite]
+    if kept.shape[0]:
+        scale = kept.new_tensor([*voxels_per_image_px, 1.0])
+        summary["mean_error_z"] = kept[:, 2].abs().mean().item()
+        summary["mean_error_3d"] = torch.linalg.vector_norm(kept * scale, dim=-1).mean().item()
     return summary

@@ -16,13 +16,16 @@ import numpy as np
 import pandas as pd
 
 from integral_cli.errors import ConfigError, MissingDependencyError
-from integral_cli.metrics import SUMMARY_FIELDS
+from integral_cli.metrics import SUMMARY_FIELDS, VOLUME_FIELDS
 from integral_cli.report import write_atomically
 from integral_cli.settings import GRID_AXES, OUTPUTS_AXIS, PLOT_AXES, PLOT_METRICS
 
 #: Mean 2D distance of argmax from a uniformly random sub-pixel point, per heatmap
 #: pixel of stride: ``(sqrt 2 + ln(1 + sqrt 2)) / 6``.
 ARGMAX_MEAN_ERROR_HM = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6
+#: Mean 3D distance of argmax from a uniformly random sub-voxel point, in voxels: the mean
+#: distance from a unit cube's centre to a uniform point in it (the tests integrate it).
+ARGMAX_MEAN_ERROR_3D = 0.480296
 #: Metrics ``plot`` can draw: the summary columns.
 MAX_PANELS = 16
 DPI = 100
@@ -159,6 +162,15 @@ def plot_sweep(
         if metric == "rmse" and "crlb_rmse" in subset and subset["crlb_rmse"].notna().any():
             bound = subset.drop_duplicates(x).sort_values(x)
             ax.plot(bound[x], bound["crlb_rmse"], "k--", linewidth=1, label="Cramér–Rao bound")
+        if metric == "mean_error_3d" and "argmax" in decoders:
+            reference = subset.drop_duplicates(x).sort_values(x)
+            ax.plot(
+                reference[x],
+                np.full(len(reference), ARGMAX_MEAN_ERROR_3D),
+                "k--",
+                linewidth=1,
+                label="argmax closed form 0.4803 voxel",
+            )
         values = subset[metric].to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
         positive = finite[finite > 0]
@@ -173,7 +185,8 @@ def plot_sweep(
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         ax.set_xlabel(AXIS_LABELS.get(x, x))
-        ax.set_ylabel(metric + (" (heatmap px or bins)" if metric.endswith("_hm") else ""))
+        unit = " (heatmap px or bins)" if metric.endswith("_hm") else " (voxels)" if metric in VOLUME_FIELDS else ""
+        ax.set_ylabel(metric + unit)
         ax.set_title(
             ", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key, strict=True))
             or metric,
@@ -188,7 +201,8 @@ def plot_sweep(
         unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 5), fontsize=8, frameon=False
     )
     legend_rows = math.ceil(len(unique) / 5)
-    figure.suptitle(f"{metric} against {x}" + (" (image px)" if metric in _IMAGE_PX else ""))
+    units = " (image px)" if metric in _IMAGE_PX else " (voxels)" if metric in VOLUME_FIELDS else ""
+    figure.suptitle(f"{metric} against {x}" + units)
     figure.tight_layout(rect=(0, 0.07 if legend_rows <= 2 else min(0.3, 0.03 * legend_rows), 1, 1))
     _save(figure, out)
     return len(panels)
@@ -196,7 +210,7 @@ def plot_sweep(
 
 #: Axis titles where the column's name says too little.
 AXIS_LABELS = {OUTPUTS_AXIS: "outputs per keypoint (H·W, or Wx + Wy bins)"}
-_IMAGE_PX = set(SUMMARY_FIELDS) - {"mean_error_hm", "nonfinite"}
+_IMAGE_PX = set(SUMMARY_FIELDS) - {"mean_error_hm", "nonfinite", *VOLUME_FIELDS}
 
 
 def _off_period(step: int, period: int) -> int:

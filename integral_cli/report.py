@@ -21,15 +21,17 @@ from typing import Any
 import pandas as pd
 
 from integral_cli.errors import InputFileError, OutputError, OutputPathError
-from integral_cli.settings import CSV_COLUMNS, RESULT_FIELDS, TEXT_COLUMNS
+from integral_cli.settings import CSV_COLUMNS, OPTIONAL_INT_COLUMNS, RESULT_FIELDS, TEXT_COLUMNS
 
 #: Columns that results files written by earlier versions may lack, with the value their
-#: rows take (heatmap rows, without gaussian-fit, the bound, the flip test or OKS):
-#: :func:`read_results` fills them in.
+#: rows take (2D heatmap rows, without gaussian-fit, the bound, the flip test, OKS or the
+#: errors of volumes): :func:`read_results` fills them in.
 LATER_COLUMNS: dict[str, Any] = {
     "representation": "heatmap",
+    "dims": 2,
     "flip_test": "none",
-    **dict.fromkeys(("split_ratio", "fit_radius", "oks_area", *RESULT_FIELDS), None),
+    **dict.fromkeys(("split_ratio", "fit_radius", "depth", "oks_area", "mean_error_z", "mean_error_3d"), None),
+    **dict.fromkeys(RESULT_FIELDS, None),
 }
 
 
@@ -70,7 +72,7 @@ def append_rows(path: Path, frame: pd.DataFrame, *, header: bool) -> None:
     Raises:
         OutputError: the rows could not be written; the file is as it was before.
     """
-    data = frame.to_csv(header=header, index=False, columns=list(CSV_COLUMNS)).encode("utf-8")
+    data = _as_written(frame).to_csv(header=header, index=False, columns=list(CSV_COLUMNS)).encode("utf-8")
     try:
         descriptor, size, created = _open_to_append(path)
     except OSError as error:
@@ -142,12 +144,14 @@ def _write_all(descriptor: int, data: bytes) -> None:
 def read_results(path: Path) -> pd.DataFrame:
     """Read a results CSV written by this tool, checking it first.
 
-    A file written by an earlier version (without some of the columns of
-    :data:`LATER_COLUMNS`) is read with those columns filled in.
+    An older CSV, whose header is :data:`CSV_COLUMNS` without some of the
+    :data:`LATER_COLUMNS`, is read with those filled in (its rows are heatmaps'); the
+    frame's ``attrs["older"]`` then names them.
 
     Raises:
         InputFileError: the file is missing, unreadable or empty, ends in a partial row,
-            or does not have exactly the columns of :data:`CSV_COLUMNS`.
+            or does not have exactly the columns of :data:`CSV_COLUMNS` (or an older
+            CSV's).
     """
     if not path.is_file():
         raise InputFileError(f"{path} does not exist or is not a file")
@@ -165,8 +169,8 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
     lines = text.splitlines()
     header = lines[0].split(",")
     missing = [c for c in CSV_COLUMNS if c not in header]
-    earlier = bool(missing) and set(missing) <= set(LATER_COLUMNS) and header == [c for c in CSV_COLUMNS if c in header]
-    if header != list(CSV_COLUMNS) and not earlier:
+    older = bool(missing) and set(missing) <= set(LATER_COLUMNS) and header == [c for c in CSV_COLUMNS if c in header]
+    if header != list(CSV_COLUMNS) and not older:
         extra = [c for c in header if c not in CSV_COLUMNS]
         detail = (
             "; ".join(
@@ -189,8 +193,11 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as error:
         raise InputFileError(f"cannot parse {path}: {str(error).splitlines()[0]}") from error
-    if earlier:
-        frame = frame.assign(**{column: LATER_COLUMNS[column] for column in missing})[list(CSV_COLUMNS)]
+    if older:
+        frame = frame.reindex(columns=list(CSV_COLUMNS))
+        for column in missing:
+            frame[column] = LATER_COLUMNS[column]
+        frame.attrs["older"] = missing
     for column in CSV_COLUMNS:
         if column in TEXT_COLUMNS:
             continue
@@ -199,6 +206,11 @@ def _parse_results(path: Path, text: str) -> pd.DataFrame:
         if bad.any():
             line = int(bad.idxmax()) + 2
             raise InputFileError(f"{path} line {line}: {column} is not a number ({frame[column][bad.idxmax()]!r})")
+        if column in OPTIONAL_INT_COLUMNS:
+            bad = numbers.notna() & (numbers != numbers.round())
+            if bad.any():
+                line = int(bad.idxmax()) + 2
+                raise InputFileError(f"{path} line {line}: {column} is not a whole number")
         frame[column] = numbers
     short = frame[list(CSV_COLUMNS)].isna().all(axis=1) | frame["seconds"].isna()
     if short.any():
@@ -314,9 +326,20 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_csv(path: Path, frame: pd.DataFrame, columns: Sequence[str] | None = CSV_COLUMNS) -> None:
-    """Write a whole table to ``path`` atomically (``columns`` None: the frame's own)."""
+    """Write a whole table to ``path`` atomically (``columns`` None: the frame's own).
+
+    An integer column that is empty in some rows (``depth``) is written as integers, as
+    the rows of one experiment write it, not as the floats pandas reads it back as.
+    """
     chosen = None if columns is None else list(columns)
-    write_bytes(path, frame.to_csv(index=False, columns=chosen).encode("utf-8"))
+    write_bytes(path, _as_written(frame).to_csv(index=False, columns=chosen).encode("utf-8"))
+
+
+def _as_written(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the integer columns some rows leave empty as integers (``64``, not
+    ``64.0``), as every write spells them."""
+    floats = [c for c in OPTIONAL_INT_COLUMNS if c in frame and pd.api.types.is_float_dtype(frame[c])]
+    return frame.astype(dict.fromkeys(floats, "Int64")) if floats else frame
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -37,13 +37,11 @@ from integral_cli.decoders.registry import (
     DECODERS,
     MAX_BETA,
     MAX_WINDOW_RADIUS,
-    REPRESENTATIONS,
     auto_kernel_size,
     check_decoder_names,
     decoders_for,
     fit_radius_for_sigma,
 )
-from integral_cli.decoders.registry import Representation as RepresentationName
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import SUMMARY_FIELDS
 from integral_cli.setting import Setting, setting, spell_value
@@ -64,6 +62,9 @@ SIGMA_UNITS: tuple[str, ...] = get_args(SigmaUnit)
 POSITIONS: tuple[str, ...] = get_args(Position)
 DECODE_CONVENTIONS: tuple[str, ...] = get_args(DecodeConvention)
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+#: What a keypoint is encoded as in an experiment (volumes are ``dims`` 3 of heatmaps).
+RepresentationName = Literal["heatmap", "simcc"]
+OUTPUT_REPRESENTATIONS: tuple[str, ...] = get_args(RepresentationName)
 FLIP_TESTS: tuple[str, ...] = get_args(FlipTest)
 DTYPE_NAMES: tuple[str, ...] = get_args(Dtype)
 
@@ -95,6 +96,7 @@ MAX_SAMPLES = 10**9
 MAX_SEED = 2**63 - 1
 MAX_GRID_SIZE = 1024
 MAX_MEMORY_MIB = 2.0**30
+MAX_DEPTH = 4096
 
 
 def _resolved(column: str, value: Callable[[ExperimentConfig], Any]) -> Callable[..., dict[str, Any]]:
@@ -113,6 +115,7 @@ _COLUMN_VALUES: dict[str, Callable[[ExperimentConfig, str], dict[str, Any]]] = {
         "heatmap_h": c.heatmap_size[0] if c.representation == "heatmap" else None,
         "heatmap_w": c.heatmap_size[1] if c.representation == "heatmap" else None,
     },
+    "depth": _resolved("depth", lambda c: c.depth if c.dims == 3 else None),
     "margin": _resolved("margin", lambda c: c.resolved_margin),
     "samples": _resolved("samples", lambda c: c.total_samples),
     "device": lambda c, device: {"device": device},
@@ -139,7 +142,7 @@ class ExperimentConfig:
         "choice",
         "What a keypoint is encoded as: heatmap, an H x W map at the stride; simcc, two 1D vectors "
         "of round(W_img*k) and round(H_img*k) bins (SimCC/RTMPose coordinate classification).",
-        choices=REPRESENTATIONS,
+        choices=OUTPUT_REPRESENTATIONS,
         sweep="representations",
     )
     stride: int = setting(
@@ -300,6 +303,25 @@ class ExperimentConfig:
         unit="image px",
         columns=("image_h", "image_w", "heatmap_h", "heatmap_w"),
     )
+    dims: int = setting(
+        2,
+        "int",
+        "2: heatmaps (B, K, H, W); 3: volumes (B, K, D, H, W), one per keypoint, with z in voxels "
+        "(the Integral paper's main case).",
+        low=2,
+        high=3,
+        sweep="dims",
+        metavar="2|3",
+    )
+    depth: int = setting(
+        64,
+        "int",
+        "Voxels along z of a volume (dims 3); empty in the CSV rows of dims 2.",
+        low=1,
+        high=MAX_DEPTH,
+        unit="voxels",
+        metavar="D",
+    )
     margin: float | None = setting(
         None,
         "optional float",
@@ -378,12 +400,36 @@ class ExperimentConfig:
             heatmap_size(self.image_size, self.stride)
             for convention in {self.convention, self.resolved_decode_convention}:
                 convention_scales(convention, self.stride, self.image_size)
-        if self.decoders != tuple(DECODERS):
+        if self.dims == 3 and self.representation != "heatmap":
+            raise ConfigError(f"«dims» 3 renders volumes of heatmaps; «representation» {self.representation} is 2D")
+        if self.decoders != tuple(DECODERS) and self.dims == 2:
             check_decoder_names(self.decoders, self.representation)
         if self.margin is not None and self.position != "interior":
             raise ConfigError(
                 "«margin» applies to «position» interior; border uses a band of ceil(3*sigma_hm), anywhere no margin"
             )
+        if self.dims == 3:
+            others = [name for name in self.decoders if name not in decoders_for("volume")]
+            if others and self.decoders != tuple(DECODERS):
+                raise ConfigError(
+                    f"{others[0]} does not decode volumes («dims» 3); choose from {', '.join(decoders_for('volume'))}"
+                )
+            if self.distractor > 0:
+                raise ConfigError("«distractor» is not available for volumes («dims» 3)")
+            if self.flip_test != "none":
+                raise ConfigError("«flip_test» is not available for volumes («dims» 3)")
+            if self.oks_area is not None:
+                raise ConfigError("«oks_area» scores COCO's 2D keypoints; it does not apply to volumes («dims» 3)")
+
+    @property
+    def decoded_representation(self) -> str:
+        """What the decoders read: ``heatmap``, ``simcc``, or ``volume`` for ``dims`` 3."""
+        return "volume" if self.dims == 3 else self.representation
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one rendered sample: ``(H, W)``, or ``(D, H, W)`` for ``dims`` 3."""
+        return (self.depth, *self.heatmap_size) if self.dims == 3 else self.heatmap_size
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -413,8 +459,8 @@ class ExperimentConfig:
     @property
     def resolved_decoders(self) -> tuple[str, ...]:
         """The decoders to run: ``decoders``, or when that is every decoder ("all"), the
-        ones that apply to the representation."""
-        return decoders_for(self.representation) if self.decoders == tuple(DECODERS) else self.decoders
+        ones that apply to the representation (to volumes for ``dims`` 3)."""
+        return decoders_for(self.decoded_representation) if self.decoders == tuple(DECODERS) else self.decoders
 
     @property
     def decoder_params(self) -> dict[str, Any]:
@@ -457,9 +503,10 @@ class ExperimentConfig:
 
     @property
     def total_samples(self) -> int:
-        """The number of points: ``samples``, rounded up to whole lattices for ``grid`` and
-        to whole persons of 17 keypoints with ``oks_area``."""
-        unit = self.grid_size**2 if self.sampling == "grid" else 1
+        """The number of points: ``samples``, rounded up to whole lattices for ``grid``
+        (``G^2`` cells, ``G^3`` for volumes) and to whole persons of 17 keypoints with
+        ``oks_area``."""
+        unit = self.grid_size**self.dims if self.sampling == "grid" else 1
         if self.oks_area is not None:
             unit = math.lcm(unit, len(COCO_SIGMAS))
         return -(-self.samples // unit) * unit
@@ -508,7 +555,8 @@ RESULT_FIELDS: tuple[str, ...] = ("fallbacks", "crlb_rmse", "efficiency", "oks",
 PLOT_METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, *RESULT_FIELDS, "seconds")
 
 #: The columns of every results CSV, in order. Errors are in image pixels except
-#: ``mean_error_hm`` (heatmap pixels); ``seconds`` is that decoder's decoding time.
+#: ``mean_error_hm`` (heatmap pixels) and, for volumes, ``mean_error_z`` and
+#: ``mean_error_3d`` (voxels); ``seconds`` is that decoder's decoding time.
 CSV_COLUMNS: tuple[str, ...] = (
     *(column for item in SETTINGS.values() if not item.after_summary for column in item.csv_columns),
     "decoder",
@@ -518,6 +566,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "seconds",
 )
 
+#: The integer CSV columns that are empty in some rows (``depth``, in the rows of
+#: heatmaps): read back as integers with missing values, not as floats.
+OPTIONAL_INT_COLUMNS: tuple[str, ...] = ("depth",)
 
 #: The CSV columns that hold words, not numbers.
 TEXT_COLUMNS: frozenset[str] = frozenset(
@@ -529,7 +580,8 @@ def option_table() -> list[tuple[str, str, str, str]]:
     """``(options, default, range, meaning)`` for every setting, for the docs."""
     rows = []
     for item in SETTINGS.values():
-        options = f"`{item.flag}`" + (f" / `{item.sweep_flag}`" if item.sweep_flag else "")
+        plural = item.sweep_flag and item.sweep_flag != item.flag
+        options = f"`{item.flag}`" + (f" / `{item.sweep_flag}`" if plural else "")
         default = item.default_text or spell_value(item.default)
         meaning = item.help + (f" Unit: {item.unit}." if item.unit else "")
         rows.append((options, f"`{default}`", item.describe_range(), meaning))

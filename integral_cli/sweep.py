@@ -302,10 +302,14 @@ def read_sweep_sidecar(path: Path) -> dict[str, Any]:
     with every axis."""
     payload = read_sidecar(path)
     settings, grid = payload.get("settings"), payload.get("grid")
-    if isinstance(grid, dict) and "representation" not in grid:
-        # a sweep made before SimCC: every configuration a heatmap
-        added = [axis for axis in LATER_COLUMNS if axis in GRID_AXES and axis not in grid]
-        grid.update({axis: [SETTINGS[axis].default] for axis in added})
+    older = isinstance(grid, dict) and [name for name in LATER_COLUMNS if name in GRID_AXES and name not in grid]
+    if isinstance(settings, dict) and isinstance(grid, dict) and older:
+        # a sweep made before an axis existed (SimCC, volumes, the flip test): its
+        # configurations had that setting's default, as they had the newer settings'
+        grid.update({name: [SETTINGS[name].default] for name in older})
+        for name in LATER_COLUMNS:
+            if name in SETTINGS and name not in GRID_AXES:
+                settings.setdefault(name, SETTINGS[name].default)
     if not isinstance(settings, dict) or not isinstance(settings.get("decoders"), list):
         raise InputFileError(f"{path} has no settings with a list of decoders")
     if not isinstance(grid, dict) or any(not isinstance(grid.get(axis), list) or not grid[axis] for axis in GRID_AXES):
@@ -389,6 +393,7 @@ def _resumable(
     if not out.exists():  # it held only the start of a header
         return configurations, True
     rows = read_results(out)
+    # each configuration's own decoders: volumes and SimCC vectors have fewer than heatmaps
     wanted = {configuration_key(dataclasses.asdict(c)): set(c.resolved_decoders) for c in configurations}
     found: dict[tuple[Any, ...], set[str]] = {}
     for row in rows.to_dict(orient="records"):
@@ -399,8 +404,9 @@ def _resumable(
             raise InputFileError(f"{out} holds {_describe(key, sweep.grid)} twice; remove the repeated rows")
         found.setdefault(key, set()).add(row["decoder"])
     done = {key for key, names in found.items() if names == wanted[key]}
-    if len(done) < len(found):
-        # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun those
+    if len(done) < len(found) or rows.attrs.get("older"):
+        # rows of unfinished configurations (a hand-edited file, or the rows before a cut one): drop them, rerun
+        # those; an older file is written again with today's columns
         keep = [configuration_key(row) in done for row in rows.to_dict(orient="records")]
         write_csv(out, rows[keep])
     pending = [c for c in configurations if configuration_key(dataclasses.asdict(c)) not in done]

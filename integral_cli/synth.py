@@ -128,25 +128,26 @@ def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: 
     return _gaussian(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
-def check_sampling_region(heatmap_size: tuple[int, int], *, position: str, margin: float, sampling: str) -> None:
-    """Raise :class:`ConfigError` unless ground truth can be placed as asked.
+def check_sampling_region(size: Sequence[int], *, position: str, margin: float, sampling: str) -> None:
+    """Raise :class:`ConfigError` unless ground truth can be placed as asked in a
+    heatmap of ``size = (H, W)`` (or a volume of ``(D, H, W)``).
 
-    Checks the names, that an ``interior`` margin leaves room in the map, and that
-    ``grid`` sampling finds whole pixels inside it.
+    Checks the names, that an ``interior`` margin leaves room, and that ``grid``
+    sampling finds whole pixels inside it.
     """
-    height, width = heatmap_size
     check_choice("position", position, POSITIONS)
     check_choice("sampling", sampling, SAMPLINGS)
     if margin < 0 or not math.isfinite(margin):
         raise ConfigError(f"«margin» must be a finite number >= 0, got {margin}")
     if position != "interior":
         return
-    if min(height, width) - 1 - 2 * margin < 0:
+    what = f"{'x'.join(map(str, size))} {'heatmap' if len(size) == 2 else 'volume'}"
+    if min(size) - 1 - 2 * margin < 0:
         raise ConfigError(
-            f"«margin» {margin:g} heatmap px leaves no room in a {height}x{width} heatmap; "
-            f"use a margin of at most {(min(height, width) - 1) / 2:g}"
+            f"«margin» {margin:g} heatmap px leaves no room in a {what}; "
+            f"use a margin of at most {(min(size) - 1) / 2:g}"
         )
-    if sampling == "grid" and min(height, width) - 1.5 - margin < math.ceil(margin + 0.5):
+    if sampling == "grid" and min(size) - 1.5 - margin < math.ceil(margin + 0.5):
         raise ConfigError(
             f"grid «sampling» needs whole heatmap pixels inside the margin of {margin:g} px; "
             "lower «margin» or use random sampling"
@@ -155,7 +156,7 @@ def check_sampling_region(heatmap_size: tuple[int, int], *, position: str, margi
 
 def sample_heatmap_points(
     count: int,
-    heatmap_size: tuple[int, int],
+    heatmap_size: Sequence[int],
     generator: torch.Generator,
     *,
     position: str = "interior",
@@ -169,7 +170,7 @@ def sample_heatmap_points(
 
     Args:
         count: points wanted; ``grid`` rounds it up to a multiple of ``grid_size**2``.
-        heatmap_size: ``(H, W)``.
+        heatmap_size: ``(H, W)``, or ``(D, H, W)`` for points in a volume.
         generator: seeded generator; its device is the device of the result.
         position: one of :data:`POSITIONS`.
         margin: for ``interior``, the distance kept from the border pixel centres.
@@ -178,18 +179,20 @@ def sample_heatmap_points(
             ``x > side - 0.5 - band`` on some axis); a band of half the map or more
             makes the whole map border.
         sampling: one of :data:`SAMPLINGS`.
-        grid_size: ``G`` for ``grid``: offsets ``(i + 0.5) / G - 0.5``, ``i < G``, per axis.
+        grid_size: ``G`` for ``grid``: offsets ``(i + 0.5) / G - 0.5``, ``i < G``, per axis
+            (``G^2`` points per lattice, ``G^3`` in a volume).
         dtype: dtype of the result.
 
     Returns:
-        ``(N, 1, 2)`` points ``(x, y)`` in heatmap pixels.
+        ``(N, 1, 2)`` points ``(x, y)`` in heatmap pixels, or ``(N, 1, 3)`` points
+        ``(x, y, z)`` in voxels for a volume.
 
     Raises:
         ConfigError: the region is empty (a margin or band too large for the map).
     """
     check_sampling_region(heatmap_size, position=position, margin=margin, sampling=sampling)
-    height, width = heatmap_size
-    sides = torch.tensor([width, height], dtype=torch.float64)
+    # (x, y[, z]): the sides in reverse order of the size
+    sides = torch.tensor(list(heatmap_size)[::-1], dtype=torch.float64)
     if sampling == "random":
         points = _random_points(count, sides, generator, position, margin, band)
     else:
@@ -211,7 +214,8 @@ def _random_points(count, sides, generator, position, margin, band):
         low, high = torch.full_like(sides, margin), sides - 1 - margin
     else:
         low, high = torch.full_like(sides, -0.5), sides - 0.5
-    draw = lambda n: low + torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64) * (high - low)  # noqa: E731
+    axes = len(sides)
+    draw = lambda n: low + torch.rand((n, axes), generator=generator, device=device, dtype=torch.float64) * (high - low)  # noqa: E731
     if position != "border":
         return draw(count)
     # within `band` of the map's edge, which lies half a pixel beyond the border centres
@@ -225,11 +229,12 @@ def _grid_points(count, sides, generator, position, margin, band, grid_size):
         low, high = torch.ceil(torch.full_like(sides, margin + 0.5)), torch.floor(sides - 1.5 - margin)
     else:
         low, high = torch.zeros_like(sides), sides - 1
-    cells = grid_size**2
+    axes = len(sides)
+    cells = grid_size**axes
     bases_needed = -(-count // cells)
 
     def draw(n: int) -> torch.Tensor:
-        unit = torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64)
+        unit = torch.rand((n, axes), generator=generator, device=device, dtype=torch.float64)
         return low + torch.floor(unit * (high - low + 1)).clamp(max=high - low)
 
     if position == "border":
@@ -238,8 +243,9 @@ def _grid_points(count, sides, generator, position, margin, band, grid_size):
     else:
         bases = draw(bases_needed)
     steps = (torch.arange(grid_size, device=device, dtype=torch.float64) + 0.5) / grid_size - 0.5
-    offsets = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)
-    return (bases.unsqueeze(1) + offsets).reshape(-1, 2)
+    # x fastest, then y (then z)
+    offsets = torch.stack(torch.meshgrid(*([steps] * axes), indexing="ij")[::-1], dim=-1).reshape(-1, axes)
+    return (bases.unsqueeze(1) + offsets).reshape(-1, axes)
 
 
 def _rejection(count, draw, accept) -> torch.Tensor:
@@ -359,7 +365,7 @@ def add_noise(
     """``maps + level * peak * z`` with ``z`` standard normal per pixel.
 
     Args:
-        maps: ``(B, K, H, W)``.
+        maps: ``(B, K, H, W)`` (or ``(B, K, D, H, W)`` volumes).
         level: noise standard deviation relative to the peak.
         peak: the maps' peak value.
         seed: the experiment's seed.
@@ -369,11 +375,11 @@ def add_noise(
             own).
 
     Returns:
-        A new ``(B, K, H, W)`` tensor.
+        A new tensor of the shape of ``maps``.
     """
-    batch, keypoints, height, width = maps.shape
+    batch = maps.shape[0]
     index = torch.arange(first_sample, first_sample + batch, device=counter_device(maps.device))
-    uniform = counter_uniform(seed, stream, index, keypoints * height * width)
+    uniform = counter_uniform(seed, stream, index, maps[0].numel())
     normal = torch.special.ndtri(uniform).view(maps.shape)
     del uniform
     # the dtype first: a float64 tensor cannot go to MPS

@@ -199,7 +199,7 @@ class TestDecodeErrors:
         [
             torch.rand(4, 4),
             torch.rand(1, 4, 4),
-            torch.rand(1, 1, 1, 4, 4),
+            torch.rand(1, 1, 1, 1, 4, 4),
             torch.zeros(1, 1, 4, 4, dtype=torch.int64),
             torch.rand(1, 1, 0, 4),
         ],

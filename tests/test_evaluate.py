@@ -175,7 +175,7 @@ def test_unknown_suffixes(good, tmp_path):
     refused(maps, tmp_path / "maps.h5", r"\.npy or \.csv file")
 
 
-@pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8, 1), (0, 2, 8, 8)])
+@pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8, 1, 1), (0, 2, 8, 8)])
 def test_heatmaps_of_the_wrong_shape(good, tmp_path, shape):
     _, targets = good
     refused(save(tmp_path / "bad.npy", np.zeros(shape, np.float32)), targets, r"\(N, K, H, W\)")

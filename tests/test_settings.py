@@ -37,8 +37,8 @@ def test_every_field_of_the_config_is_a_row_of_the_table():
 
 
 def test_the_csv_columns_are_those_of_the_results_files():
-    # the format of every CSV written since SimCC (results/reference.csv, written before,
-    # lacks representation and split_ratio: read_results fills them in)
+    # the format of every CSV written since volumes and the scores (results/reference.csv,
+    # written before, lacks some columns: read_results fills them in)
     assert CSV_COLUMNS == (
         "representation",
         "stride",
@@ -64,6 +64,8 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "image_w",
         "heatmap_h",
         "heatmap_w",
+        "dims",
+        "depth",
         "margin",
         "samples",
         "oks_area",
@@ -76,6 +78,8 @@ def test_the_csv_columns_are_those_of_the_results_files():
         "bias_x",
         "bias_y",
         "mean_error_hm",
+        "mean_error_z",
+        "mean_error_3d",
         "ci95_low",
         "ci95_high",
         "nonfinite",
@@ -121,6 +125,7 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "decode_convention",
         "flip_test",
         "sampling",
+        "dims",
         "dtype",
     )
     assert PLOT_AXES == (
@@ -132,6 +137,7 @@ def test_the_axes_sweep_walks_and_plot_draws():
         "noise",
         "distractor",
         "distractor_distance",
+        "dims",
         "outputs",
     )
 
@@ -152,7 +158,7 @@ def test_compare_has_an_option_per_setting_and_sweep_a_list_per_axis():
     sweep_flags = flags("sweep")
     for item in SETTINGS.values():
         assert (item.sweep_flag if item.sweep else item.flag) in sweep_flags
-        if item.sweep:
+        if item.sweep and item.sweep_flag != item.flag:
             assert item.flag not in sweep_flags  # one spelling per setting
 
 

@@ -48,6 +48,19 @@ def commands(saved_maps):
             "--grid-size",
             "2",
         ],
+        "compare volumes": [
+            "compare",
+            "--dims",
+            "3",
+            "--samples",
+            "20",
+            "--device",
+            "cpu",
+            "--wide",
+            "--columns",
+            "mean_error,median_error,p95_error,mean_error_z,mean_error_3d,ci95",
+        ],
+        "compare volumes, default columns": ["compare", "--dims", "3", "--samples", "20", "--device", "cpu"],
         "evaluate": [
             "evaluate",
             "--heatmaps",
@@ -75,6 +88,7 @@ def commands(saved_maps):
         "fit": ["fit", "--samples", "2", "--steps", "2", "--device", "cpu", "--learning-rates", "0.1"],
         "bench": ["bench", "--batch", "16", "--repeat", "1", "--device", "cpu", "--no-baselines"],
         "bench with the field": ["bench", "--batch", "64", "--repeat", "1", "--device", "cpu"],
+        "bench volumes": ["bench", "--dims", "3", "--batch", "4", "--repeat", "1", "--device", "cpu"],
         "decoders": ["decoders"],
         "example": ["example"],
     }
@@ -86,12 +100,15 @@ def commands(saved_maps):
         "compare",
         "compare noisy, distractor, grid",
         "compare simcc",
+        "compare volumes",
+        "compare volumes, default columns",
         "evaluate",
         "evaluate simcc",
         "grad",
         "fit",
         "bench",
         "bench with the field",
+        "bench volumes",
         "decoders",
         "example",
     ],
@@ -106,6 +123,8 @@ def test_every_table_fits_80_columns_with_whole_names(saved_maps, name):
     if args[0] in ("compare", "evaluate", "grad", "fit", "decoders"):
         # one line per decoder that applies, its name whole in the first cell
         names = decoders_for("simcc") if "simcc" in args or "--simcc" in args else DECODERS
+        if "--dims" in args:
+            names = decoders_for("volume")
         assert sorted(cells[0].removesuffix(" !") for cells in table_rows(result.stdout)) == sorted(names)
 
 

@@ -12,7 +12,15 @@ import typer
 from integral_cli.cli.app import app, progress_bar, say
 from integral_cli.cli.experiments import Columns
 from integral_cli.cli.params import AsJson, Choice, CsvPath, Force, Number, Numbers, Wide, option, setting_options
-from integral_cli.cli.render import SCORE_COLUMNS, choose_columns, error_table, heading, show
+from integral_cli.cli.render import (
+    COMPACT_3D,
+    SCORE_COLUMNS,
+    choose_columns,
+    error_caption,
+    error_table,
+    heading,
+    show,
+)
 from integral_cli.decoders.registry import DECODERS
 
 DECODER_NAMES = tuple(DECODERS)
@@ -55,7 +63,8 @@ DECODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
 }
 HEATMAPS_HELP = (
-    "Your model's heatmaps, (N, K, H, W): .npy, .npz (the only array, or one named 'heatmaps') or .pt/.pth "
+    "Your model's heatmaps, (N, K, H, W), or volumes (N, K, D, H, W; evaluate only): .npy, .npz (the only "
+    "array, or one named 'heatmaps') or .pt/.pth "
     "(a tensor, or a dict holding one)."
 )
 SIMCC_HELP = (
@@ -86,7 +95,8 @@ def evaluate(
             metavar="FILE",
             help="Ground truth in image pixels: .npy "
             "(N, K, 2), or (N, K, 3) with visibility; or .csv with columns sample, keypoint, x, y[, "
-            "visible]. Visibility 0 leaves a keypoint out.",
+            "visible]. For volumes a z in voxels after y: (N, K, 3) or (N, K, 4), a z column. Visibility 0 "
+            "leaves a keypoint out.",
         ),
     ],
     heatmaps: Heatmaps = None,
@@ -176,6 +186,9 @@ def evaluate(
         task = bar.add_task("evaluate", total=None)
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
     rows = _by_mean_error(rows)
+    volumes = bool(getattr(source, "volumes", False))
+    if volumes:
+        shown = choose_columns(wide, requested, extra=list(extra), compact=COMPACT_3D, volumes=True)
     if csv is not None:
         write_csv(csv, rows, columns_of)
     if as_json:
@@ -185,10 +198,10 @@ def evaluate(
     title = []
     simcc_run = config.representation == "simcc"
     if source is not None:
-        samples, keypoints, first_side, second_side = source.shape
-        outputs = f"maps of {first_side}x{second_side}"
+        samples, keypoints, *sides = source.shape
+        outputs = f"{'volumes' if volumes else 'maps'} of {'x'.join(map(str, sides))}"
         if simcc_run:
-            outputs = f"vector pairs of {first_side}+{second_side} bins"
+            outputs = f"vector pairs of {sides[0]}+{sides[1]} bins"
         title.append(
             f"{config.outputs}: {samples}x{keypoints} {source.dtype} {outputs}"
             + (" (memory-mapped)" if source.mapped else "")
@@ -204,11 +217,12 @@ def evaluate(
             f"convention {config.convention}",
             f"beta {config.beta:g}",
             f"dark kernel {params['dark_kernel']}",
-            *([] if simcc_run else [f"window radius {config.window_radius}", f"fit radius {params['fit_radius']}"]),
+            *([] if simcc_run else [f"window radius {config.window_radius}"]),
+            *([] if simcc_run or volumes else [f"fit radius {params['fit_radius']}"]),
             f"device {rows.loc[rows['decoder'] != 'predictions', 'device'].iloc[0]}",
         ]
     table, notes = error_table(rows, shown, extra, fit=not (wide or columns))
-    caption = ["errors in image px", *(["CI = 95% interval of the mean"] if "ci95" in shown else [])]
+    caption = [error_caption(volumes), *(["CI = 95% interval of the mean"] if "ci95" in shown else [])]
     caption += ["PCK@t = share within t · L, L from " + config.normalize if normalized else "PCK@t = share within t px"]
     caption += notes
     if normalized:

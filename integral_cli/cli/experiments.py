@@ -21,10 +21,12 @@ from integral_cli.cli.params import (
 )
 from integral_cli.cli.render import (
     COMPACT,
+    COMPACT_3D,
     COMPACT_NOISY,
     ERROR_COLUMNS,
     SCORE_COLUMNS,
     choose_columns,
+    error_caption,
     error_table,
     heading,
     number,
@@ -66,7 +68,8 @@ def compare(
     Errors are Euclidean distances in image pixels between the decoded and the true
     point; rows are sorted by mean error. The table shows the mean, median, 95th
     percentile, maximum and the 95% interval of the mean; --wide shows every column, and
-    the CSV and JSON always carry them all.
+    the CSV and JSON always carry them all. With --dims 3 the maps are volumes: the
+    (x, y) error stays in image pixels, and the table adds the z and 3D errors in voxels.
     """
     from integral_cli.devices import resolve_device
     from integral_cli.experiment import run_experiment
@@ -75,7 +78,8 @@ def compare(
     config = ExperimentConfig(**settings)
     requested = columns.split(",") if columns else None
     scores = {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")} if config.oks_area is not None else {}
-    choose_columns(wide, requested, extra=list(scores))  # a bad --columns is refused before the work
+    # a bad --columns is refused before the work
+    choose_columns(wide, requested, extra=list(scores), volumes=config.dims == 3)
     if csv is not None:
         check_output_path(csv, force=force)
     device = resolve_device(config.device)
@@ -90,9 +94,11 @@ def compare(
         return
     bound = rows["crlb_rmse"].iloc[0]
     noisy = bool(bound == bound)  # the Cramér–Rao bound is known
-    shown = choose_columns(wide, requested, extra=list(scores), compact=COMPACT_NOISY if noisy else COMPACT)
+    volumes = config.dims == 3
+    compact = COMPACT_3D if volumes else COMPACT_NOISY if noisy else COMPACT
+    shown = choose_columns(wide, requested, extra=list(scores), compact=compact, volumes=volumes)
     table, notes = error_table(rows, shown, scores, fit=not (wide or columns))
-    caption = ["errors in image pixels", *notes]
+    caption = [error_caption(volumes), *notes]
     if "ci95" in shown:
         grid = config.sampling == "grid"
         caption.insert(1, "no CI: a lattice is not a random sample" if grid else "CI = 95% interval of the mean")
@@ -116,9 +122,10 @@ def compare(
 def experiment_title(config: ExperimentConfig, device: str, margin: float) -> list[str]:
     """The parts of a ``compare`` title: every setting that shapes the numbers."""
     simcc = config.representation == "simcc"
+    volumes = config.dims == 3
     height, width = config.output_size
-    unit = "bins" if simcc else "hm px"
-    maps = f"{config.encoder} {'vectors' if simcc else 'maps'}"
+    unit = "bins" if simcc else "voxels" if volumes else "hm px"
+    maps = f"{config.encoder} {'vectors' if simcc else 'volumes' if volumes else 'maps'}"
     if config.noise:
         maps += f" + noise {config.noise:g}"
     if config.distractor:
@@ -128,6 +135,8 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         "border": f"border (band {margin:g} {unit})",
         "anywhere": "anywhere",
     }[config.position]
+    sigma_unit = "voxels" if volumes and config.sigma_unit == "heatmap" else f"{config.sigma_unit} px"
+    size = f"volume {config.depth}x{height}x{width} (DxHxW)" if volumes else f"heatmap {height}x{width}"
     sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
     points = [f"{config.total_samples} points {where}, {sampling}"]
     if config.oks_area is not None:
@@ -143,11 +152,11 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
         ]
         outputs = [f"{image} → vectors of {width} (x) and {height} (y) bins"]
     else:
-        shape = [f"stride {config.stride}", f"sigma {config.sigma:g} {config.sigma_unit} px"]
+        shape = [f"stride {config.stride}", f"sigma {config.sigma:g} {sigma_unit}"]
         outputs = [
             f"window radius {config.window_radius}",
-            f"fit radius {config.decoder_params['fit_radius']}",
-            f"{image} → heatmap {height}x{width}",
+            *([] if volumes else [f"fit radius {config.decoder_params['fit_radius']}"]),
+            f"{image} → {size}",
         ]
     return [
         *shape,

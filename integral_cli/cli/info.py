@@ -18,7 +18,8 @@ from integral_cli.decoders import DECODERS
 
 @app.command("decoders")
 def list_decoders(as_json: AsJson = False) -> None:
-    """List the decoders: whether they pass gradients, their parameters, their source.
+    """List the decoders: whether they pass gradients, whether they decode volumes, their
+    parameters, their source.
 
     --json adds what each computes and the full reference."""
     if as_json:
@@ -40,10 +41,12 @@ def list_decoders(as_json: AsJson = False) -> None:
         )
         return
     table = new_table(
-        ["decoder", "gradient", "parameters", "reference"], left=["decoder", "gradient", "parameters", "reference"]
+        ["decoder", "gradient", "3D", "parameters", "reference"],
+        left=["decoder", "gradient", "3D", "parameters", "reference"],
     )
     for d in DECODERS.values():
-        table.add_row(d.name, "yes" if d.differentiable else "no", ", ".join(d.params) or "-", d.citation)
+        volumes = "yes" if "volume" in d.representations else "no"
+        table.add_row(d.name, "yes" if d.differentiable else "no", volumes, ", ".join(d.params) or "-", d.citation)
     simcc = [d.name for d in DECODERS.values() if "simcc" in d.representations]
     caption = textwrap.fill(
         "all decode heatmaps; SimCC vectors (--representation simcc): " + ", ".join(simcc),
@@ -51,7 +54,8 @@ def list_decoders(as_json: AsJson = False) -> None:
         break_on_hyphens=False,
         break_long_words=False,
     )
-    show(table, "decoders · --json: what each computes, and its full reference", caption)
+    title = heading(["decoders", "3D: decodes volumes (--dims 3)", "--json: what each computes, and its reference"])
+    show(table, title, caption)
 
 
 @app.command()
@@ -76,13 +80,14 @@ def example(as_json: AsJson = False) -> None:
 
 @app.command()
 @setting_options(
-    ("representation", "split_ratio", "decoders", "device", "dtype", "dark_kernel"),
+    ("representation", "split_ratio", "decoders", "device", "dtype", "dark_kernel", "dims", "depth"),
     overrides={
         "representation": {"help": "Time heatmap decoders, or SimCC ones on the vectors of the same input."},
         "dark_kernel": {
             "help": "Blur kernel size of dark (odd); auto: 11 for the maps' sigma 2, MMPose's 29 for the "
             "SimCC labels' sigma 4.9 bins."
         },
+        "dims": {"help": "2: time heatmaps; 3: volumes of --depth slices of --heatmap-size."},
     },
 )
 def bench(
@@ -96,8 +101,13 @@ def bench(
         ),
     ] = "64x48",
     batch: Annotated[
-        int, option(parser=Number(1, 10**7, integer=True), help="Maps (or SimCC vector pairs) decoded per call.")
-    ] = 4096,
+        int | None,
+        option(
+            parser=Number(1, 10**7, integer=True),
+            help="Maps (or SimCC vector pairs, or volumes) decoded per call.",
+            show_default="4096 maps, 256 volumes",
+        ),
+    ] = None,
     repeat: Annotated[
         int,
         option(
@@ -111,7 +121,8 @@ def bench(
             "--baselines/--no-baselines",
             help="Also time the field's usual "
             "implementations: numpy argmax, the per-keypoint loops, the note's code, and kornia/dsntnn "
-            "when installed; for SimCC, MMPose's way of decoding (argmax, and DARK).",
+            "when installed; for SimCC, MMPose's way of decoding (argmax, and DARK); for volumes, dsntnn's n-D "
+            "soft-argmax.",
         ),
     ] = True,
     as_json: AsJson = False,
@@ -142,8 +153,8 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    per_s = "pairs/s" if config.representation == "simcc" else "maps/s"
-    table = new_table(["", per_s, "ms (median)", "of read rate"], left=[""])
+    unit = "pairs/s" if config.representation == "simcc" else "volumes/s" if config.dims == 3 else "maps/s"
+    table = new_table(["", unit, "ms (median)", "of read rate"], left=[""])
     for row in result["rows"]:
         fraction = "" if row["read_fraction"] is None else f"{row['read_fraction']:.0%}"
         table.add_row(row["name"], f"{row['maps_per_s']:,.0f}", number(row["median_s"] * 1e3), fraction)
@@ -153,7 +164,8 @@ def bench(
         what = [f"{config.batch} SimCC vector pairs of {bins_x}+{bins_y} bins {config.dtype}", f"{image}"]
         what.append(f"split ratio {config.split_ratio:g}")
     else:
-        what = [f"{config.batch} maps of {config.heatmap_size[0]}x{config.heatmap_size[1]} {config.dtype}"]
+        outputs = "volumes" if config.dims == 3 else "maps"
+        what = [f"{config.batch} {outputs} of {'x'.join(map(str, config.size))} {config.dtype}"]
     title = [
         *what,
         f"device {result['device']}",

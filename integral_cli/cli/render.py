@@ -95,6 +95,8 @@ ERROR_COLUMNS: dict[str, str] = {
     "bias_x": "bias x",
     "bias_y": "bias y",
     "mean_error_hm": "mean hm",
+    "mean_error_z": "mean z",
+    "mean_error_3d": "mean 3d",
     "ci95": "95% CI of mean",
     "nonfinite": "non-finite",
     "fallbacks": "fallbacks",
@@ -109,6 +111,10 @@ _SCORES_AS_NUMBERS = ("nme", "oks")
 COMPACT = ("mean_error", "median_error", "p95_error", "max_error", "ci95")
 #: What ``compare`` shows by default on noisy maps, where the Cramér–Rao bound is known.
 COMPACT_NOISY = ("mean_error", "median_error", "p95_error", "rmse", "efficiency")
+#: ... and for volumes: the (x, y) error in image px, then z and 3D in voxels.
+COMPACT_3D = ("mean_error", "p95_error", "mean_error_z", "mean_error_3d", "ci95")
+#: The columns only volumes fill.
+VOLUME_COLUMNS = ("mean_error_z", "mean_error_3d")
 
 
 def error_table(
@@ -183,10 +189,16 @@ def _missing(value: Any) -> bool:
 
 
 def choose_columns(
-    wide: bool, requested: Sequence[str] | None, extra: Sequence[str] = (), compact: Sequence[str] = COMPACT
+    wide: bool,
+    requested: Sequence[str] | None,
+    extra: Sequence[str] = (),
+    compact: Sequence[str] = COMPACT,
+    *,
+    volumes: bool = False,
 ) -> list[str]:
     """The error-table columns to show: ``requested`` (checked), every one with
-    ``wide``, else the ``compact`` set; ``extra`` columns (PCK) come after."""
+    ``wide`` (those of volumes only for ``volumes``), else the ``compact`` set; ``extra``
+    columns (PCK) come after."""
     known = [*ERROR_COLUMNS, *extra]
     if requested:
         unknown = [c for c in requested if c not in known]
@@ -198,5 +210,12 @@ def choose_columns(
             )
         return list(requested)
     if wide:
-        return [*ERROR_COLUMNS, *extra]
+        return [*(c for c in ERROR_COLUMNS if volumes or c not in VOLUME_COLUMNS), *extra]
     return [*compact[:4], *extra] if extra else list(compact)
+
+
+def error_caption(volumes: bool) -> str:
+    """The units of the error table."""
+    if volumes:
+        return "mean, p95, CI: (x, y) error in image pixels · mean z, mean 3d: voxels"
+    return "errors in image pixels"

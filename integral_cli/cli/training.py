@@ -14,7 +14,7 @@ from integral_cli.cli.render import heading, new_table, number, show
 from integral_cli.settings import ExperimentConfig
 
 #: What ``grad`` and ``fit`` take besides the maps (interior points at the default margin).
-TOY_SETTINGS = (*MAP_SETTINGS, "samples", "decoders", "device", "seed")
+TOY_SETTINGS = (*MAP_SETTINGS, "dims", "depth", "samples", "decoders", "device", "seed")
 
 
 @app.command()
@@ -63,15 +63,16 @@ def grad(
             agrees,
         )
     experiment = config.experiment
-    height, width = experiment.heatmap_size
+    what = "volumes" if experiment.dims == 3 else "maps"
     title = _maps_title(experiment) + [
-        f"{experiment.total_samples} maps of {height}x{width}",
+        f"{experiment.total_samples} {what} of {'x'.join(map(str, experiment.sample_shape))}",
         "float64",
         f"eps {epsilon:g}",
         f"seed {experiment.seed}",
     ]
     caption = [
-        "|dx/dh|: mean norm of the Jacobian of the image-pixel point",
+        "|dx/dh|: mean norm of the Jacobian of the image-pixel point"
+        + (" (z in voxels)" if experiment.dims == 3 else ""),
         "pixels: how many it reaches",
         "|fd|: mean |central finite difference|",
         "rel. diff: largest autograd-vs-fd difference, relative",
@@ -84,10 +85,12 @@ def grad(
 
 
 def _maps_title(config: ExperimentConfig) -> list[str]:
-    maps = f"{config.encoder} maps" + (f" + noise {config.noise:g}" if config.noise else "")
+    what = "volumes" if config.dims == 3 else "maps"
+    maps = f"{config.encoder} {what}" + (f" + noise {config.noise:g}" if config.noise else "")
+    unit = "voxels" if config.dims == 3 and config.sigma_unit == "heatmap" else f"{config.sigma_unit} px"
     return [
         f"stride {config.stride}",
-        f"sigma {config.sigma:g} {config.sigma_unit} px",
+        f"sigma {config.sigma:g} {unit}",
         f"amplitude {config.amplitude:g}",
         maps,
     ]
@@ -140,7 +143,7 @@ def fit(
         threshold=threshold,
         start_distance=start_distance,
     )
-    names = config.experiment.decoders
+    names = config.experiment.resolved_decoders
     with progress_bar() as bar:
         task = bar.add_task("fit", total=len(names) * steps)
         done: dict[str, int] = {}
@@ -175,7 +178,7 @@ def fit(
         )
     experiment = config.experiment
     title = _maps_title(experiment)[:3] + [
-        f"{experiment.encoder} blobs starting {start_distance:g} hm px off",
+        f"{experiment.encoder} blobs starting {start_distance:g} {'voxels' if experiment.dims == 3 else 'hm px'} off",
         f"{experiment.total_samples} targets",
         f"{steps} Adam steps at {len(config.learning_rates)} learning rates",
         experiment.dtype,
@@ -183,7 +186,8 @@ def fit(
     ]
     caption = [
         "lr: the best learning rate",
-        "start, final: mean error over the targets, image px",
+        "start, final: mean error over the targets, image px"
+        + (" (a voxel along z: stride px)" if experiment.dims == 3 else ""),
         "worst: the worst target at the end",
         f"steps: until every target is within {threshold:g} px",
     ]

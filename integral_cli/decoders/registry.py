@@ -19,8 +19,9 @@ from integral_cli.errors import ConfigError
 
 #: The output representations a decoder can read: ``heatmap``, ``(B, K, H, W)`` maps;
 #: ``simcc``, a pair of 1D vectors per keypoint, ``(B, K, Wx)`` and ``(B, K, Wy)``
-#: (coordinate classification, Li et al., ECCV 2022).
-Representation = Literal["heatmap", "simcc"]
+#: (coordinate classification, Li et al., ECCV 2022); ``volume``, ``(B, K, D, H, W)``
+#: 3D heatmaps (``dims`` 3 of an experiment).
+Representation = Literal["heatmap", "simcc", "volume"]
 REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 
 #: Every parameter any decoder takes, with its default. ``decode`` passes each decoder
@@ -54,6 +55,9 @@ class Decoder:
         simcc_implementation: for a decoder of ``simcc`` vectors, the 1D function
             ``(vectors, **params) -> (B, K)`` it applies to each axis's ``(B, K, N)``
             vectors (coordinates in bins), or its ``"module:function"`` path.
+        volume_implementation: for a decoder of ``"volume"``, the function
+            ``(volumes, **params) -> (B, K, 3)`` (coordinates ``(x, y, z)`` in voxels),
+            or its ``"module:function"`` path.
     """
 
     name: str
@@ -66,10 +70,11 @@ class Decoder:
     representations: tuple[str, ...] = ("heatmap",)
     counted: str | None = None
     simcc_implementation: Callable[..., Any] | str | None = None
+    volume_implementation: Callable[..., Any] | str | None = None
 
     @property
     def function(self) -> Callable[..., Any]:
-        """The heatmap decoding function (imported now if named by its path)."""
+        """The decoding function of heatmaps (imported now if named by its path)."""
         return _resolve(self.implementation)
 
     @property
@@ -85,6 +90,16 @@ class Decoder:
             raise ConfigError(f"decoder {self.name!r} does not apply to «representation» simcc")
         return _resolve(self.simcc_implementation)
 
+    @property
+    def volume_function(self) -> Callable[..., Any]:
+        """The decoding function of volumes; raises :class:`ConfigError` for a decoder
+        of heatmaps only."""
+        if self.volume_implementation is None or "volume" not in self.representations:
+            raise ConfigError(
+                f"{self.name} does not decode volumes; the decoders that do: {', '.join(decoders_for('volume'))}"
+            )
+        return _resolve(self.volume_implementation)
+
 
 def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
     if callable(implementation):
@@ -96,7 +111,8 @@ def _resolve(implementation: Callable[..., Any] | str) -> Callable[..., Any]:
 
 _HERE = "integral_cli.decoders"
 _SIMCC = "integral_cli.decoders.simcc"
-BOTH = ("heatmap", "simcc")
+_EVERY = ("heatmap", "simcc", "volume")
+_HEATMAP_AND_VOLUME = ("heatmap", "volume")
 
 DECODERS: dict[str, Decoder] = {
     d.name: d
@@ -108,8 +124,9 @@ DECODERS: dict[str, Decoder] = {
             reference="Newell et al., Stacked Hourglass Networks, ECCV 2016",
             citation="Newell et al. 2016",
             description="location of the maximum, on the pixel grid (first on ties)",
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:argmax_1d",
+            volume_implementation=f"{_HERE}.volume:decode_volume_argmax",
         ),
         Decoder(
             "argmax-quarter",
@@ -119,8 +136,9 @@ DECODERS: dict[str, Decoder] = {
             "then Simple Baselines, HRNet and MMPose",
             citation="Newell et al. 2016",
             description="argmax, then 0.25 px toward the larger neighbour per axis",
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:argmax_quarter_1d",
+            volume_implementation=f"{_HERE}.volume:decode_volume_argmax_quarter",
         ),
         Decoder(
             "dark",
@@ -130,8 +148,9 @@ DECODERS: dict[str, Decoder] = {
             citation="Zhang et al. 2020",
             description="argmax, then a Newton step on the log of the blurred map (interior only)",
             params=("dark_kernel",),
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:dark_1d",
+            volume_implementation=f"{_HERE}.volume_dark:decode_volume_dark",
         ),
         Decoder(
             "dark-udp",
@@ -151,8 +170,9 @@ DECODERS: dict[str, Decoder] = {
             citation="Sun et al. 2018",
             description="expectation under softmax(beta*h) over all H*W pixels",
             params=("beta",),
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:integral_1d",
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral",
         ),
         Decoder(
             "integral-marginal",
@@ -162,6 +182,8 @@ DECODERS: dict[str, Decoder] = {
             citation="the note",
             description="1D softmax(beta*m) of the raw x and y marginal sums, then expectation",
             params=("beta",),
+            representations=_HEATMAP_AND_VOLUME,
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_marginal",
         ),
         Decoder(
             "integral-debiased",
@@ -171,8 +193,9 @@ DECODERS: dict[str, Decoder] = {
             citation="Gu et al. 2021",
             description="integral with the background pull removed: (C*E - N*c) / (C - N)",
             params=("beta",),
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:integral_debiased_1d",
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_debiased",
         ),
         Decoder(
             "integral-l1",
@@ -181,8 +204,9 @@ DECODERS: dict[str, Decoder] = {
             reference="Nibali et al., Numerical Coordinate Regression (DSNT), 2018",
             citation="Nibali et al. 2018",
             description="expectation under relu(h) / sum relu(h)",
-            representations=BOTH,
+            representations=_EVERY,
             simcc_implementation=f"{_SIMCC}:integral_l1_1d",
+            volume_implementation=f"{_HERE}.volume:decode_volume_integral_l1",
         ),
         Decoder(
             "soft-argmax-local",
@@ -192,6 +216,8 @@ DECODERS: dict[str, Decoder] = {
             citation="Luvizon et al. 2019",
             description="softmax(beta*h) expectation in a (2r+1)^2 window around the argmax",
             params=("beta", "window_radius"),
+            representations=_HEATMAP_AND_VOLUME,
+            volume_implementation=f"{_HERE}.volume:decode_volume_soft_argmax_local",
         ),
         Decoder(
             "gaussian-fit",

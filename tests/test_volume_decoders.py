@@ -1,0 +1,199 @@
+"""Decoders of volumes against plain per-volume references (``volume_references``), the
+official code's 3D integral, and the closed form of the softmax's pull in 3D."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from integral_cli import DECODERS, decode
+from integral_cli.decoders import decoders_for
+from integral_cli.errors import ConfigError
+
+from volume_references import PARAMS, VOLUME_REFERENCES, gaussian_volume
+
+VOLUME_DECODERS = decoders_for("volume")
+
+
+# ------------------------------------------------------------------ volume families
+SIZE = (9, 10, 11)  # D, H, W: every axis its own length, so a swapped axis shows
+
+
+def bump_volumes(rng):
+    """Gaussian bumps plus a little noise, peaks anywhere, the faces included."""
+    volumes = [gaussian_volume(rng.uniform(-0.4, np.array(SIZE[::-1]) - 0.6), SIZE, 1.5, 2.0) for _ in range(6)]
+    return np.stack(volumes).reshape(3, 2, *SIZE) + 0.05 * rng.random((3, 2, *SIZE))
+
+
+def noisy_volumes(rng):
+    """Rough volumes with negative values (DARK's clamp bites here)."""
+    return rng.normal(size=(2, 2, *SIZE)) + 3 * rng.random((2, 2, *SIZE)) ** 4
+
+
+def interior_volumes(rng):
+    """Bumps well inside, where DARK blurs only the neighbourhood of the peak."""
+    volumes = [gaussian_volume(rng.uniform(3.5, 5.5, 3), SIZE, 1.2, 5.0) for _ in range(4)]
+    return np.stack(volumes).reshape(2, 2, *SIZE) + 0.02 * rng.random((2, 2, *SIZE))
+
+
+def small_volumes(rng):
+    """Volumes smaller than DARK's neighbourhood (9^3 voxels at kernel 5): blurred whole."""
+    size = (6, 7, 8)
+    volumes = [gaussian_volume(rng.uniform(2.5, 3.5, 3), size, 1.0, 4.0) for _ in range(2)]
+    return np.stack(volumes).reshape(1, 2, *size) + 0.02 * rng.random((1, 2, *size))
+
+
+def loud_float32_volumes(rng):
+    """float32 volumes loud enough that beta * h (1.7 x 70) overflows float32's exp."""
+    volumes = [gaussian_volume(rng.uniform(2, 7, 3), SIZE, 3.0, 70.0) for _ in range(4)]
+    return (np.stack(volumes).reshape(2, 2, *SIZE) + 0.1 * rng.random((2, 2, *SIZE))).astype(np.float32)
+
+
+#: float64 volumes agree with the float64 references to rounding. float32 volumes are
+#: decoded in float32: sums of up to 990 weights of about 1e-3 relative spread, and DARK's
+#: log differences, move a point by up to ~1e-5 voxel; 1e-4 is ten times that.
+FAMILIES = {
+    "bump": (bump_volumes, 1e-9),
+    "noisy": (noisy_volumes, 1e-9),
+    "interior": (interior_volumes, 1e-9),
+    "small": (small_volumes, 1e-9),
+    "loud float32": (loud_float32_volumes, 1e-4),
+}
+
+
+def test_every_decoder_of_volumes_has_a_reference_and_an_implementation():
+    assert set(VOLUME_REFERENCES) == set(VOLUME_DECODERS)
+    # MMPose's UDP refinement and the least-squares fit are 2D only
+    assert set(DECODERS) - set(VOLUME_DECODERS) == {"dark-udp", "gaussian-fit"}
+    for decoder in DECODERS.values():
+        assert ("volume" in decoder.representations) == (decoder.volume_implementation is not None)
+
+
+@pytest.mark.parametrize("name", VOLUME_DECODERS)
+class TestEveryDecoderOfVolumes:
+    def test_shape_dtype(self, name):
+        out = decode(torch.rand(3, 5, 6, 7, 8), name)
+        assert out.shape == (3, 5, 3) and out.dtype == torch.float32
+        assert decode(torch.rand(1, 1, 5, 5, 5, dtype=torch.float64), name).dtype == torch.float64
+
+    @pytest.mark.parametrize("family", list(FAMILIES))
+    def test_matches_reference(self, name, family, rng):
+        make, tolerance = FAMILIES[family]
+        volumes = make(rng)
+        got = decode(torch.from_numpy(volumes), name, **PARAMS)
+        assert got.dtype == torch.from_numpy(volumes).dtype
+        for b in range(volumes.shape[0]):
+            for k in range(volumes.shape[1]):
+                expected = VOLUME_REFERENCES[name](volumes[b, k].astype(np.float64))
+                np.testing.assert_allclose(
+                    got[b, k].double().numpy(), expected, rtol=tolerance, atol=tolerance, err_msg=f"volume {b},{k}"
+                )
+
+    def test_input_not_modified(self, name):
+        volumes = torch.rand(2, 2, 6, 7, 8)
+        before = volumes.clone()
+        decode(volumes, name, beta=2.0)
+        assert torch.equal(volumes, before)
+
+    def test_nan_volume_gives_nan(self, name):
+        volumes = torch.rand(2, 1, 6, 6, 6)
+        volumes[1, 0, 2, 3, 4] = float("nan")
+        out = decode(volumes, name)
+        assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()
+
+    def test_recovers_a_centred_gaussian(self, name):
+        # an odd 17x15x13 volume: its centre (6, 7, 8) is a voxel centre and the Gaussian is
+        # symmetric about it, so even the softmax's pull cancels (the off-centre round trip
+        # below catches a decoder that returns the centre)
+        volumes = torch.from_numpy(gaussian_volume((6.0, 7.0, 8.0), (17, 15, 13), 2.0, 10.0))[None, None]
+        torch.testing.assert_close(decode(volumes, name), torch.tensor([[[6.0, 7.0, 8.0]]], dtype=torch.float64))
+
+    def test_batches_do_not_mix(self, name, rng):
+        # each volume's result is the same alone as in a batch (the blocked sums of the
+        # integrals cover whole volumes; float64, so rounding is far below 1e-12)
+        volumes = torch.from_numpy(bump_volumes(rng))
+        together = decode(volumes, name)
+        alone = torch.cat([decode(volumes[b : b + 1], name) for b in range(volumes.shape[0])])
+        torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+def test_large_volumes_are_summed_in_blocks_as_whole_volumes_are():
+    # 64x64x48 float32 volumes are 768 KiB each, a block each; 96x64x48 ones are summed in
+    # slabs of depth slices. Against the float64 reference, float32 sums of 3e5 weights:
+    # relative 1e-6 of a coordinate below 96, so 1e-4 voxel.
+    for size in ((64, 64, 48), (96, 64, 48)):
+        center = (20.3, 30.7, 41.2)
+        volume = gaussian_volume(center, size, 3.0, 3.0)
+        for name in ("integral", "integral-debiased", "integral-l1"):
+            got = decode(torch.from_numpy(volume).float()[None, None], name, beta=1.7)[0, 0].double().numpy()
+            np.testing.assert_allclose(got, VOLUME_REFERENCES[name](volume), atol=1e-4, err_msg=f"{name} {size}")
+
+
+def official_integral_3d(preds, beta=1.0):
+    """The official code's 3D path (Sun et al., integral-human-pose, softmax_integral_tensor
+    with output_3d): softmax over the flattened volume, the marginals by summing over two
+    axes, the expectation over the indices."""
+    batch, joints, depth, height, width = preds.shape
+    heatmaps = torch.softmax(beta * preds.reshape(batch, joints, -1), 2).reshape(batch, joints, depth, height, width)
+    accu_x = heatmaps.sum(dim=2).sum(dim=2)
+    accu_y = heatmaps.sum(dim=2).sum(dim=3)
+    accu_z = heatmaps.sum(dim=3).sum(dim=3)
+    x = (accu_x * torch.arange(width, dtype=preds.dtype)).sum(dim=2)
+    y = (accu_y * torch.arange(height, dtype=preds.dtype)).sum(dim=2)
+    z = (accu_z * torch.arange(depth, dtype=preds.dtype)).sum(dim=2)
+    return torch.stack((x, y, z), dim=-1)
+
+
+@pytest.mark.parametrize("size", [(16, 20, 24), (64, 64, 48)])
+def test_integral_equals_the_official_3d_code(size, rng):
+    # The official path's arithmetic carried out in float64 is the reference. Ours decodes
+    # float32 volumes in float32: each block's weights sum to a relative few 1e-7, which
+    # moves a coordinate below 64 by under 1e-5 voxel. (The official code run in float32
+    # is itself off by up to 7e-5 voxel on 64x64x48 volumes: its plain float32 sums of the
+    # index-weighted marginals.)
+    centers = rng.uniform(2, np.array(size[::-1]) - 3, (6, 3))
+    volumes = np.stack([gaussian_volume(c, size, 2.0, 10.0) for c in centers]).reshape(3, 2, *size)
+    volumes = torch.from_numpy(volumes + 0.3 * rng.random(volumes.shape)).float()
+    for beta in (1.0, 0.5):
+        ours = decode(volumes, "integral", beta=beta).double()
+        torch.testing.assert_close(ours, official_integral_3d(volumes.double(), beta), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        decode(volumes.double(), "integral"), official_integral_3d(volumes.double()), rtol=0, atol=1e-10
+    )
+
+
+# ------------------------------------------------------------------------ the pull
+def pull_series(amplitude, sigma):
+    """``S = sum (e^h - 1)`` over a volume holding ``A exp(-d^2 / 2 sigma^2)``: with the sum
+    over voxels replaced by the integral, ``(2 pi)^{3/2} sigma^3 sum_k A^k / (k^{3/2} k!)``."""
+    terms = sum(amplitude**k / (k**1.5 * math.factorial(k)) for k in range(1, 60))
+    return (2 * math.pi) ** 1.5 * sigma**3 * terms
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 4.0])
+def test_the_softmax_pull_in_3d(amplitude):
+    # E = (N c + S mu) / (N + S) with N = D H W and c the volume's centre. The sum over voxels
+    # equals the integral in S to ~exp(-2 pi^2 sigma^2 / k) relative per term (Poisson
+    # summation), below 1e-6 at sigma 2 for the terms that matter at these amplitudes; the
+    # bump lies at least 5 sigma inside, so its cut tails change S by less than 1e-6
+    # relative. 1e-4 voxel covers both, far below the pull itself (several voxels).
+    size = (26, 30, 32)
+    mu = np.array([13.3, 15.6, 11.8])
+    volume = torch.from_numpy(gaussian_volume(mu, size, 2.0, amplitude))[None, None]
+    n = size[0] * size[1] * size[2]
+    c = np.array([(size[2] - 1) / 2, (size[1] - 1) / 2, (size[0] - 1) / 2])
+    s = pull_series(amplitude, 2.0)
+    expected = (n * c + s * mu) / (n + s)
+    got = decode(volume, "integral")[0, 0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.linalg.norm(got - mu) > 1.0  # the pull is real
+    # the debiased form removes that pull: what is left is the drift of the sampled mean of
+    # the weights e^h - 1, whose high powers of the Gaussian are narrower than it (under
+    # 1e-5 voxel at amplitude 4)
+    np.testing.assert_allclose(decode(volume, "integral-debiased")[0, 0].numpy(), mu, atol=1e-4)
+
+
+def test_a_decoder_of_heatmaps_only_refuses_volumes():
+    with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
+        decode(torch.rand(1, 1, 4, 4, 4), "dark-udp")
