@@ -305,15 +305,14 @@ def evaluate_files(
     predicted = None
     if config.predictions is not None:
         expected = None if source is None else (source.shape[0], source.shape[1])
-        predicted = read_predictions(config.predictions, expected)
+        axes = None if source is None else 3 if _holds_volumes(source) else 2
+        predicted = read_predictions(config.predictions, expected, axes)
     samples, keypoints = source.shape[:2] if source is not None else cast(np.ndarray, predicted).shape[:2]
     image_size = None if source is None else _image_size(config, source.shape[-2:])
-    volumes = _holds_volumes(source)
+    volumes = _holds_volumes(source) or (predicted is not None and predicted.shape[-1] == 3)
     targets, visible = load_targets(cast(Path, config.targets), samples, keypoints, 3 if volumes else 2)
     if not visible.any():
         raise MissingResultsError(f"{config.targets}: every keypoint has visibility 0; nothing to score")
-    if volumes and predicted is not None:
-        raise ConfigError("«predictions» are (x, y) points; they are scored beside 2D outputs, not volumes")
     if volumes and config.oks_area is not None:
         raise ConfigError("«oks_area» scores COCO's 2D keypoints; it does not apply to volumes")
     if config.oks_area is not None and keypoints != len(COCO_SIGMAS):
@@ -356,7 +355,7 @@ def evaluate_files(
         if config.per_keypoint:
             groups += [(label, index) for index, label in enumerate(names)]
         for label, index in groups:
-            scores = _score(config, points, targets, visible, lengths, index)
+            scores = _score(config, points, targets, visible, lengths, index, image_size or config.image_size)
             rows.append({**common, "keypoint": label, **scores, "fallbacks": fallbacks, "seconds": seconds})
     return pd.DataFrame(rows, columns=evaluate_columns(config.pck, config.representation)), source
 
@@ -400,9 +399,7 @@ def decode_file(
     if out is not None:
         check_prediction_path(out)
     source = cast(HeatmapFile | SimCCFile, _open_outputs(config))
-    if _holds_volumes(source):
-        raise ConfigError(f"{source.path} holds volumes; decode writes the (x, y) points of 2D outputs")
-    image_size = _image_size(config, source.shape[2:])
+    image_size = _image_size(config, source.shape[-2:])
     decoded = _decode_on_device(config, source, progress)
     name = config.decoders[0]
     points = config.to_image(decoded.points[name], image_size).numpy()
@@ -430,6 +427,7 @@ def _score(
     visible: torch.Tensor,
     lengths: np.ndarray | None,
     keypoint: int | None,
+    image_size: tuple[int, int] | None,
 ) -> dict[str, float | int]:
     """The scores of ``points`` (all keypoints, or one) against the counted targets; of
     points ``(x, y, z)`` decoded from volumes, the ``(x, y)`` error in image pixels and
@@ -441,7 +439,7 @@ def _score(
     offsets = (points - targets)[counted]
     scores: dict[str, float | int] = {"visible": int(counted.sum())}
     if points.shape[-1] == 3:
-        scales, _ = convention_scales(config.convention, config.stride, (0, 0))
+        scales, _ = convention_scales(config.convention, config.stride, image_size)
         scores |= summarize_volume_offsets(offsets, config.stride, scales)
     else:
         scores |= summarize_offsets(offsets, config.scale)

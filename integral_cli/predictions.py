@@ -1,9 +1,9 @@
 """Coordinates as files: what ``decode`` writes and ``evaluate --predictions`` reads,
 and the per-sample lengths and keypoint names ``evaluate`` scores with.
 
-Coordinates are ``(N, K, 2)`` points ``(x, y)`` in image pixels: a ``.npy`` array, or a
-``.csv`` with one row per sample and keypoint, ``sample, keypoint, x, y, score``
-(``score`` optional when read).
+Coordinates are ``(N, K, 2)`` points ``(x, y)`` in image pixels (``(N, K, 3)`` with ``z``
+in voxels for volumes): a ``.npy`` array, or a ``.csv`` with one row per sample and
+keypoint, ``sample, keypoint, x, y[, z], score`` (``score`` optional when read).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ PREDICTION_COLUMNS: tuple[str, ...] = ("sample", "keypoint", "x", "y", "score")
 
 
 def write_predictions(path: Path, points: np.ndarray, scores: np.ndarray | None = None) -> None:
-    """Write ``(N, K, 2)`` points (and ``(N, K)`` scores, for a CSV) atomically, as
-    ``.npy`` or ``.csv`` by the suffix.
+    """Write ``(N, K, 2)`` points, or ``(N, K, 3)`` ``(x, y, z)`` of volumes (and
+    ``(N, K)`` scores, for a CSV) atomically, as ``.npy`` or ``.csv`` by the suffix.
 
     Raises:
         ConfigError: another suffix.
@@ -41,9 +41,9 @@ def write_predictions(path: Path, points: np.ndarray, scores: np.ndarray | None 
             "keypoint": np.tile(np.arange(keypoints), samples),
             "x": points[..., 0].ravel(),
             "y": points[..., 1].ravel(),
+            **({"z": points[..., 2].ravel()} if points.shape[-1] == 3 else {}),
             "score": (np.full((samples, keypoints), np.nan) if scores is None else scores).ravel(),
-        },
-        columns=list(PREDICTION_COLUMNS),
+        }
     )
     write_atomically(path, lambda temporary: table.to_csv(temporary, index=False))
 
@@ -65,10 +65,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(stream, array)
 
 
-def read_predictions(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """``(N, K, 2)`` float64 points from a ``.npy`` array or a CSV of ``sample, keypoint,
-    x, y`` rows (every pair once); ``shape`` ``(N, K)`` if known. A non-finite point is a
-    prediction that failed (it counts as a miss).
+def read_predictions(path: Path, shape: tuple[int, int] | None = None, axes: int | None = None) -> np.ndarray:
+    """``(N, K, axes)`` float64 points from a ``.npy`` array or a CSV of ``sample,
+    keypoint, x, y`` rows (and ``z`` for 3 axes; every pair once); ``shape`` ``(N, K)``
+    if known; ``axes`` None: 3 for an array of 3 or a CSV with a ``z`` column, else 2. A
+    non-finite point is a prediction that failed (it counts as a miss).
 
     Raises:
         InputFileError: missing, unreadable or misshapen, or ``N, K`` other than ``shape``.
@@ -79,13 +80,15 @@ def read_predictions(path: Path, shape: tuple[int, int] | None = None) -> np.nda
             points = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
             raise InputFileError(f"{path}: not a readable .npy array ({_reason(error)})") from None
-        if points.ndim != 3 or points.shape[-1] != 2 or points.dtype.kind not in "fiu":
+        if axes is None:
+            axes = 3 if points.ndim == 3 and points.shape[-1] == 3 else 2
+        if points.ndim != 3 or points.shape[-1] != axes or points.dtype.kind not in "fiu":
             raise InputFileError(
-                f"{path}: predictions must be numbers of shape (N, K, 2), got {points.dtype} {tuple(points.shape)}"
+                f"{path}: predictions must be numbers of shape (N, K, {axes}), got {points.dtype} {tuple(points.shape)}"
             )
         points = points.astype(np.float64)
     else:
-        points = _points_from_csv(path, shape)
+        points = _points_from_csv(path, shape, axes)
     if shape is not None and points.shape[:2] != tuple(shape):
         raise InputFileError(
             f"{path}: predictions hold N={points.shape[0]}, K={points.shape[1]}, but N={shape[0]}, K={shape[1]} "
@@ -94,18 +97,21 @@ def read_predictions(path: Path, shape: tuple[int, int] | None = None) -> np.nda
     return points
 
 
-def _points_from_csv(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
+def _points_from_csv(path: Path, shape: tuple[int, int] | None, axes: int | None) -> np.ndarray:
     try:
         table = pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise InputFileError(f"{path}: not a readable CSV ({_reason(error)})") from None
-    missing = [c for c in PREDICTION_COLUMNS[:4] if c not in table.columns]
+    if axes is None:
+        axes = 3 if "z" in table.columns else 2
+    needed = [*PREDICTION_COLUMNS[:4], *(["z"] if axes == 3 else [])]
+    missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise InputFileError(f"{path}: needs the columns sample, keypoint, x, y; missing {', '.join(missing)}")
+        raise InputFileError(f"{path}: needs the columns {', '.join(needed)}; missing {', '.join(missing)}")
     try:
-        values = table[list(PREDICTION_COLUMNS[:4])].to_numpy(dtype=np.float64)
+        values = table[needed].to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
-        raise InputFileError(f"{path}: the columns sample, keypoint, x, y must hold numbers") from None
+        raise InputFileError(f"{path}: the columns {', '.join(needed)} must hold numbers") from None
     index = values[:, :2]
     if not np.isfinite(index).all() or (index != np.round(index)).any() or (index < 0).any():
         raise InputFileError(f"{path}: sample and keypoint must be whole numbers >= 0")
@@ -118,9 +124,9 @@ def _points_from_csv(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
         first = int(np.argmax(counts != 1))
         state = "several rows" if counts[first] > 1 else "no row"
         raise InputFileError(f"{path}: sample {first // keypoints}, keypoint {first % keypoints} has {state}")
-    points = np.empty((samples * keypoints, 2))
-    points[sample * keypoints + keypoint] = values[:, 2:4]
-    return points.reshape(samples, keypoints, 2)
+    points = np.empty((samples * keypoints, axes))
+    points[sample * keypoints + keypoint] = values[:, 2:]
+    return points.reshape(samples, keypoints, axes)
 
 
 def load_lengths(spec: str, targets: np.ndarray, visible: np.ndarray) -> np.ndarray | None:

@@ -416,8 +416,6 @@ class ExperimentConfig:
                 )
             if self.distractor > 0:
                 raise ConfigError("«distractor» is not available for volumes («dims» 3)")
-            if self.flip_test != "none":
-                raise ConfigError("«flip_test» is not available for volumes («dims» 3)")
             if self.oks_area is not None:
                 raise ConfigError("«oks_area» scores COCO's 2D keypoints; it does not apply to volumes («dims» 3)")
 

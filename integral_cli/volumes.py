@@ -26,7 +26,9 @@ from integral_cli.experiment import DTYPES, MAP_BUFFERS, NOISE_BYTES_PER_PIXEL, 
 from integral_cli.metrics import summarize_volume_offsets
 from integral_cli.settings import ENCODERS, ExperimentConfig, default_margin
 from integral_cli.synth import (
+    FLIPPED_NOISE_STREAM,
     FWHM_PEAK,
+    NOISE_STREAM,
     _profile,
     add_noise,
     check_sampling_region,
@@ -129,17 +131,34 @@ def render_volume_maps(config: ExperimentConfig, truth: torch.Tensor, first_samp
             chunking does not change it).
 
     Returns:
-        ``(B, 1, D, H, W)`` volumes in the dtype of ``truth``.
+        ``(B, 1, D, H, W)`` volumes in the dtype of ``truth``. With the flip test, as for
+        heatmaps: averaged with the volume of the mirrored image flipped back along x
+        (and shifted one voxel toward +x first for ``shift``).
     """
-    centers_xy = image_to_heatmap(truth[..., :2], config.stride, config.convention, config.image_size)
+    volumes = _render_view(config, truth, first_sample, mirrored=False)
+    if config.flip_test == "none":
+        return volumes
+    flipped = _render_view(config, truth, first_sample, mirrored=True).flip(-1)
+    if config.flip_test == "shift":
+        flipped = torch.cat((flipped[..., :1], flipped[..., :-1]), dim=-1)
+    return (volumes + flipped) / 2
+
+
+def _render_view(config: ExperimentConfig, truth: torch.Tensor, first_sample: int, *, mirrored: bool) -> torch.Tensor:
+    """The volume of the image, or of its mirror image (``x' = W_img - 1 - x``, ``y`` and
+    ``z`` kept; the noise its own stream)."""
+    seen = truth[..., :2]
+    if mirrored:
+        seen = torch.stack((config.image_size[1] - 1 - seen[..., 0], seen[..., 1]), dim=-1)
+    centers_xy = image_to_heatmap(seen, config.stride, config.convention, config.image_size)
     centers = torch.cat((centers_xy, truth[..., 2:]), dim=-1)
     volumes = render_volumes(
         centers, config.sample_shape, config.sigma_hm, amplitude=config.amplitude, encoder=config.encoder
     )
     if config.noise > 0:
-        volumes = add_noise(
-            volumes, config.noise, peak_value(config.encoder, config.amplitude), config.seed, first_sample
-        )
+        peak = peak_value(config.encoder, config.amplitude)
+        stream = FLIPPED_NOISE_STREAM if mirrored else NOISE_STREAM
+        volumes = add_noise(volumes, config.noise, peak, config.seed, first_sample, stream=stream)
     return volumes
 
 

@@ -124,6 +124,9 @@ def test_pck_nme_and_auc_match_their_definitions():
         ("simcc", "center", "shift", 0.25),
         ("simcc", "corner", "average", 0.25),
         ("simcc", "corner", "shift", 0.5),
+        # volumes flip along x as heatmaps do; z and y untouched
+        ("volume", "center", "shift", STRIDE / 2),
+        ("volume", "corner", "average", -(STRIDE - 1) / 2),
     ],
 )
 def test_the_flip_test_biases_match_the_closed_forms(representation, convention, flip_test, bias):
@@ -131,12 +134,16 @@ def test_the_flip_test_biases_match_the_closed_forms(representation, convention,
     # reads the bias exactly but for the Gaussian tail the border cuts (and the border
     # column the shift duplicates): at 6 sigma from the border (heatmap sigma 1 px, SimCC
     # sigma 2 bins) the tail is exp(-18) ~ 2e-8 of the peak, so 1e-6 image px
+    volume = representation == "volume"
     config = ExperimentConfig(
-        representation=representation,
+        representation="heatmap" if volume else representation,
+        dims=3 if volume else 2,
+        depth=16,
+        image_size=(64, 64),
         stride=STRIDE,
         split_ratio=2.0,
-        sigma=1.0 if representation == "heatmap" else 2.0,
-        margin=6 if representation == "heatmap" else 12,
+        sigma=2.0 if representation == "simcc" else 1.0,
+        margin=12 if representation == "simcc" else 6,
         convention=convention,
         flip_test=flip_test,
         decoders=("integral-l1",),
@@ -148,6 +155,8 @@ def test_the_flip_test_biases_match_the_closed_forms(representation, convention,
     row = run_experiment(config).iloc[0]
     assert row["bias_x"] == pytest.approx(bias, abs=1e-6)
     assert row["bias_y"] == pytest.approx(0.0, abs=1e-6)
+    if volume:
+        assert row["mean_error_z"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_flip_test_is_in_the_title_and_sweep_walks_it(tmp_path):

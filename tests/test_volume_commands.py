@@ -191,6 +191,29 @@ def test_evaluate_reads_volume_targets_as_npy_or_csv(saved_volumes):
     assert (every.visible == 40).all()
 
 
+def test_decode_writes_volume_points_and_evaluate_scores_them(saved_volumes, tmp_path):
+    # argmax reads the voxel of the maximum: (x, y) to image pixels under center at
+    # stride 4, (x_hm + 0.5) * 4 - 0.5, and z in voxels
+    folder, volumes, _, _ = saved_volumes
+    out = tmp_path / "points.csv"
+    result = invoke("decode", "--heatmaps", folder / "volumes.npy", "--decoder", "argmax", "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["sample", "keypoint", "x", "y", "z", "score"]
+    flat = volumes.reshape(20, 2, -1)
+    z, y, x = np.unravel_index(flat.argmax(-1), volumes.shape[2:])
+    expected = np.stack([(x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5, z], -1).reshape(-1, 3)
+    np.testing.assert_array_equal(table[["x", "y", "z"]].to_numpy(), expected)
+    assert table["score"].to_numpy() == pytest.approx(flat.max(-1).ravel(), rel=1e-6)  # float32 maxima
+    # the written points score as the volumes decoded by argmax do, alone or beside them
+    args = ["evaluate", "--targets", folder / "visible.npy", "--predictions", out, "--json"]
+    alone = json.loads(invoke(*args).stdout)
+    both = {row["decoder"]: row for row in json.loads(invoke(*args, "--heatmaps", folder / "volumes.npy").stdout)}
+    for column in ("mean_error", "mean_error_z", "mean_error_3d"):
+        assert alone[0][column] == pytest.approx(both["argmax"][column], rel=1e-12)
+        assert both["predictions"][column] == pytest.approx(both["argmax"][column], rel=1e-12)
+
+
 def test_evaluate_refuses_mismatched_volume_files(saved_volumes, tmp_path):
     folder, *_ = saved_volumes
     np.save(tmp_path / "flat.npy", np.zeros((20, 2, 2)))

@@ -63,7 +63,7 @@ DECODE_OVERRIDES: dict[str, dict[str, Any]] = {
     "fit_radius": {"help": "Half-width of the gaussian-fit window; auto: ceil(3*sigma) with --sigma, else 4."},
 }
 HEATMAPS_HELP = (
-    "Your model's heatmaps, (N, K, H, W), or volumes (N, K, D, H, W; evaluate only): .npy, .npz (the only "
+    "Your model's heatmaps, (N, K, H, W), or volumes (N, K, D, H, W): .npy, .npz (the only "
     "array, or one named 'heatmaps') or .pt/.pth "
     "(a tensor, or a dict holding one)."
 )
@@ -107,7 +107,8 @@ def evaluate(
             "--predictions",
             metavar="FILE",
             help="Coordinates your model predicted, in image pixels: .npy (N, K, 2) or a CSV like decode "
-            "writes (sample, keypoint, x, y); scored in a row of their own.",
+            "writes (sample, keypoint, x, y); for volumes (N, K, 3) or a z column, in voxels. Scored in a row "
+            "of their own.",
         ),
     ] = None,
     pck: Annotated[
@@ -255,9 +256,9 @@ def decode_command(
             "--out",
             "-o",
             metavar="PATH",
-            help="Where to write the points: .npy, an (N, K, 2) array of x, y; or .csv, one row per sample and "
-            "keypoint: sample, keypoint, x, y, score (the map's maximum; of SimCC vectors, the smaller of the "
-            "two maxima).",
+            help="Where to write the points: .npy, an (N, K, 2) array of x, y (N, K, 3 with z in voxels for "
+            "volumes); or .csv, one row per sample and keypoint: sample, keypoint, x, y[, z], score (the map's "
+            "maximum; of SimCC vectors, the smaller of the two maxima).",
         ),
     ],
     heatmaps: Heatmaps = None,
