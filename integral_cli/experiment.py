@@ -37,7 +37,6 @@ from integral_cli.scores import person_scores
 from integral_cli.settings import (
     CSV_COLUMNS,
     ExperimentConfig,
-    default_margin,
 )
 from integral_cli.simcc import SIMCC_VECTORS
 from integral_cli.synth import (
@@ -47,9 +46,11 @@ from integral_cli.synth import (
     add_noise,
     check_sampling_region,
     distractor_centers,
+    flip_back,
+    mirror_x,
     peak_value,
     render_heatmaps,
-    sample_heatmap_points,
+    sample_config_points,
 )
 
 DTYPES: dict[str, torch.dtype] = {
@@ -417,18 +418,7 @@ def sample_truth(config: ExperimentConfig, device: torch.device | None = None) -
     a draw that depends on their launch grid, which depends on the GPU model; the CPU's
     generator makes the same seed give the same points on every device.
     """
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    points_hm = sample_heatmap_points(
-        config.total_samples,
-        config.heatmap_size,
-        generator,
-        position=config.position,
-        margin=config.resolved_margin,
-        band=default_margin(config.sigma_hm),
-        sampling=config.sampling,
-        grid_size=config.grid_size,
-        dtype=torch.float64,
-    )
+    points_hm = sample_config_points(config, config.heatmap_size)
     image = heatmap_to_image(points_hm, config.stride, config.convention, config.image_size)
     # float32 whatever the decoding dtype, so every dtype sees the same points
     return image.float().to(device or torch.device("cpu"))
@@ -452,10 +442,7 @@ def render_maps(config: ExperimentConfig, truth_img: torch.Tensor, first_sample:
     maps = _render_view(config, truth_img, first_sample, mirrored=False)
     if config.flip_test == "none":
         return maps
-    flipped = _render_view(config, truth_img, first_sample, mirrored=True).flip(-1)
-    if config.flip_test == "shift":
-        flipped = torch.cat((flipped[..., :1], flipped[..., :-1]), dim=-1)
-    return (maps + flipped) / 2
+    return flip_back(maps, _render_view(config, truth_img, first_sample, mirrored=True), config.flip_test)
 
 
 def _render_view(
@@ -465,9 +452,7 @@ def _render_view(
     truth and the distractor mirrored as ``x' = W_img - 1 - x``, the noise its own)."""
 
     def mirror(points_img: torch.Tensor) -> torch.Tensor:
-        if not mirrored:
-            return points_img
-        return torch.stack((config.image_size[1] - 1 - points_img[..., 0], points_img[..., 1]), dim=-1)
+        return mirror_x(points_img, config.image_size[1]) if mirrored else points_img
 
     def to_map(points_img: torch.Tensor) -> torch.Tensor:
         return image_to_heatmap(points_img, config.stride, config.convention, config.image_size)

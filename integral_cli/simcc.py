@@ -21,7 +21,7 @@ from integral_cli.coords import image_to_simcc, pixel_coordinates, simcc_size, s
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.errors import ConfigError
 from integral_cli.metrics import summarize_offsets
-from integral_cli.settings import SIMCC_ENCODERS, ExperimentConfig, default_margin
+from integral_cli.settings import SIMCC_ENCODERS, ExperimentConfig
 from integral_cli.synth import (
     FLIPPED_NOISE_STREAM,
     NOISE_STREAM,
@@ -30,7 +30,9 @@ from integral_cli.synth import (
     counter_device,
     counter_uniform,
     distractor_centers,
-    sample_heatmap_points,
+    flip_back,
+    mirror_x,
+    sample_config_points,
 )
 
 #: Working-precision buffers per bin alive at once while a chunk is decoded, besides the
@@ -210,18 +212,7 @@ class SimCCVectors:
 
     def sample_truth(self, config: ExperimentConfig, device: torch.device) -> torch.Tensor:
         # drawn on the CPU and moved: the same seed gives the same points on every device
-        generator = torch.Generator().manual_seed(config.seed)
-        points = sample_heatmap_points(
-            config.samples,
-            config.output_size,
-            generator,
-            position=config.position,
-            margin=config.resolved_margin,
-            band=default_margin(config.sigma_hm),
-            sampling=config.sampling,
-            grid_size=config.grid_size,
-            dtype=torch.float64,
-        )
+        points = sample_config_points(config, config.output_size)
         # float32 whatever the decoding dtype, so every dtype sees the same points
         return simcc_to_image(points, config.split_ratio, config.convention).float().to(device)
 
@@ -230,11 +221,8 @@ class SimCCVectors:
         # back (and shifted one bin toward +x for shift), averaged with the direct one
         vectors = self._render_view(config, truth, first_sample, mirrored=False)
         if config.flip_test != "none":
-            flipped_x, flipped_y = self._render_view(config, truth, first_sample, mirrored=True)
-            flipped_x = flipped_x.flip(-1)
-            if config.flip_test == "shift":
-                flipped_x = torch.cat((flipped_x[..., :1], flipped_x[..., :-1]), dim=-1)
-            vectors = ((vectors[0] + flipped_x) / 2, (vectors[1] + flipped_y) / 2)
+            mirrored_x, mirrored_y = self._render_view(config, truth, first_sample, mirrored=True)
+            vectors = (flip_back(vectors[0], mirrored_x, config.flip_test), (vectors[1] + mirrored_y) / 2)
         dtype = getattr(torch, config.dtype)
         return vectors[0].to(dtype), vectors[1].to(dtype)
 
@@ -245,9 +233,7 @@ class SimCCVectors:
         the ground truth and the distractor; the noise its own stream)."""
 
         def mirror(points_img: torch.Tensor) -> torch.Tensor:
-            if not mirrored:
-                return points_img
-            return torch.stack((config.image_size[1] - 1 - points_img[..., 0], points_img[..., 1]), dim=-1)
+            return mirror_x(points_img, config.image_size[1]) if mirrored else points_img
 
         centers = image_to_simcc(truth, config.split_ratio, config.convention)
         seen = image_to_simcc(mirror(truth), config.split_ratio, config.convention) if mirrored else centers

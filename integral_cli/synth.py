@@ -14,7 +14,7 @@ import torch
 from integral_cli.checks import check_choice, check_points, check_positive, check_size
 from integral_cli.coords import heatmap_to_image, pixel_coordinates
 from integral_cli.errors import ConfigError
-from integral_cli.settings import ENCODERS, POSITIONS, SAMPLINGS
+from integral_cli.settings import ENCODERS, POSITIONS, SAMPLINGS, ExperimentConfig, default_margin
 
 #: Peak value of the reading note's generator (the ``fwhm`` encoder).
 FWHM_PEAK = 10.0
@@ -152,6 +152,45 @@ def check_sampling_region(size: Sequence[int], *, position: str, margin: float, 
             f"grid «sampling» needs whole heatmap pixels inside the margin of {margin:g} px; "
             "lower «margin» or use random sampling"
         )
+
+
+def mirror_x(points_img: torch.Tensor, image_width: int) -> torch.Tensor:
+    """Points of the horizontally flipped image: ``x' = W_img - 1 - x``, the other
+    coordinates kept (``(..., 2)`` or ``(..., 3)``)."""
+    return torch.cat((image_width - 1 - points_img[..., :1], points_img[..., 1:]), dim=-1)
+
+
+def flip_back(direct: torch.Tensor, mirrored: torch.Tensor, flip_test: str) -> torch.Tensor:
+    """The flip test's output: the output of the mirrored image flipped back along its
+    last axis (x), moved one pixel (or bin, or voxel) toward +x first for ``shift`` as
+    HRNet's ``shift_heatmap`` does, and averaged with the direct one."""
+    flipped = mirrored.flip(-1)
+    if flip_test == "shift":
+        flipped = torch.cat((flipped[..., :1], flipped[..., :-1]), dim=-1)
+    return (direct + flipped) / 2
+
+
+def sample_config_points(config: ExperimentConfig, shape: Sequence[int]) -> torch.Tensor:
+    """``config.total_samples`` float64 ground-truth points on the grid ``shape`` (a
+    heatmap's ``(H, W)``, SimCC's bins ``(Ny, Nx)`` or a volume's ``(D, H, W)``), where
+    ``config.position`` and ``config.sampling`` say.
+
+    Drawn on the CPU from a generator seeded with ``config.seed``: accelerators' random
+    kernels give an element a draw that depends on their launch grid, so only the CPU's
+    generator gives the same points on every device.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    return sample_heatmap_points(
+        config.total_samples,
+        shape,
+        generator,
+        position=config.position,
+        margin=config.resolved_margin,
+        band=default_margin(config.sigma_hm),
+        sampling=config.sampling,
+        grid_size=config.grid_size,
+        dtype=torch.float64,
+    )
 
 
 def sample_heatmap_points(

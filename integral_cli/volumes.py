@@ -24,7 +24,7 @@ from integral_cli.decoders import decode_counted
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import DTYPES, MAP_BUFFERS, NOISE_BYTES_PER_PIXEL, Counted
 from integral_cli.metrics import summarize_volume_offsets
-from integral_cli.settings import ENCODERS, ExperimentConfig, default_margin
+from integral_cli.settings import ENCODERS, ExperimentConfig
 from integral_cli.synth import (
     FLIPPED_NOISE_STREAM,
     FWHM_PEAK,
@@ -32,8 +32,10 @@ from integral_cli.synth import (
     _profile,
     add_noise,
     check_sampling_region,
+    flip_back,
+    mirror_x,
     peak_value,
-    sample_heatmap_points,
+    sample_config_points,
 )
 
 
@@ -105,18 +107,7 @@ def sample_volume_truth(config: ExperimentConfig, device: torch.device | None = 
     mapped to the image with ``config.convention``, and the points moved to ``device``
     (default: left on the CPU).
     """
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    points = sample_heatmap_points(
-        config.samples,
-        config.sample_shape,
-        generator,
-        position=config.position,
-        margin=config.resolved_margin,
-        band=default_margin(config.sigma_hm),
-        sampling=config.sampling,
-        grid_size=config.grid_size,
-        dtype=torch.float64,
-    )
+    points = sample_config_points(config, config.sample_shape)
     image = heatmap_to_image(points[..., :2], config.stride, config.convention, config.image_size)
     return torch.cat((image, points[..., 2:]), dim=-1).float().to(device or torch.device("cpu"))
 
@@ -138,18 +129,13 @@ def render_volume_maps(config: ExperimentConfig, truth: torch.Tensor, first_samp
     volumes = _render_view(config, truth, first_sample, mirrored=False)
     if config.flip_test == "none":
         return volumes
-    flipped = _render_view(config, truth, first_sample, mirrored=True).flip(-1)
-    if config.flip_test == "shift":
-        flipped = torch.cat((flipped[..., :1], flipped[..., :-1]), dim=-1)
-    return (volumes + flipped) / 2
+    return flip_back(volumes, _render_view(config, truth, first_sample, mirrored=True), config.flip_test)
 
 
 def _render_view(config: ExperimentConfig, truth: torch.Tensor, first_sample: int, *, mirrored: bool) -> torch.Tensor:
     """The volume of the image, or of its mirror image (``x' = W_img - 1 - x``, ``y`` and
     ``z`` kept; the noise its own stream)."""
-    seen = truth[..., :2]
-    if mirrored:
-        seen = torch.stack((config.image_size[1] - 1 - seen[..., 0], seen[..., 1]), dim=-1)
+    seen = mirror_x(truth[..., :2], config.image_size[1]) if mirrored else truth[..., :2]
     centers_xy = image_to_heatmap(seen, config.stride, config.convention, config.image_size)
     centers = torch.cat((centers_xy, truth[..., 2:]), dim=-1)
     volumes = render_volumes(
