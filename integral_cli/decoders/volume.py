@@ -25,7 +25,7 @@ from integral_cli.devices import accumulation_dtype
 
 #: ``weigh(block, first, last)``: the weights of ``block``, an ``(n, d, H, W)`` block of
 #: the flat volumes ``first:last`` (whole volumes when ``d = D``).
-Weigh = Callable[[torch.Tensor, int, int], torch.Tensor]
+Weigh = Callable[[torch.Tensor, int, int, "torch.Tensor | None"], torch.Tensor]
 
 
 def stack_xyz(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -183,7 +183,8 @@ def weight_marginals_3d(weigh: Weigh, volumes: torch.Tensor) -> tuple[torch.Tens
     measured faster than slabs cut across several volumes). The loop runs over blocks
     of memory, whatever the number of volumes, and each block's two sums go straight
     into the outputs. How a volume is cut into blocks depends on the volumes' size only,
-    not on the batch it came in. With autograd on, one call on whole
+    not on the batch it came in; a block holds at least one whole volume per thread when
+    volumes fit. With autograd on, one call on whole
     volumes, so the graph stays simple.
     """
     batch, keypoints, depth, height, width = volumes.shape
@@ -192,19 +193,29 @@ def weight_marginals_3d(weigh: Weigh, volumes: torch.Tensor) -> tuple[torch.Tens
     if (volumes.requires_grad and torch.is_grad_enabled()) or volumes.device.type != "cpu":
         # on a GPU, blocks would cost kernel launches for nothing: the chunk itself was
         # sized to fit the memory budget with its working buffers
-        weights = weigh(flat, 0, count)
+        weights = weigh(flat, 0, count, None)
         plane, slices = weights.sum(1), weights.sum((-2, -1))
     else:
         slice_bytes = height * width * flat.element_size()
-        per_block = max(1, BLOCK_BYTES // (depth * slice_bytes))
-        depth_step = depth if per_block > 1 else max(1, BLOCK_BYTES // slice_bytes)
+        volume_bytes = depth * slice_bytes
+        if volume_bytes <= BLOCK_BYTES:
+            # whole volumes, at least one per thread: a softmax runs its rows (here the
+            # volumes) in parallel, so a block of one volume would leave the other threads
+            # idle; each volume's numbers are the same however many share its block
+            per_block, depth_step = max(torch.get_num_threads(), BLOCK_BYTES // volume_bytes), depth
+        else:
+            per_block, depth_step = 1, max(1, BLOCK_BYTES // slice_bytes)
         plane = flat.new_empty(count, height, width)
         slices = flat.new_empty(count, depth)
         partial = flat.new_empty(1, height, width)
+        # one buffer for every block's weights, allocated once: a block-sized allocation
+        # per block would be mapped and unmapped each time under a low mmap threshold
+        buffer = flat.new_empty(min(per_block, count), min(depth_step, depth), height, width)
         for first in range(0, count, per_block):
             last = min(count, first + per_block)
             for top in range(0, depth, depth_step):
-                weights = weigh(flat[first:last, top : top + depth_step], first, last)
+                block = flat[first:last, top : top + depth_step]
+                weights = weigh(block, first, last, buffer[: last - first, : block.shape[1]])
                 torch.sum(weights.flatten(-2), -1, out=slices[first:last, top : top + depth_step])
                 if top == 0:
                     torch.sum(weights, 1, out=plane[first:last])
@@ -236,11 +247,15 @@ def _volume_peaks(volumes: torch.Tensor) -> torch.Tensor:
     return volumes.detach().flatten(-3).amax(-1).reshape(-1, 1, 1, 1)
 
 
-def _softmax_weights(block: torch.Tensor, beta: float) -> torch.Tensor:
-    """``softmax(beta h)`` over each whole volume of an ``(n, D, H, W)`` block: torch's
-    fused softmax is the fastest way to the exponentials (faster than ``exp`` alone)."""
-    logits = block.flatten(1)
-    return torch.softmax(logits if beta == 1 else beta * logits, dim=-1).view_as(block)
+def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
+    """``exp(beta (block - shift))``, into ``out`` when given (in place, no allocation);
+    a new tensor (which autograd can follow) otherwise."""
+    if out is None:
+        return torch.exp(beta * (block - shift))
+    torch.sub(block, shift, out=out)
+    if beta != 1:
+        out.mul_(beta)
+    return out.exp_()
 
 
 def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -262,15 +277,13 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     tensor([[[2., 1., 2.]]])
     """
     work = volumes.to(working_dtype(volumes))
-    depth = work.shape[-3]
     peaks: list[torch.Tensor] = []
 
-    def weigh(block: torch.Tensor, first: int, last: int) -> torch.Tensor:
-        if block.shape[1] == depth:
-            return _softmax_weights(block, beta)
-        # a slab of a volume too large for one block: the shift the softmax would take
+    def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+        # exp(beta (h - m)), m the volume's maximum: the softmax's weights before their
+        # sum divides them (the expectation divides by it once)
         peaks[:] = peaks or [_volume_peaks(work)]
-        return torch.exp(beta * (block - peaks[0][first:last]))
+        return _shifted_exp(block, peaks[0][first:last], beta, out)
 
     return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
 
@@ -319,19 +332,15 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     tensor([[[1., 0., 0.]]])
     """
     work = volumes.to(working_dtype(volumes))
-    depth = work.shape[-3]
     peaks: list[torch.Tensor] = []
 
-    def weigh(block: torch.Tensor, first: int, last: int) -> torch.Tensor:
-        if block.requires_grad or block.shape[1] < depth:
-            # under autograd too: the softmax's largest weight below is a function of h
-            peaks[:] = peaks or [_volume_peaks(work)]
-            shift = peaks[0][first:last]
-            return torch.exp(beta * (block - shift)) - torch.exp(-beta * shift)
-        weights = _softmax_weights(block, beta)
-        # the softmax divides by sum exp(beta (h - m)), whose inverse is its largest weight
-        shift = block.flatten(1).amax(-1).view(-1, 1, 1, 1)
-        return weights.sub_(torch.exp(-beta * shift) * weights.flatten(1).amax(-1).view(-1, 1, 1, 1))
+    def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+        # exp(beta (h - m)) - exp(-beta m): the weights exp(beta h) - 1 times exp(-beta m)
+        peaks[:] = peaks or [_volume_peaks(work)]
+        shift = peaks[0][first:last]
+        weights, background = _shifted_exp(block, shift, beta, out), torch.exp(-beta * shift)
+        # in place into the buffer; a new tensor under autograd, which needs the exp kept
+        return weights - background if out is None else weights.sub_(background)
 
     return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
 
@@ -345,7 +354,10 @@ def decode_volume_integral_l1(volumes: torch.Tensor) -> torch.Tensor:
     """
     work = volumes.to(working_dtype(volumes))
 
-    return marginal_expectation_3d(*weight_marginals_3d(lambda block, *_: block.clamp(min=0), work)).to(work.dtype)
+    def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+        return block.clamp(min=0) if out is None else torch.clamp(block, min=0, out=out)
+
+    return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
 
 
 def decode_volume_soft_argmax_local(volumes: torch.Tensor, beta: float = 1.0, window_radius: int = 2) -> torch.Tensor:
