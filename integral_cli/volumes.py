@@ -22,8 +22,8 @@ from integral_cli.checks import check_choice, check_points, check_positive
 from integral_cli.coords import convention_scales, heatmap_to_image, image_to_heatmap, pixel_coordinates
 from integral_cli.decoders import decode_counted
 from integral_cli.errors import ConfigError
-from integral_cli.experiment import DTYPES, MAP_BUFFERS, NOISE_BYTES_PER_PIXEL, Counted
 from integral_cli.metrics import summarize_volume_offsets
+from integral_cli.representation import DTYPES, MAP_BUFFERS, NOISE_BYTES_PER_PIXEL, Counted
 from integral_cli.settings import ENCODERS, ExperimentConfig
 from integral_cli.synth import (
     FLIPPED_NOISE_STREAM,
