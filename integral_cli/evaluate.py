@@ -45,10 +45,8 @@ from integral_cli.predictions import (
     read_predictions,
     write_predictions,
 )
-from integral_cli.scores import ap_ceiling, keypoint_oks, keypoint_scores, person_oks
+from integral_cli.scores import DEFAULT_PCK, ap_ceiling, keypoint_oks, keypoint_scores, pck_column, person_oks
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
-
-DEFAULT_PCK: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -223,11 +221,6 @@ class EvaluateConfig(DecodeConfig):
             check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
         if len(set(self.pck)) != len(self.pck):
             raise ConfigError("a PCK threshold is listed twice")
-
-
-def pck_column(threshold: float) -> str:
-    """The column name of PCK at ``threshold`` image pixels, e.g. ``pck_2``."""
-    return f"pck_{threshold:g}"
 
 
 # ---------------------------------------------------------------------- evaluation

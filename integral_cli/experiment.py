@@ -15,10 +15,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 
 from integral_cli.bound import BOUNDED_ENCODERS, crlb_rmse_image
+from integral_cli.coco import COCO_SIGMAS
 from integral_cli.coords import heatmap_to_image, image_to_heatmap
 from integral_cli.decoders import decode_counted
 from integral_cli.devices import (
@@ -33,6 +35,7 @@ from integral_cli.devices import (
 )
 from integral_cli.errors import ConfigError, OutOfMemoryError
 from integral_cli.metrics import summarize_offsets
+from integral_cli.predictions import keypoint_names, load_lengths
 from integral_cli.representation import (
     DTYPES,
     MAP_BUFFERS,
@@ -40,7 +43,7 @@ from integral_cli.representation import (
     Counted,
     Representation,
 )
-from integral_cli.scores import person_scores
+from integral_cli.scores import Scoring, keypoint_oks, keypoint_scores, person_scores
 from integral_cli.settings import (
     CSV_COLUMNS,
     ExperimentConfig,
@@ -190,6 +193,7 @@ def run_experiment(
     *,
     progress: ProgressCallback | None = None,
     on_warning: Callable[[str], None] | None = None,
+    scoring: Scoring | None = None,
 ) -> pd.DataFrame:
     """Render ``config.samples`` maps, decode them with each decoder and summarise.
 
@@ -198,10 +202,13 @@ def run_experiment(
         progress: called with the number of samples finished after each chunk.
         on_warning: called with a message when something is worked around (a chunk
             that ran out of device memory is halved and retried).
+        scoring: PCK, the normalised scores and rows per keypoint too (see
+            :func:`score_rows`).
 
     Returns:
         One row per decoder, in ``config.resolved_decoders`` order, with the columns
-        :data:`integral_cli.settings.CSV_COLUMNS` (errors in image pixels).
+        :data:`integral_cli.settings.CSV_COLUMNS` (errors in image pixels), and with
+        ``scoring`` the columns of :attr:`Scoring.columns` after them.
 
     Raises:
         ConfigError: a setting out of range (e.g. a margin that leaves no room).
@@ -212,7 +219,9 @@ def run_experiment(
     check_runnable(config)
     device = resolve_device(config.device)
     check_dtype(device, config.dtype)
-    return run_on_device(device, lambda: _rows(config, device, progress, on_warning), MEMORY_ADVICE)
+    if scoring is not None:
+        _check_scoring(config, scoring)
+    return run_on_device(device, lambda: _rows(config, device, progress, on_warning, scoring), MEMORY_ADVICE)
 
 
 def _rows(
@@ -220,6 +229,7 @@ def _rows(
     device: torch.device,
     progress: ProgressCallback | None,
     on_warning: Callable[[str], None] | None,
+    scoring: Scoring | None = None,
 ) -> pd.DataFrame:
     representation = representation_of(config)
     render_dtype = torch.float64 if config.dtype == "float64" else torch.float32
@@ -243,7 +253,77 @@ def _rows(
                 "seconds": decoded.seconds[name],
             }
         )
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    return frame if scoring is None else score_rows(config, frame, truth, decoded.offsets, scoring)
+
+
+def _check_scoring(config: ExperimentConfig, scoring: Scoring) -> None:
+    """Refuse scores the synthetic points cannot give: keypoints, and pairs of them, exist
+    only as the persons of ``oks_area``."""
+    if config.oks_area is None and (scoring.per_keypoint or scoring.normalize.startswith("pair:")):
+        what = "«per_keypoint»" if scoring.per_keypoint else "«normalize» pair:I,J"
+        raise ConfigError(f"{what} needs keypoints: give «oks_area», which makes persons of COCO's 17")
+    if config.dims == 3 and scoring.normalize != "none":
+        raise ConfigError("«normalize» scores 2D keypoints; it does not apply to volumes («dims» 3)")
+
+
+def score_rows(
+    config: ExperimentConfig,
+    rows: pd.DataFrame,
+    truth: torch.Tensor,
+    offsets: dict[str, torch.Tensor],
+    scoring: Scoring,
+) -> pd.DataFrame:
+    """``rows`` (one per decoder) with PCK, and with a normaliser NME and AUC, as
+    ``evaluate`` scores them; with ``per_keypoint``, each followed by one row per COCO
+    keypoint (its own statistics, PCK and OKS; ``oks_area`` makes sample ``i`` keypoint
+    ``i mod 17`` of person ``i // 17``).
+
+    Args:
+        config: the experiment.
+        rows: its rows, :data:`CSV_COLUMNS`.
+        truth: ``(N, 1, C)`` ground truth, image pixels for ``x, y``.
+        offsets: per decoder, ``(N, C)`` offsets decoded minus true.
+        scoring: what to add.
+
+    Returns:
+        The rows with the columns :data:`CSV_COLUMNS` then ``scoring.columns``.
+    """
+    keypoints = len(COCO_SIGMAS) if config.oks_area is not None else 1
+    targets = truth[:, 0, :2].double().reshape(-1, keypoints, 2).numpy()
+    lengths = load_lengths(scoring.normalize, targets, np.ones(targets.shape[:2], dtype=bool))
+    per_sample = None if lengths is None else np.repeat(lengths, keypoints)
+    names = keypoint_names("coco" if config.oks_area is not None else None, keypoints)
+    scored = []
+    for row in rows.to_dict(orient="records"):
+        shift = offsets[row["decoder"]].double()
+        errors = torch.linalg.vector_norm(shift[:, :2], dim=-1).numpy()
+        scores = keypoint_scores(errors, scoring.pck, lengths=per_sample, auc_max=scoring.auc_max)
+        scored.append({**row, "keypoint": "all", **scores})
+        if not scoring.per_keypoint:
+            continue
+        by_keypoint = shift.reshape(-1, keypoints, shift.shape[-1])
+        oks = keypoint_oks(errors.reshape(-1, keypoints), float(config.oks_area or 0))
+        for index, name in enumerate(names):
+            summary = summarize_offsets(by_keypoint[:, index], config.image_px_per_output)
+            if config.sampling == "grid":
+                summary.update(ci95_low=math.nan, ci95_high=math.nan)
+            scores = keypoint_scores(
+                errors.reshape(-1, keypoints)[:, index], scoring.pck, lengths=lengths, auc_max=scoring.auc_max
+            )
+            scored.append(
+                {
+                    **row,
+                    **summary,
+                    "keypoint": name,
+                    "fallbacks": None,
+                    "efficiency": row["crlb_rmse"] / summary["rmse"] if summary["rmse"] > 0 else math.nan,
+                    "oks": float(oks[:, index].mean()),
+                    "ap_ceiling": math.nan,
+                    **scores,
+                }
+            )
+    return pd.DataFrame(scored, columns=[*CSV_COLUMNS, *scoring.columns])
 
 
 class Decoded(NamedTuple):

@@ -15,10 +15,52 @@ Imports no torch: the scores work on numpy arrays of errors.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
+from integral_cli.checks import check_range
 from integral_cli.coco import COCO_SIGMAS, OKS_THRESHOLDS
 from integral_cli.errors import ConfigError
+
+DEFAULT_PCK: tuple[float, ...] = (1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The scores asked of a run beyond its error statistics.
+
+    Attributes:
+        pck: thresholds in image pixels, or fractions of the ``normalize`` length.
+        normalize: ``none``, ``bbox:FILE``, ``pair:I,J`` or ``value:V`` (see
+            :func:`integral_cli.predictions.load_lengths`); with one, ``nme`` and ``auc``.
+        auc_max: the AUC integrates PCK from 0 to this fraction.
+        per_keypoint: also one row per keypoint.
+    """
+
+    pck: tuple[float, ...] = DEFAULT_PCK
+    normalize: str = "none"
+    auc_max: float = 0.5
+    per_keypoint: bool = False
+
+    def __post_init__(self) -> None:
+        check_range(self.auc_max, "auc_max", 0, math.inf, low_open=True)
+        for threshold in self.pck:
+            check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
+        if len(set(self.pck)) != len(self.pck):
+            raise ConfigError("a PCK threshold is listed twice")
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns these scores add: ``keypoint``, PCK at each threshold, ``nme`` and
+        ``auc``."""
+        return ["keypoint", *(pck_column(t) for t in self.pck), "nme", "auc"]
+
+
+def pck_column(threshold: float) -> str:
+    """The column name of PCK at ``threshold``, e.g. ``pck_2``."""
+    return f"pck_{threshold:g}"
 
 
 def keypoint_oks(errors: np.ndarray, area: float) -> np.ndarray:
@@ -110,7 +152,9 @@ def keypoint_scores(
     else:
         relative = errors[np.isfinite(lengths)] / lengths[np.isfinite(lengths)]
     for threshold in pck:
-        scores[f"pck_{threshold:g}"] = float(pck_curve(relative, np.array([threshold]))[0]) if relative.size else np.nan
+        scores[pck_column(threshold)] = (
+            float(pck_curve(relative, np.array([threshold]))[0]) if relative.size else np.nan
+        )
     if lengths is not None:
         finite = relative[np.isfinite(relative)]
         scores["nme"] = float(finite.mean()) if finite.size else float("nan")

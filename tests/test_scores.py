@@ -18,9 +18,9 @@ from integral_cli.cli import app
 from integral_cli.coco import COCO_KEYPOINTS, COCO_SIGMAS, OKS_THRESHOLDS
 from integral_cli.errors import ConfigError
 from integral_cli.evaluate import DecodeConfig, EvaluateConfig, decode_file, evaluate_files
-from integral_cli.experiment import ExperimentConfig, run_experiment
+from integral_cli.experiment import ExperimentConfig, run_experiment, sample_truth
 from integral_cli.metrics import SUMMARY_FIELDS
-from integral_cli.scores import ap_ceiling, auc, keypoint_scores, person_oks, person_scores
+from integral_cli.scores import Scoring, ap_ceiling, auc, keypoint_scores, person_oks, person_scores
 from integral_cli.synth import render_heatmaps
 
 from support import table_rows
@@ -186,6 +186,64 @@ def test_compare_scores_persons_of_17_keypoints():
     result = runner.invoke(app, ["compare", "--samples", "30", "--device", "cpu", "--oks-area", "4096"])
     assert "34 points" in result.stdout and "2 persons of 17 keypoints, area 4096 px²" in result.stdout
     assert "OKS" in result.stdout and "AP ceiling" in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+
+
+def test_compare_scores_per_keypoint_as_a_plain_reference_does():
+    # argmax on noise-free maps, decoded here with numpy: each person's 17 samples are
+    # COCO's keypoints in order, normalised by the distance between its eyes (1 and 2)
+    config = ExperimentConfig(
+        samples=68, oks_area=4096.0, image_size=(128, 96), decoders=("argmax",), device="cpu", dtype="float64"
+    )
+    scoring = Scoring(pck=(0.25, 0.5), normalize="pair:1,2", per_keypoint=True)
+    rows = run_experiment(config, scoring=scoring)
+    truth = sample_truth(config).double()[:, 0]  # (68, 2) image px
+    centers = (truth + 0.5) / STRIDE - 0.5  # center convention
+    maps = render_heatmaps(centers[:, None], (32, 24), config.sigma, amplitude=config.amplitude).numpy()[:, 0]
+    flat = maps.reshape(len(maps), -1).argmax(-1)
+    decoded = np.stack([flat % 24, flat // 24], -1) * STRIDE + (STRIDE - 1) / 2
+    errors = np.linalg.norm(decoded - truth.numpy(), axis=-1).reshape(4, 17)
+    eyes = np.linalg.norm(truth.numpy().reshape(4, 17, 2)[:, 1] - truth.numpy().reshape(4, 17, 2)[:, 2], axis=-1)
+    relative = errors / eyes[:, None]
+    assert list(rows["keypoint"]) == ["all", *COCO_KEYPOINTS]
+    # the engine keeps offsets in float32 (6e-8 relative): rel 1e-6 on what comes from them
+    expected_rows = [relative.ravel()] + [relative[:, j] for j in range(17)]
+    for (_, row), values in zip(rows.iterrows(), expected_rows, strict=True):
+        assert row["nme"] == pytest.approx(values.mean(), rel=1e-6)
+        assert row["pck_0.25"] == pytest.approx(np.mean(values <= 0.25), abs=1e-12)
+        assert row["pck_0.5"] == pytest.approx(np.mean(values <= 0.5), abs=1e-12)
+    for j in range(17):
+        assert rows.iloc[1 + j]["mean_error"] == pytest.approx(errors[:, j].mean(), rel=1e-6)
+        oks = np.exp(-(errors[:, j] ** 2) / (2 * 4096 * (2 * COCO_SIGMAS[j]) ** 2)).mean()
+        assert rows.iloc[1 + j]["oks"] == pytest.approx(oks, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--per-keypoint"], "--per-keypoint needs keypoints: give --oks-area"),
+        (["--normalize", "pair:0,1"], "--normalize pair:I,J needs keypoints: give --oks-area"),
+        (["--oks-area", "4096", "--normalize", "pair:0,17"], "I and J must be two keypoints of 0 to 16"),
+        (["--normalize", "value:0"], "value:V needs a number > 0"),
+    ],
+)
+def test_compare_refuses_scores_its_points_cannot_have(args, message, tmp_path):
+    out = tmp_path / "rows.csv"
+    result = runner.invoke(app, ["compare", "--samples", "20", "--device", "cpu", "--csv", str(out), *args])
+    assert result.exit_code == 2 and message in result.output and not out.exists()
+
+
+def test_compare_normalised_by_a_value_reads_pck_in_its_fractions(tmp_path):
+    # the same points scored in pixels at thresholds t*V and in fractions t of V agree (V = 4:
+    # dividing by it is exact), and NME is the mean error over V
+    common = ["compare", "--samples", "300", "--device", "cpu", "--decoders", "argmax,integral", "--json"]
+    pixels = json.loads(runner.invoke(app, [*common, "--pck", "2,4"]).stdout)
+    fractions = json.loads(runner.invoke(app, [*common, "--pck", "0.5,1", "--normalize", "value:4"]).stdout)
+    for by_px, by_fraction in zip(pixels, fractions, strict=True):
+        assert by_px["decoder"] == by_fraction["decoder"]
+        assert by_px["pck_2"] == by_fraction["pck_0.5"] and by_px["pck_4"] == by_fraction["pck_1"]
+        # both from the same float64 errors; the summary's mean sums in another order
+        assert by_fraction["nme"] == pytest.approx(by_px["mean_error"] / 4, rel=1e-9)
+        assert by_px["nme"] is None and by_fraction["keypoint"] == "all"
 
 
 # ------------------------------------------------- decode, predictions, per keypoint

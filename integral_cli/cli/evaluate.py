@@ -11,14 +11,28 @@ import typer
 
 from integral_cli.cli.app import app, progress_bar, say
 from integral_cli.cli.experiments import Columns
-from integral_cli.cli.params import AsJson, Choice, CsvPath, Force, Number, Numbers, Wide, option, setting_options
+from integral_cli.cli.params import (
+    AsJson,
+    AucMax,
+    Choice,
+    CsvPath,
+    Force,
+    Normalize,
+    Pck,
+    PerKeypoint,
+    Wide,
+    option,
+    setting_options,
+)
 from integral_cli.cli.render import (
     COMPACT_3D,
-    SCORE_COLUMNS,
+    by_mean_error,
     choose_columns,
     error_caption,
     error_table,
     heading,
+    score_caption,
+    score_headers,
     show,
 )
 from integral_cli.decoders.registry import DECODERS
@@ -111,30 +125,10 @@ def evaluate(
             "of their own.",
         ),
     ] = None,
-    pck: Annotated[
-        Any,
-        option(
-            parser=Numbers(Number(0, low_open=True)),
-            help="Comma-separated PCK thresholds: image pixels, or fractions of the --normalize length.",
-        ),
-    ] = "1,2,4",
-    normalize: Annotated[
-        str,
-        typer.Option(
-            "--normalize",
-            metavar="SPEC",
-            help="Divide errors by a length per sample: none, bbox:FILE (the square root of an (N, 4) "
-            "x, y, w, h box's area; .npy or .csv), pair:I,J (the distance between target keypoints I and J, "
-            "e.g. the eyes for faces) or value:V. Adds NME and AUC.",
-        ),
-    ] = "none",
-    auc_max: Annotated[
-        Any,
-        option("--auc-max", parser=Number(0, low_open=True), help="The AUC integrates PCK from 0 to this fraction."),
-    ] = "0.5",
-    per_keypoint: Annotated[
-        bool, typer.Option("--per-keypoint", help="Also one row per keypoint, under each decoder's row.")
-    ] = False,
+    pck: Pck = "1,2,4",
+    normalize: Normalize = "none",
+    auc_max: AucMax = "0.5",
+    per_keypoint: PerKeypoint = False,
     names: Annotated[
         str | None,
         typer.Option(
@@ -157,7 +151,7 @@ def evaluate(
     --max-memory; .npy, uncompressed .npz and .pt files are memory-mapped, so they may be
     larger than memory.
     """
-    from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files, pck_column
+    from integral_cli.evaluate import EvaluateConfig, evaluate_columns, evaluate_files
     from integral_cli.report import check_output_path, rows_as_records, write_csv
 
     config = EvaluateConfig(
@@ -174,11 +168,7 @@ def evaluate(
     )
     normalized = config.normalize != "none"
     columns_of = evaluate_columns(config.pck, config.representation)
-    extra = {pck_column(t): f"PCK@{t:g}" for t in config.pck}
-    if normalized:
-        extra |= {key: SCORE_COLUMNS[key] for key in ("nme", "auc")}
-    if config.oks_area is not None:
-        extra |= {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")}
+    extra = score_headers(config.pck, normalized=normalized, oks=config.oks_area is not None)
     requested = columns.split(",") if columns else None
     shown = choose_columns(wide, requested, extra=list(extra), compact=EVALUATE_COMPACT)
     if csv is not None:
@@ -186,7 +176,7 @@ def evaluate(
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=None)
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
-    rows = _by_mean_error(rows)
+    rows = by_mean_error(rows)
     volumes = bool(getattr(source, "volumes", False))
     if volumes:
         shown = choose_columns(wide, requested, extra=list(extra), compact=COMPACT_3D, volumes=True)
@@ -224,10 +214,7 @@ def evaluate(
         ]
     table, notes = error_table(rows, shown, extra, fit=not (wide or columns))
     caption = [error_caption(volumes), *(["CI = 95% interval of the mean"] if "ci95" in shown else [])]
-    caption += ["PCK@t = share within t · L, L from " + config.normalize if normalized else "PCK@t = share within t px"]
-    caption += notes
-    if normalized:
-        caption.append(f"NME = mean error / length · AUC of PCK up to {config.auc_max:g}")
+    caption += [*score_caption(config.normalize, config.auc_max), *notes]
     if config.oks_area is not None:
         caption.append(f"OKS at area {config.oks_area:g} px² · AP ceiling = AP with perfect detection and ranking")
     show(table, heading(title), heading(caption), wide=wide or columns is not None)
@@ -235,15 +222,6 @@ def evaluate(
 
 #: What ``evaluate`` shows by default before the scores.
 EVALUATE_COMPACT = ("mean_error", "median_error", "p95_error", "max_error")
-
-
-def _by_mean_error(rows: Any) -> Any:
-    """``rows`` with the sets of points sorted by their mean error over all keypoints;
-    per-keypoint rows stay under their set's row, in keypoint order."""
-    overall = rows[rows["keypoint"] == "all"].set_index("decoder")["mean_error"]
-    rank = rows["decoder"].map(overall.rank(method="first"))
-    order = sorted(range(len(rows)), key=lambda i: (rank.iloc[i], rows["keypoint"].iloc[i] != "all", i))
-    return rows.iloc[order].reset_index(drop=True)
 
 
 @app.command("decode")

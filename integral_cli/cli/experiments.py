@@ -13,8 +13,12 @@ import typer
 from integral_cli.cli.app import INTERRUPTED, app, progress_bar, say, warn
 from integral_cli.cli.params import (
     AsJson,
+    AucMax,
     CsvPath,
     Force,
+    Normalize,
+    Pck,
+    PerKeypoint,
     Wide,
     list_option_name,
     setting_options,
@@ -24,18 +28,20 @@ from integral_cli.cli.render import (
     COMPACT_3D,
     COMPACT_NOISY,
     ERROR_COLUMNS,
-    SCORE_COLUMNS,
+    by_mean_error,
     choose_columns,
     error_caption,
     error_table,
     heading,
     number,
+    score_caption,
+    score_headers,
     show,
 )
 from integral_cli.coco import COCO_SIGMAS
 from integral_cli.errors import ConfigError, InputFileError
 from integral_cli.setting import spell_value
-from integral_cli.settings import GRID_AXES, SETTINGS, ExperimentConfig
+from integral_cli.settings import CSV_COLUMNS, GRID_AXES, SETTINGS, ExperimentConfig
 
 AllowMixedDevices = Annotated[
     bool,
@@ -57,6 +63,10 @@ Columns = Annotated[
 @setting_options(SETTINGS)
 def compare(
     settings: dict[str, Any],
+    per_keypoint: PerKeypoint = False,
+    normalize: Normalize = "none",
+    pck: Pck = None,
+    auc_max: AucMax = "0.5",
     csv: CsvPath = None,
     force: Force = False,
     as_json: AsJson = False,
@@ -70,14 +80,21 @@ def compare(
     percentile, maximum and the 95% interval of the mean; --wide shows every column, and
     the CSV and JSON always carry them all. With --dims 3 the maps are volumes: the
     (x, y) error stays in image pixels, and the table adds the z and 3D errors in voxels.
+    --pck, --normalize and --per-keypoint score the points as evaluate does (keypoints
+    and pairs of them need --oks-area, whose persons have COCO's 17).
     """
     from integral_cli.devices import resolve_device
     from integral_cli.experiment import run_experiment
     from integral_cli.report import check_output_path, rows_as_records, write_csv
+    from integral_cli.scores import DEFAULT_PCK, Scoring
 
     config = ExperimentConfig(**settings)
+    scoring = None
+    if per_keypoint or normalize != "none" or pck is not None:
+        scoring = Scoring(tuple(pck or DEFAULT_PCK), normalize, float(auc_max), per_keypoint)
     requested = columns.split(",") if columns else None
-    scores = {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")} if config.oks_area is not None else {}
+    oks = config.oks_area is not None
+    scores = score_headers(scoring.pck if scoring else (), normalized=normalize != "none", oks=oks)
     # a bad --columns is refused before the work
     choose_columns(wide, requested, extra=list(scores), volumes=config.dims == 3)
     if csv is not None:
@@ -85,12 +102,18 @@ def compare(
     device = resolve_device(config.device)
     with progress_bar() as bar:
         task = bar.add_task("compare", total=config.total_samples)
-        rows = run_experiment(config, progress=lambda done: bar.update(task, completed=done), on_warning=warn)
-    rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
+        rows = run_experiment(
+            config, progress=lambda done: bar.update(task, completed=done), on_warning=warn, scoring=scoring
+        )
+    columns_of = [*CSV_COLUMNS, *(scoring.columns if scoring else [])]
+    if scoring is None:
+        rows = rows.sort_values("mean_error", kind="stable", ignore_index=True)
+    else:
+        rows = by_mean_error(rows)
     if csv is not None:
-        write_csv(csv, rows)
+        write_csv(csv, rows, columns_of)
     if as_json:
-        typer.echo(json.dumps(rows_as_records(rows), indent=2))
+        typer.echo(json.dumps(rows_as_records(rows, columns_of), indent=2))
         return
     bound = rows["crlb_rmse"].iloc[0]
     noisy = bool(bound == bound)  # the Cramér–Rao bound is known
@@ -106,7 +129,9 @@ def compare(
         caption.append(f"Cramér–Rao bound on the RMSE: {number(bound)} px")
         if "efficiency" in shown:
             caption.append("efficiency = bound / RMSE")
-    if scores:
+    if scoring:
+        caption += score_caption(scoring.normalize, scoring.auc_max)
+    if oks:
         caption.append("AP ceiling = COCO AP with perfect detection and ranking")
     counted = rows.dropna(subset=["fallbacks"])
     for row in counted[counted["fallbacks"] > 0].itertuples():

@@ -233,3 +233,30 @@ def setting_options(
         return typing.cast(F, command)
 
     return decorate
+
+
+# ------------------------------------------------------------ the scores of evaluate and compare
+Pck = Annotated[
+    Any,
+    option(
+        parser=Numbers(Number(0, low_open=True)),
+        help="Comma-separated PCK thresholds: image pixels, or fractions of the --normalize length.",
+    ),
+]
+Normalize = Annotated[
+    str,
+    typer.Option(
+        "--normalize",
+        metavar="SPEC",
+        help="Divide errors by a length per sample: none, bbox:FILE (the square root of an (N, 4) "
+        "x, y, w, h box's area; .npy or .csv), pair:I,J (the distance between target keypoints I and J, "
+        "e.g. the eyes for faces) or value:V. Adds NME and AUC.",
+    ),
+]
+AucMax = Annotated[
+    Any,
+    option("--auc-max", parser=Number(0, low_open=True), help="The AUC integrates PCK from 0 to this fraction."),
+]
+PerKeypoint = Annotated[
+    bool, typer.Option("--per-keypoint", help="Also one row per keypoint, under each decoder's row.")
+]

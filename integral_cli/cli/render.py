@@ -219,3 +219,32 @@ def error_caption(volumes: bool) -> str:
     if volumes:
         return "mean, p95, CI: (x, y) error in image pixels · mean z, mean 3d: voxels"
     return "errors in image pixels"
+
+
+def by_mean_error(rows: Any) -> Any:
+    """``rows`` with the sets of points sorted by their mean error over all keypoints;
+    per-keypoint rows stay under their set's row, in keypoint order."""
+    overall = rows[rows["keypoint"] == "all"].set_index("decoder")["mean_error"]
+    rank = rows["decoder"].map(overall.rank(method="first"))
+    order = sorted(range(len(rows)), key=lambda i: (rank.iloc[i], rows["keypoint"].iloc[i] != "all", i))
+    return rows.iloc[order].reset_index(drop=True)
+
+
+def score_headers(pck: Sequence[float], *, normalized: bool, oks: bool) -> dict[str, str]:
+    """The table headers of the scores asked for: PCK at each threshold, NME and AUC with
+    a normaliser, OKS and the AP ceiling with an area."""
+    from integral_cli.scores import pck_column
+
+    headers = {pck_column(t): f"PCK@{t:g}" for t in pck}
+    if normalized:
+        headers |= {key: SCORE_COLUMNS[key] for key in ("nme", "auc")}
+    if oks:
+        headers |= {key: SCORE_COLUMNS[key] for key in ("oks", "ap_ceiling")}
+    return headers
+
+
+def score_caption(normalize: str, auc_max: float) -> list[str]:
+    """What the PCK, NME and AUC columns mean."""
+    if normalize == "none":
+        return ["PCK@t = share within t px"]
+    return [f"PCK@t = share within t · L, L from {normalize}", f"NME = mean error / L · AUC of PCK up to {auc_max:g}"]
