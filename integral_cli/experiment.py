@@ -113,11 +113,7 @@ class Heatmaps:
         return config.decoded_to_image(decoded)
 
     def summarize(self, config: ExperimentConfig, offsets: torch.Tensor) -> dict[str, Any]:
-        summary = summarize_offsets(offsets, config.stride)
-        if config.oks_area is not None:
-            errors = torch.linalg.vector_norm(offsets.double(), dim=-1).cpu().numpy()
-            summary.update(person_scores(errors, config.oks_area))
-        return summary
+        return summarize_offsets(offsets, config.stride)
 
     def crlb_rmse(self, config: ExperimentConfig, truth: torch.Tensor) -> float:
         # the flip test's average of two maps is not the model the bound is derived for
@@ -239,6 +235,9 @@ def _rows(
     rows = []
     for name in config.resolved_decoders:
         summary = representation.summarize(config, decoded.offsets[name])
+        if config.oks_area is not None:  # 2D points (volumes refuse an area)
+            errors = torch.linalg.vector_norm(decoded.offsets[name].double(), dim=-1).numpy()
+            summary.update(person_scores(errors, config.oks_area))
         if config.sampling == "grid":
             # a lattice is not an i.i.d. sample: the normal interval would be far too wide
             summary.update(ci95_low=math.nan, ci95_high=math.nan)

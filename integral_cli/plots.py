@@ -137,7 +137,8 @@ def plot_sweep(
         key = panel if isinstance(panel, tuple) else (panel,)
         subset = frame
         for column, value in zip(others, key, strict=True):
-            subset = subset[subset[column] == value]
+            # an axis that does not apply to a representation is empty (NaN) in its rows
+            subset = subset[subset[column].isna() if pd.isna(value) else subset[column] == value]
         for decoder in decoders:
             for representation in representations:
                 line = subset[(subset["decoder"] == decoder) & (subset["representation"] == representation)]
@@ -188,7 +189,11 @@ def plot_sweep(
         unit = " (heatmap px or bins)" if metric.endswith("_hm") else " (voxels)" if metric in VOLUME_FIELDS else ""
         ax.set_ylabel(metric + unit)
         ax.set_title(
-            ", ".join(f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}" for c, v in zip(others, key, strict=True))
+            ", ".join(
+                f"{c} {v:g}" if isinstance(v, float) else f"{c} {v}"
+                for c, v in zip(others, key, strict=True)
+                if not pd.isna(v)  # an axis that does not apply to the panel's representation
+            )
             or metric,
             fontsize=9,
         )

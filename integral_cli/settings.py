@@ -289,7 +289,7 @@ class ExperimentConfig:
     sampling: Sampling = setting(
         "random",
         "choice",
-        "random: uniform points; grid: a G x G lattice of "
+        "random: uniform points; grid: a G x G lattice (G x G x G for volumes) of "
         "sub-pixel offsets per cell (samples rounded up to whole lattices).",
         choices=SAMPLINGS,
         sweep="samplings",

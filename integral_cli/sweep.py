@@ -64,14 +64,23 @@ class SweepConfig:
     def configurations(self) -> list[ExperimentConfig]:
         """Every configuration of the grid, each validated as it is built; an axis that
         does not apply to a configuration's representation (``stride`` for ``simcc``,
-        ``split_ratio`` for ``heatmap``) does not multiply it."""
+        ``split_ratio`` for ``heatmap``) does not multiply it, and volumes (``dims`` 3)
+        are made of heatmaps only.
+
+        Raises:
+            ConfigError: a configuration is invalid, or none is left.
+        """
         grid = self.grid
         unique: dict[tuple[Any, ...], ExperimentConfig] = {}
         for values in itertools.product(*grid.values()):
             setting = dict(zip(grid, values, strict=True))
+            if setting["dims"] == 3 and setting["representation"] != "heatmap":
+                continue  # SimCC vectors have no volumes
             key = configuration_key(setting)
             if key not in unique:
                 unique[key] = dataclasses.replace(self.base, **setting)
+        if not unique:
+            raise ConfigError("«dims» 3 renders volumes of heatmaps; this grid has no heatmap representation")
         return list(unique.values())
 
 

@@ -188,6 +188,18 @@ def test_compare_scores_persons_of_17_keypoints():
     assert "OKS" in result.stdout and "AP ceiling" in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
 
 
+def test_simcc_points_score_oks_as_heatmap_points_do():
+    # float64 noise-free vectors: DARK and the L1 integral land within 1e-3 image px, so
+    # every OKS is 1 to 1e-6 and the AP ceiling is 100%
+    config = ExperimentConfig(
+        representation="simcc", samples=34, oks_area=4096.0, decoders=("dark", "integral-l1"), device="cpu",
+        dtype="float64",
+    )  # fmt: skip
+    rows = run_experiment(config)
+    assert rows["oks"].to_numpy() == pytest.approx(1.0, abs=1e-6)
+    assert (rows["ap_ceiling"] == 1.0).all()
+
+
 def test_compare_scores_per_keypoint_as_a_plain_reference_does():
     # argmax on noise-free maps, decoded here with numpy: each person's 17 samples are
     # COCO's keypoints in order, normalised by the distance between its eyes (1 and 2)

@@ -339,3 +339,32 @@ def test_volumes_on_the_cpu_and_on_cuda_agree(tmp_path, monkeypatch):
     # numpy's), so float32 sums may round differently: ~1e-6 relative on a mean error
     columns = ["mean_error", "p95_error", "mean_error_z", "mean_error_3d", "bias_x", "bias_y"]
     pd.testing.assert_frame_equal(cuda[columns], cpu[columns], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ volumes beside the others
+def test_a_sweep_of_both_representations_and_dims_has_volumes_of_heatmaps_only():
+    from integral_cli.sweep import SweepConfig
+
+    base = ExperimentConfig(samples=8, image_size=(32, 32), depth=8, margin=2, device="cpu")
+    sweep = SweepConfig(base, (("representation", ("heatmap", "simcc")), ("dims", (2, 3))))
+    made = [(c.representation, c.dims) for c in sweep.configurations()]
+    assert made == [("heatmap", 2), ("heatmap", 3), ("simcc", 2)]
+    with pytest.raises(ConfigError, match="no heatmap representation"):
+        SweepConfig(base, (("representation", ("simcc",)), ("dims", (3,)))).configurations()
+
+
+def test_the_title_names_a_lattice_of_volumes_in_three_sides():
+    result = invoke(
+        "compare", "--dims", "3", "--depth", "16", "--image-size", "64x64", "--sigma", "1",
+        "--sampling", "grid", "--grid-size", "3", "--samples", "20", "--decoders", "argmax",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "27 points interior" in result.stdout and "grid 3x3x3" in result.stdout
+
+
+def test_evaluate_shows_the_errors_of_3d_predictions_without_volumes(saved_volumes, tmp_path):
+    folder, _, targets, _ = saved_volumes
+    np.save(tmp_path / "points.npy", targets + 0.5)
+    result = invoke("evaluate", "--targets", folder / "targets.npy", "--predictions", tmp_path / "points.npy")
+    assert result.exit_code == 0, result.output
+    assert "mean z" in result.stdout and "voxels" in result.stdout

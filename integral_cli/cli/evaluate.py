@@ -66,7 +66,7 @@ DECODE_OVERRIDES: dict[str, dict[str, Any]] = {
         "low": 0,
         "help": "The maps' Gaussian sigma (your model's target sigma); --dark-kernel auto and "
         "--fit-radius auto use it.",
-        "unit": "heatmap px",
+        "unit": "heatmap px (bins with --simcc)",
     },
     "convention": {
         "help": "Heatmap-to-image mapping (center, corner or udp; SimCC vectors: center or corner; see the "
@@ -177,7 +177,7 @@ def evaluate(
         task = bar.add_task("evaluate", total=None)
         rows, source = evaluate_files(config, progress=lambda n, total: bar.update(task, completed=n, total=total))
     rows = by_mean_error(rows)
-    volumes = bool(getattr(source, "volumes", False))
+    volumes = bool(rows["mean_error_z"].notna().any())  # volumes, or 3D predictions
     if volumes:
         shown = choose_columns(wide, requested, extra=list(extra), compact=COMPACT_3D, volumes=True)
     if csv is not None:

@@ -162,7 +162,7 @@ def experiment_title(config: ExperimentConfig, device: str, margin: float) -> li
     }[config.position]
     sigma_unit = "voxels" if volumes and config.sigma_unit == "heatmap" else f"{config.sigma_unit} px"
     size = f"volume {config.depth}x{height}x{width} (DxHxW)" if volumes else f"heatmap {height}x{width}"
-    sampling = "random" if config.sampling == "random" else f"grid {config.grid_size}x{config.grid_size}"
+    sampling = "random" if config.sampling == "random" else "grid " + "x".join([str(config.grid_size)] * config.dims)
     points = [f"{config.total_samples} points {where}, {sampling}"]
     if config.oks_area is not None:
         persons = config.total_samples // len(COCO_SIGMAS)
