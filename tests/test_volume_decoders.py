@@ -197,3 +197,23 @@ def test_the_softmax_pull_in_3d(amplitude):
 def test_a_decoder_of_heatmaps_only_refuses_volumes():
     with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
         decode(torch.rand(1, 1, 4, 4, 4), "dark-udp")
+
+
+@pytest.mark.parametrize("name", ["integral", "integral-debiased"])
+def test_a_volume_whose_exp_overflows_or_underflows_is_weighed_shifted(name):
+    # three volumes in one batch: an ordinary one, one whose exp(h) overflows float32
+    # (peak 500) and one whose exp(h) underflows everywhere (background -500); the last
+    # two are weighed again shifted by their maximum and land on their peak voxel, while
+    # the first keeps its own result (as decoded alone)
+    generator = torch.Generator().manual_seed(4)
+    volumes = torch.rand(1, 3, 6, 7, 8, generator=generator)
+    volumes[0, 1, 2, 3, 4] = 500.0
+    volumes[0, 2] = -500.0
+    volumes[0, 2, 5, 1, 6] = -400.0
+    points = decode(volumes, name)
+    alone = decode(volumes[:, :1].clone(), name)
+    # decoded in another batch: the same sums, maybe split otherwise across threads
+    torch.testing.assert_close(points[:, :1], alone, rtol=1e-6, atol=1e-6)
+    assert points[0, 1].tolist() == pytest.approx([4.0, 3.0, 2.0], abs=1e-6)
+    if name == "integral":  # every weight but the peak's is exp(-100) of it
+        assert points[0, 2].tolist() == pytest.approx([6.0, 1.0, 5.0], abs=1e-6)

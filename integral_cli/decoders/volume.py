@@ -247,6 +247,29 @@ def _volume_peaks(volumes: torch.Tensor) -> torch.Tensor:
     return volumes.detach().flatten(-3).amax(-1).reshape(-1, 1, 1, 1)
 
 
+def _marginals_or_shifted(
+    work: torch.Tensor,
+    weigh: Weigh,
+    shifted: Callable[[torch.Tensor], Weigh],
+    valid: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The marginals of ``weigh``'s weights, which take ``exp(beta h)`` unshifted (one
+    pass, no maximum to find first); the volumes whose total is not ``valid`` (an
+    ``exp`` that overflowed, or underflowed everywhere) are weighed again by
+    ``shifted(their volumes)``, which subtracts each volume's maximum first. Under
+    autograd every volume is weighed shifted, so the graph stays one path."""
+    if work.requires_grad and torch.is_grad_enabled():
+        return weight_marginals_3d(shifted(work), work)
+    columns, rows, slices = weight_marginals_3d(weigh, work)
+    redo = ~valid(slices.sum(-1))  # (B, K)
+    if bool(redo.any()):
+        again = work[redo].unsqueeze(1)  # (n, 1, D, H, W)
+        fixed = weight_marginals_3d(shifted(again), again)
+        for marginal, better in zip((columns, rows, slices), fixed, strict=True):
+            marginal[redo] = better[:, 0]
+    return columns, rows, slices
+
+
 def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
     """``exp(beta (block - shift))``, into ``out`` when given (in place, no allocation);
     a new tensor (which autograd can follow) otherwise."""
@@ -263,7 +286,8 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     over all ``D H W`` voxels, then the three marginals of ``p``, then the expectation
     of the voxel index along each.
 
-    Each volume's softmax is torch's fused one; the moments come from the marginals.
+    The weights ``exp(beta h)`` are taken unshifted (a volume whose ``exp`` overflows is
+    weighed again shifted by its maximum); the moments come from the marginals.
 
     Args:
         volumes: ``(B, K, D, H, W)``.
@@ -277,15 +301,21 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     tensor([[[2., 1., 2.]]])
     """
     work = volumes.to(working_dtype(volumes))
-    peaks: list[torch.Tensor] = []
 
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
-        # exp(beta (h - m)), m the volume's maximum: the softmax's weights before their
-        # sum divides them (the expectation divides by it once)
-        peaks[:] = peaks or [_volume_peaks(work)]
-        return _shifted_exp(block, peaks[0][first:last], beta, out)
+        # exp(beta h): the softmax's weights before their sum divides them (the
+        # expectation divides by it once)
+        if out is None:
+            return torch.exp(beta * block)
+        return torch.exp(block, out=out) if beta == 1 else torch.mul(block, beta, out=out).exp_()
 
-    return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
+    def shifted(volumes: torch.Tensor) -> Weigh:
+        # exp(beta (h - m)), m the volume's maximum, which cannot overflow
+        peaks = _volume_peaks(volumes)
+        return lambda block, first, last, out: _shifted_exp(block, peaks[first:last], beta, out)
+
+    marginals = _marginals_or_shifted(work, weigh, shifted, lambda total: torch.isfinite(total) & (total > 0))
+    return marginal_expectation_3d(*marginals).to(work.dtype)
 
 
 def decode_volume_integral_marginal(volumes: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -332,17 +362,27 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     tensor([[[1., 0., 0.]]])
     """
     work = volumes.to(working_dtype(volumes))
-    peaks: list[torch.Tensor] = []
 
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
-        # exp(beta (h - m)) - exp(-beta m): the weights exp(beta h) - 1 times exp(-beta m)
-        peaks[:] = peaks or [_volume_peaks(work)]
-        shift = peaks[0][first:last]
-        weights, background = _shifted_exp(block, shift, beta, out), torch.exp(-beta * shift)
-        # in place into the buffer; a new tensor under autograd, which needs the exp kept
-        return weights - background if out is None else weights.sub_(background)
+        # exp(beta h) - 1, exactly where beta h is small (expm1)
+        if out is None:
+            return torch.expm1(beta * block)
+        return torch.expm1(block, out=out) if beta == 1 else torch.mul(block, beta, out=out).expm1_()
 
-    return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
+    def shifted(volumes: torch.Tensor) -> Weigh:
+        # exp(beta (h - m)) - exp(-beta m): the weights exp(beta h) - 1 times exp(-beta m)
+        peaks = _volume_peaks(volumes)
+
+        def weigh_shifted(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+            shift = peaks[first:last]
+            weights, background = _shifted_exp(block, shift, beta, out), torch.exp(-beta * shift)
+            # in place into the buffer; a new tensor under autograd, which needs the exp kept
+            return weights - background if out is None else weights.sub_(background)
+
+        return weigh_shifted
+
+    marginals = _marginals_or_shifted(work, weigh, shifted, torch.isfinite)
+    return marginal_expectation_3d(*marginals).to(work.dtype)
 
 
 def decode_volume_integral_l1(volumes: torch.Tensor) -> torch.Tensor:
