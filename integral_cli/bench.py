@@ -116,6 +116,12 @@ class BenchConfig:
             self.experiment(1)
 
     @property
+    def batch_size(self) -> int:
+        """``batch``, which ``__post_init__`` has set (the type allows ``None`` only as the
+        argument meaning :data:`DEFAULT_BATCH`)."""
+        return int(self.batch or DEFAULT_BATCH[self.dims])
+
+    @property
     def image_size(self) -> tuple[int, int]:
         """The input the maps (and the vectors) come from: the heatmap times the stride."""
         return self.heatmap_size[0] * STRIDE, self.heatmap_size[1] * STRIDE
@@ -247,7 +253,7 @@ def run_bench(config: BenchConfig, *, progress: Callable[[str], None] | None = N
 def _bench(config: BenchConfig, device: torch.device, progress: Callable[[str], None] | None) -> dict[str, Any]:
     if config.representation == "simcc":
         return _run_simcc_bench(config, device, progress or (lambda name: None))
-    batch = int(config.batch or DEFAULT_BATCH[config.dims])
+    batch = config.batch_size
     generator = torch.Generator(device="cpu").manual_seed(0)
     margin = _margin(config.size)
     # (x, y[, z]) uniform in the interior
@@ -306,7 +312,7 @@ def _baselines(
     DARK lands from ours (``None`` without OpenCV)."""
     maps_np = maps.float().cpu().numpy()
     slow = min(config.repeat, 3)
-    batch = int(config.batch or DEFAULT_BATCH[config.dims])
+    batch = config.batch_size
     kernel = config.decoder_params["dark_kernel"]
     contenders = [
         Contender(NUMPY_ARGMAX, "baseline", lambda: baselines.numpy_argmax(maps_np), batch, config.repeat),
@@ -339,7 +345,7 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
     """:func:`run_bench` for SimCC vectors: the read floor, the decoders that apply,
     ``render_simcc`` and MMPose's way of decoding, interleaved; then compare."""
     dtype = DTYPES[config.dtype]
-    batch = int(config.batch or DEFAULT_BATCH[2])
+    batch = config.batch_size
     image = config.image_size
     generator = torch.Generator(device="cpu").manual_seed(0)
     margin = 3 * SIMCC_SIGMA / config.split_ratio  # image px: the labels' 3 sigma

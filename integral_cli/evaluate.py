@@ -45,7 +45,7 @@ from integral_cli.predictions import (
     read_predictions,
     write_predictions,
 )
-from integral_cli.scores import DEFAULT_PCK, ap_ceiling, keypoint_oks, keypoint_scores, pck_column, person_oks
+from integral_cli.scores import DEFAULT_PCK, Scoring, ap_ceiling, keypoint_oks, keypoint_scores, pck_column, person_oks
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
 
 ProgressCallback = Callable[[int, int], None]
@@ -214,13 +214,9 @@ class EvaluateConfig(DecodeConfig):
         if self.outputs is None and self.predictions is None:
             raise ConfigError("give «heatmaps» or «simcc» vectors to decode, «predictions» to score, or both")
         super().__post_init__()
-        check_range(self.auc_max, "auc_max", 0, math.inf, low_open=True)
+        Scoring(self.pck, self.normalize, self.auc_max, self.per_keypoint)  # checks the scores' settings
         if self.oks_area is not None:
             object.__setattr__(self, "oks_area", SETTINGS["oks_area"].check(self.oks_area))
-        for threshold in self.pck:
-            check_range(threshold, "PCK threshold", 0, math.inf, low_open=True)
-        if len(set(self.pck)) != len(self.pck):
-            raise ConfigError("a PCK threshold is listed twice")
 
 
 # ---------------------------------------------------------------------- evaluation
