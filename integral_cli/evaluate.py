@@ -45,7 +45,7 @@ from integral_cli.predictions import (
     read_predictions,
     write_predictions,
 )
-from integral_cli.scores import DEFAULT_PCK, Scoring, ap_ceiling, keypoint_oks, keypoint_scores, pck_column, person_oks
+from integral_cli.scores import DEFAULT_PCK, Scoring, group_scores, pck_column
 from integral_cli.settings import DEFAULT_MAX_MEMORY_MIB, SETTINGS
 
 ProgressCallback = Callable[[int, int], None]
@@ -214,9 +214,14 @@ class EvaluateConfig(DecodeConfig):
         if self.outputs is None and self.predictions is None:
             raise ConfigError("give «heatmaps» or «simcc» vectors to decode, «predictions» to score, or both")
         super().__post_init__()
-        Scoring(self.pck, self.normalize, self.auc_max, self.per_keypoint)  # checks the scores' settings
+        _ = self.scoring  # made, so the scores' settings are checked
         if self.oks_area is not None:
             object.__setattr__(self, "oks_area", SETTINGS["oks_area"].check(self.oks_area))
+
+    @property
+    def scoring(self) -> Scoring:
+        """The PCK thresholds, the normaliser and the AUC's range, as one :class:`Scoring`."""
+        return Scoring(self.pck, self.normalize, self.auc_max, self.per_keypoint)
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -425,25 +430,16 @@ def _score(
     if keypoint is not None:
         counted[:, :keypoint] = False
         counted[:, keypoint + 1 :] = False
-    offsets = (points - targets)[counted]
+    shift = points - targets
+    offsets = shift[counted]
     scores: dict[str, float | int] = {"visible": int(counted.sum())}
     if points.shape[-1] == 3:
         scales, _ = convention_scales(config.convention, config.stride, image_size)
         scores |= summarize_volume_offsets(offsets, config.stride, scales)
     else:
         scores |= summarize_offsets(offsets, config.scale)
-    errors = torch.linalg.vector_norm(offsets[:, :2], dim=-1).numpy()
-    per_sample = None if lengths is None else np.broadcast_to(lengths[:, None], counted.shape)[counted.numpy()]
-    scores |= keypoint_scores(errors, config.pck, lengths=per_sample, auc_max=config.auc_max)
-    if config.oks_area is not None:
-        every = torch.linalg.vector_norm(points - targets, dim=-1).numpy()  # (N, K)
-        every = np.where(counted.numpy(), np.where(np.isfinite(every), every, np.inf), np.nan)
-        if keypoint is None:
-            oks = person_oks(every, config.oks_area)
-            scores |= {"oks": float(np.nanmean(oks)), "ap_ceiling": ap_ceiling(oks)}
-        else:
-            scores["oks"] = float(np.nanmean(keypoint_oks(every, config.oks_area)[:, keypoint]))
-    return scores
+    errors = torch.linalg.vector_norm(shift[..., :2], dim=-1).numpy()  # (N, K)
+    return scores | group_scores(errors, visible.numpy(), keypoint, config.scoring, lengths, config.oks_area)
 
 
 def decode_saved(

@@ -43,7 +43,7 @@ from integral_cli.representation import (
     Counted,
     Representation,
 )
-from integral_cli.scores import Scoring, keypoint_oks, keypoint_scores, person_scores
+from integral_cli.scores import Scoring, group_scores, person_scores
 from integral_cli.settings import (
     CSV_COLUMNS,
     ExperimentConfig,
@@ -291,25 +291,22 @@ def score_rows(
     keypoints = len(COCO_SIGMAS) if config.oks_area is not None else 1
     targets = truth[:, 0, :2].double().reshape(-1, keypoints, 2).numpy()
     lengths = load_lengths(scoring.normalize, targets, np.ones(targets.shape[:2], dtype=bool))
-    per_sample = None if lengths is None else np.repeat(lengths, keypoints)
+    counted = np.ones(targets.shape[:2], dtype=bool)
     names = keypoint_names("coco" if config.oks_area is not None else None, keypoints)
     scored = []
     for row in rows.to_dict(orient="records"):
         shift = offsets[row["decoder"]].double()
-        errors = torch.linalg.vector_norm(shift[:, :2], dim=-1).numpy()
-        scores = keypoint_scores(errors, scoring.pck, lengths=per_sample, auc_max=scoring.auc_max)
-        scored.append({**row, "keypoint": "all", **scores})
+        errors = torch.linalg.vector_norm(shift[:, :2], dim=-1).numpy().reshape(-1, keypoints)
+        # the row already holds the persons' OKS (run_experiment's)
+        scored.append({**row, "keypoint": "all", **group_scores(errors, counted, None, scoring, lengths)})
         if not scoring.per_keypoint:
             continue
         by_keypoint = shift.reshape(-1, keypoints, shift.shape[-1])
-        oks = keypoint_oks(errors.reshape(-1, keypoints), float(config.oks_area or 0))
         for index, name in enumerate(names):
             summary = summarize_offsets(by_keypoint[:, index], config.image_px_per_output)
             if config.sampling == "grid":
                 summary.update(ci95_low=math.nan, ci95_high=math.nan)
-            scores = keypoint_scores(
-                errors.reshape(-1, keypoints)[:, index], scoring.pck, lengths=lengths, auc_max=scoring.auc_max
-            )
+            scores = group_scores(errors, counted, index, scoring, lengths, config.oks_area)
             scored.append(
                 {
                     **row,
@@ -317,7 +314,6 @@ def score_rows(
                     "keypoint": name,
                     "fallbacks": None,
                     "efficiency": row["crlb_rmse"] / summary["rmse"] if summary["rmse"] > 0 else math.nan,
-                    "oks": float(oks[:, index].mean()),
                     "ap_ceiling": math.nan,
                     **scores,
                 }

@@ -160,3 +160,40 @@ def keypoint_scores(
         scores["nme"] = float(finite.mean()) if finite.size else float("nan")
         scores["auc"] = auc(relative, auc_max) if relative.size else float("nan")
     return scores
+
+
+def group_scores(
+    errors: np.ndarray,
+    counted: np.ndarray,
+    keypoint: int | None,
+    scoring: Scoring,
+    lengths: np.ndarray | None = None,
+    oks_area: float | None = None,
+) -> dict[str, float]:
+    """The scores of one row of a table: all counted keypoints, or one.
+
+    Args:
+        errors: ``(N, K)`` distances in pixels (a non-finite one is a miss).
+        counted: ``(N, K)`` the keypoints that count.
+        keypoint: the index of the one keypoint scored, or ``None`` for all.
+        scoring: the PCK thresholds and the AUC's range.
+        lengths: ``(N,)`` per-sample lengths of the normaliser, or ``None``.
+        oks_area: with an area (``K`` must be COCO's 17): ``oks``, the mean person OKS,
+            and ``ap_ceiling`` for all keypoints, the mean OKS of the one keypoint else.
+
+    Returns:
+        :func:`keypoint_scores` of the chosen keypoints, and the OKS asked for.
+    """
+    chosen = counted.copy()
+    if keypoint is not None:
+        chosen[:, np.arange(chosen.shape[1]) != keypoint] = False
+    per_sample = None if lengths is None else np.broadcast_to(lengths[:, None], chosen.shape)[chosen]
+    scores = keypoint_scores(errors[chosen], scoring.pck, lengths=per_sample, auc_max=scoring.auc_max)
+    if oks_area is not None:
+        every = np.where(counted, np.where(np.isfinite(errors), errors, np.inf), np.nan)
+        if keypoint is None:
+            oks = person_oks(every, oks_area)
+            scores |= {"oks": float(np.nanmean(oks)), "ap_ceiling": ap_ceiling(oks)}
+        else:
+            scores["oks"] = float(np.nanmean(keypoint_oks(every, oks_area)[:, keypoint]))
+    return scores
