@@ -9,6 +9,7 @@ import torch
 
 from integral_cli import DECODERS, decode
 from integral_cli.decoders import decoders_for
+from integral_cli.decoders.volume import volume_argmax
 from integral_cli.errors import ConfigError
 
 from volume_references import PARAMS, VOLUME_REFERENCES, gaussian_volume
@@ -116,6 +117,26 @@ class TestEveryDecoderOfVolumes:
         together = decode(volumes, name)
         alone = torch.cat([decode(volumes[b : b + 1], name) for b in range(volumes.shape[0])])
         torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+def test_volume_argmax_is_the_first_maximum_of_the_flat_volume():
+    # numpy's argmax of each flat volume is the reference: first maximum in memory order,
+    # a NaN the maximum. Ties within a slice and across slices, a NaN after a larger
+    # value, two NaNs, an infinity before a NaN, and values in few levels so ties abound.
+    rng = np.random.default_rng(11)
+    volumes = rng.integers(0, 4, size=(3, 4, 5, 6, 7)).astype(np.float32)
+    volumes[0, 0] = 0.0
+    volumes[0, 0, 3, 1, 2] = volumes[0, 0, 1, 4, 5] = volumes[0, 0, 1, 4, 6] = 9.0  # first: slice 1
+    volumes[0, 1, 0, 0, 0] = 50.0
+    volumes[0, 1, 4, 5, 6] = np.nan  # the NaN wins over the larger value before it
+    volumes[0, 2, 2, 0, 3] = volumes[0, 2, 1, 5, 0] = np.nan  # the first NaN in memory order
+    volumes[0, 3, 0, 2, 2] = np.inf
+    volumes[0, 3, 3, 0, 0] = np.nan
+    volumes[1, 0] = -1.0  # all equal: the first voxel
+    expected = np.argmax(volumes.reshape(3, 4, -1), axis=-1)
+    got = volume_argmax(torch.from_numpy(volumes))
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert expected[0, 0] == (1 * 6 + 4) * 7 + 5  # the case is what it says
 
 
 def test_large_volumes_are_summed_in_blocks_as_whole_volumes_are():

@@ -9,11 +9,16 @@ and its flat index is ``(z H + y) W + x``.
 The expectations (the integral and its variants) weigh every voxel, and a volume is
 large (a 64x64x48 float32 volume is 768 KiB): the weights are built a block of a few
 depth slices of a few volumes at a time, small enough to stay in cache, and each block
-is summed straight into the three marginals.
+is summed straight into the three marginals. The softmax's weights ``exp(beta h)`` are
+taken as ``exp2(beta log2(e) h)``, which runs at 2-3 times the speed of ``exp`` on the CPU.
+Its product rounds once: a weight moves by as much as a change of ``h`` in its last place
+moves it (a relative ``2e-6`` at ``beta h = 30`` in float32), no more than ``h``'s own
+rounding already does.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,10 +32,27 @@ from integral_cli.devices import accumulation_dtype
 #: the flat volumes ``first:last`` (whole volumes when ``d = D``).
 Weigh = Callable[[torch.Tensor, int, int, "torch.Tensor | None"], torch.Tensor]
 
+LOG2_E = math.log2(math.e)
+
 
 def stack_xyz(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``(B, K)`` x, y and z -> ``(B, K, 3)`` coordinates in ``(x, y, z)`` order."""
     return torch.stack((x, y, z), dim=-1)
+
+
+def volume_argmax(volumes: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` flat index of each volume's first maximum (a NaN counts as the maximum),
+    as :func:`~integral_cli.decoders.argmax.flat_argmax` of the flat volumes gives it.
+
+    Each depth slice's maximum first (one pass over the volumes, on every thread), then
+    the first slice holding the largest of them, then the first maximum within that
+    slice: the first maximum in memory order lies in the first slice that holds it. A
+    NaN makes its slice's maximum NaN, so the first NaN is found the same way.
+    """
+    slices = volumes.detach().flatten(-2)  # (B, K, D, H W)
+    best = flat_argmax(slices.amax(-1))  # (B, K)
+    within = slices.gather(-2, best[..., None, None].expand(*best.shape, 1, slices.shape[-1])).squeeze(-2)
+    return best * slices.shape[-1] + flat_argmax(within)
 
 
 def get_volume_maximum(volumes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,9 +73,8 @@ def get_volume_maximum(volumes: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     tensor([[[3., 2., 1.]]])
     """
     height, width = volumes.shape[-2:]
-    flat = volumes.flatten(-3)
-    index = flat_argmax(flat)
-    values = flat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    index = volume_argmax(volumes)
+    values = volumes.flatten(-3).gather(-1, index.unsqueeze(-1)).squeeze(-1)
     dtype = working_dtype(volumes)
     plane = torch.div(index, width, rounding_mode="floor")
     coords = stack_xyz(
@@ -270,15 +291,20 @@ def _marginals_or_shifted(
     return columns, rows, slices
 
 
-def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
-    """``exp(beta (block - shift))``, into ``out`` when given (in place, no allocation);
-    a new tensor (which autograd can follow) otherwise."""
+def _exp(block: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
+    """``exp(beta block)`` as ``exp2(beta log2(e) block)``, into ``out`` when given (in
+    place, no allocation; ``out`` may be ``block``); a new tensor (which autograd can
+    follow) otherwise."""
     if out is None:
-        return torch.exp(beta * (block - shift))
-    torch.sub(block, shift, out=out)
-    if beta != 1:
-        out.mul_(beta)
-    return out.exp_()
+        return torch.exp2(block * (beta * LOG2_E))
+    return torch.mul(block, beta * LOG2_E, out=out).exp2_()
+
+
+def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
+    """``exp(beta (block - shift))``, as :func:`_exp` does."""
+    if out is None:
+        return _exp(block - shift, beta, None)
+    return _exp(torch.sub(block, shift, out=out), beta, out)
 
 
 def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -305,9 +331,7 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
         # exp(beta h): the softmax's weights before their sum divides them (the
         # expectation divides by it once)
-        if out is None:
-            return torch.exp(beta * block)
-        return torch.exp(block, out=out) if beta == 1 else torch.mul(block, beta, out=out).exp_()
+        return _exp(block, beta, out)
 
     def shifted(volumes: torch.Tensor) -> Weigh:
         # exp(beta (h - m)), m the volume's maximum, which cannot overflow
@@ -364,10 +388,10 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     work = volumes.to(working_dtype(volumes))
 
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
-        # exp(beta h) - 1, exactly where beta h is small (expm1)
-        if out is None:
-            return torch.expm1(beta * block)
-        return torch.expm1(block, out=out) if beta == 1 else torch.mul(block, beta, out=out).expm1_()
+        # exp(beta h) - 1, as the maps' decoder takes it (expm1 runs at a third of the
+        # speed of this exp); a background voxel at 0 weighs exactly 0
+        weights = _exp(block, beta, out)
+        return weights - 1 if out is None else weights.sub_(1)
 
     def shifted(volumes: torch.Tensor) -> Weigh:
         # exp(beta (h - m)) - exp(-beta m): the weights exp(beta h) - 1 times exp(-beta m)
@@ -375,7 +399,7 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
 
         def weigh_shifted(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
             shift = peaks[first:last]
-            weights, background = _shifted_exp(block, shift, beta, out), torch.exp(-beta * shift)
+            weights, background = _shifted_exp(block, shift, beta, out), _exp(-shift, beta, None)
             # in place into the buffer; a new tensor under autograd, which needs the exp kept
             return weights - background if out is None else weights.sub_(background)
 
