@@ -86,6 +86,9 @@ def main() -> None:
     )
     for ours, theirs, ratio, target, met in checks:
         print(f"{ours:<22} vs {theirs:<36} {ratio:8.3f}  target {target:<7} {'met' if met else 'NOT MET'}")
+    # the times themselves, which say what state a shared machine was in
+    timed = [name for name in (READ, "argmax", "integral") if name in rows]
+    print(" · ".join(f"{name} {rows[name]['median_s'] * 1e3:.3g} ms" for name in timed))
 
 
 if __name__ == "__main__":
