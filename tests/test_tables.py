@@ -157,6 +157,17 @@ def test_columns_chooses_the_columns():
     assert bad.exit_code == 2 and "unknown column 'speed'" in bad.output
 
 
+def test_the_errors_of_volumes_are_refused_on_maps_and_shown_as_a_dash_by_evaluate(saved_maps):
+    flat = runner.invoke(app, ["compare", "--samples", "40", "--device", "cpu", "--columns", "mean_error,mean_error_z"])
+    assert flat.exit_code == 2 and "mean_error_z is an error of volumes (--dims 3)" in flat.output
+    # evaluate knows whether its input holds volumes once it has read it
+    args = ["evaluate", "--heatmaps", saved_maps / "maps.npy", "--targets", saved_maps / "targets.npy"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--columns", "mean_error,mean_error_3d"])
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.stdout)
+    assert rows and all(cells[-1] == "-" and cells[-2] != "-" for cells in rows)
+
+
 @pytest.mark.parametrize(
     "value, text",
     [

@@ -170,7 +170,8 @@ def evaluate(
     columns_of = evaluate_columns(config.pck, config.representation)
     extra = score_headers(config.pck, normalized=normalized, oks=config.oks_area is not None)
     requested = columns.split(",") if columns else None
-    shown = choose_columns(wide, requested, extra=list(extra), compact=EVALUATE_COMPACT)
+    # volumes or not is known once the input is read: a 2D one shows - for z and 3D
+    shown = choose_columns(wide, requested, extra=list(extra), compact=EVALUATE_COMPACT, volumes=None)
     if csv is not None:
         check_output_path(csv, force=force)
     with progress_bar() as bar:

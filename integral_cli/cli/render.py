@@ -169,7 +169,7 @@ def _error_table(
                 cells.append("-" if _missing(row[column]) else f"{row[column]:.1%}")
             elif column in ("nonfinite", "fallbacks"):
                 cells.append("-" if _missing(row.get(column)) else str(int(row[column])))
-            elif column == "efficiency":
+            elif column in ("efficiency", *VOLUME_COLUMNS):
                 cells.append("-" if _missing(row.get(column)) else number(row[column]))
             elif column == "seconds":
                 cells.append(f"{row[column]:.3f}")
@@ -194,20 +194,24 @@ def choose_columns(
     extra: Sequence[str] = (),
     compact: Sequence[str] = COMPACT,
     *,
-    volumes: bool = False,
+    volumes: bool | None = False,
 ) -> list[str]:
     """The error-table columns to show: ``requested`` (checked), every one with
     ``wide`` (those of volumes only for ``volumes``), else the ``compact`` set; ``extra``
-    columns (PCK) come after."""
+    columns (PCK) come after. The columns of volumes are refused when ``volumes`` is
+    False (``None``: not known yet)."""
     known = [*ERROR_COLUMNS, *extra]
     if requested:
+        import typer
+
         unknown = [c for c in requested if c not in known]
         if unknown:
-            import typer
-
             raise typer.BadParameter(
                 f"unknown column {unknown[0]!r}; choose from {', '.join(known)}", param_hint="--columns"
             )
+        flat = [c for c in requested if c in VOLUME_COLUMNS] if volumes is False else []
+        if flat:
+            raise typer.BadParameter(f"{flat[0]} is an error of volumes (--dims 3)", param_hint="--columns")
         return list(requested)
     if wide:
         return [*(c for c in ERROR_COLUMNS if volumes or c not in VOLUME_COLUMNS), *extra]
