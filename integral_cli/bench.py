@@ -23,7 +23,7 @@ from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.errors import ConfigError
 from integral_cli.experiment import DTYPES, run_experiment
-from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig
+from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig, default_margin
 from integral_cli.simcc import render_simcc
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
 from integral_cli.volumes import render_volumes
@@ -109,7 +109,8 @@ class BenchConfig:
                 raise ConfigError("«dims» 3 times volumes of heatmaps; «representation» simcc is 2D")
             if self.decoders != tuple(DECODERS):
                 check_decoder_names(self.decoders, self.representation)
-            simcc_size(self.image_size, self.split_ratio)
+            # the checks of the compare run timed on such vectors
+            self.simcc_experiment(1)
         else:
             check_decoder_names(self.decoders)
             # the checks of an experiment on such maps or volumes: the decoders that decode them
@@ -155,6 +156,25 @@ class BenchConfig:
             dtype=self.dtype,
             margin=_margin(self.size),
             dark_kernel=self.dark_kernel,
+        )
+
+    def simcc_experiment(self, samples: int) -> ExperimentConfig:
+        """The ``compare`` run timed end to end on SimCC vectors: ``samples`` pairs of
+        RTMPose's vectors for this input, the margin their labels' 3 sigma (less when the
+        vectors are short)."""
+        bins = simcc_size(self.image_size, self.split_ratio)
+        return ExperimentConfig(
+            representation="simcc",
+            split_ratio=self.split_ratio,
+            sigma=SIMCC_SIGMA,
+            amplitude=SIMCC_AMPLITUDE,
+            image_size=self.image_size,
+            samples=samples,
+            decoders=self.decoders,
+            device=self.device,
+            dtype=self.dtype,
+            dark_kernel=self.dark_kernel,
+            margin=min(default_margin(SIMCC_SIGMA), (min(bins) - 1) / 2),
         )
 
     @property
@@ -390,18 +410,7 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
     rows = [_row(c.name, c.kind, seconds[c.name], c.maps, read) for c in contenders]
 
     step("compare")
-    experiment = ExperimentConfig(
-        representation="simcc",
-        split_ratio=config.split_ratio,
-        sigma=SIMCC_SIGMA,
-        amplitude=SIMCC_AMPLITUDE,
-        image_size=image,
-        samples=batch,
-        decoders=config.decoders,
-        device=config.device,
-        dtype=config.dtype,
-        dark_kernel=config.dark_kernel,
-    )
+    experiment = config.simcc_experiment(batch)
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
     rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, batch, read))
     return {

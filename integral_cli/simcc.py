@@ -196,7 +196,11 @@ class SimCCVectors:
 
     def check(self, config: ExperimentConfig) -> None:
         check_sampling_region(
-            config.output_size, position=config.position, margin=config.resolved_margin, sampling=config.sampling
+            config.output_size,
+            position=config.position,
+            margin=config.resolved_margin,
+            sampling=config.sampling,
+            simcc=True,
         )
 
     def describe(self, config: ExperimentConfig) -> str:

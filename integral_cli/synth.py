@@ -128,9 +128,12 @@ def _profile(pixels: torch.Tensor, center: torch.Tensor, sigma: float, encoder: 
     return _gaussian(-((pixels - peak_at) ** 2) / (2.0 * sigma**2)) * window
 
 
-def check_sampling_region(size: Sequence[int], *, position: str, margin: float, sampling: str) -> None:
+def check_sampling_region(
+    size: Sequence[int], *, position: str, margin: float, sampling: str, simcc: bool = False
+) -> None:
     """Raise :class:`ConfigError` unless ground truth can be placed as asked in a
-    heatmap of ``size = (H, W)`` (or a volume of ``(D, H, W)``).
+    heatmap of ``size = (H, W)`` (or a volume of ``(D, H, W)``, or the ``(Ny, Nx)`` bins
+    of SimCC vectors with ``simcc``).
 
     Checks the names, that an ``interior`` margin leaves room, and that ``grid``
     sampling finds whole pixels inside it.
@@ -141,15 +144,16 @@ def check_sampling_region(size: Sequence[int], *, position: str, margin: float, 
         raise ConfigError(f"«margin» must be a finite number >= 0, got {margin}")
     if position != "interior":
         return
-    what = f"{'x'.join(map(str, size))} {'heatmap' if len(size) == 2 else 'volume'}"
+    shape = "x".join(map(str, size))
+    what = f"{shape} bins of SimCC vectors" if simcc else f"a {shape} {'heatmap' if len(size) == 2 else 'volume'}"
+    unit, cells = ("bins", "bins") if simcc else ("heatmap px", "heatmap pixels")
     if min(size) - 1 - 2 * margin < 0:
         raise ConfigError(
-            f"«margin» {margin:g} heatmap px leaves no room in a {what}; "
-            f"use a margin of at most {(min(size) - 1) / 2:g}"
+            f"«margin» {margin:g} {unit} leaves no room in {what}; use a margin of at most {(min(size) - 1) / 2:g}"
         )
     if sampling == "grid" and min(size) - 1.5 - margin < math.ceil(margin + 0.5):
         raise ConfigError(
-            f"grid «sampling» needs whole heatmap pixels inside the margin of {margin:g} px; "
+            f"grid «sampling» needs whole {cells} inside the margin of {margin:g} {unit}; "
             "lower «margin» or use random sampling"
         )
 

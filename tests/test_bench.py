@@ -88,6 +88,16 @@ def test_bench_simcc_table():
     assert refused.exit_code == 2 and "does not apply to --representation simcc" in refused.stderr
 
 
+def test_bench_simcc_of_short_vectors_runs_to_the_end():
+    # 3x3 maps at stride 4: a 12x12 input, 24 bins a side at split ratio 2, shorter than
+    # twice the labels' 3-sigma margin (15 bins): the compare run keeps 11.5 bins instead
+    args = ["bench", "--representation", "simcc", "--heatmap-size", "3x3", "--repeat", "1", "--batch", "8"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["compare end to end"]["median_s"] > 0
+
+
 def test_the_mmpose_way_of_simcc_argmax_is_numpy_argmax():
     simcc_x, simcc_y = np.random.rand(5, 3, 40), np.random.rand(5, 3, 30)
     simcc_y[2, 1] = 7.0  # ties: the first bin

@@ -195,6 +195,12 @@ def test_bad_settings_are_refused(change):
 def test_margin_too_large_for_the_map():
     with pytest.raises(ConfigError, match="leaves no room"):
         run_experiment(ExperimentConfig(sigma=10.0, samples=5, device="cpu"))
+    # the margin of SimCC vectors is in bins, and the message says so
+    vectors = dict(representation="simcc", image_size=(12, 12), samples=5, device="cpu")
+    with pytest.raises(ConfigError, match="20 bins leaves no room in 24x24 bins of SimCC vectors; .* at most 11.5"):
+        run_experiment(ExperimentConfig(**vectors, margin=20.0))
+    with pytest.raises(ConfigError, match="needs whole bins inside the margin of 11 bins"):
+        run_experiment(ExperimentConfig(**vectors, margin=11.0, sampling="grid", grid_size=3))
 
 
 def test_float64_and_float32_agree():
