@@ -236,6 +236,27 @@ def time_interleaved(
     return seconds
 
 
+def csv_records(config: BenchConfig, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """``result``'s rows for a CSV, each with what was timed and where: the
+    representation, ``dims``, one output's size (``HxW``, ``DxHxW``, or the ``Ny+Nx``
+    bins of a SimCC pair), the dtype, the device, torch and the threads."""
+    if config.representation == "simcc":
+        bins_y, bins_x = simcc_size(config.image_size, config.split_ratio)
+        size = f"{bins_x}+{bins_y}"
+    else:
+        size = "x".join(map(str, config.size))
+    context = {
+        "representation": "volume" if config.dims == 3 else config.representation,
+        "dims": config.dims,
+        "size": size,
+        "dtype": config.dtype,
+        "device": result["device"],
+        "torch": result["torch"],
+        "threads": result["threads"],
+    }
+    return [{**row, **context} for row in result["rows"]]
+
+
 def _row(name: str, kind: str, seconds: list[float], maps: int, read_seconds: float | None) -> dict[str, Any]:
     median = statistics.median(seconds)
     return {

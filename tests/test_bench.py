@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -104,3 +105,21 @@ def test_the_mmpose_way_of_simcc_argmax_is_numpy_argmax():
     locations, values = simcc_argmax(simcc_x, simcc_y)
     assert locations.shape == (5, 3, 2) and (locations[..., 0] == simcc_x.argmax(-1)).all()
     assert locations[2, 1, 1] == 0 and (values == np.minimum(simcc_x.max(-1), simcc_y.max(-1))).all()
+
+
+def test_bench_csv_says_what_was_timed(tmp_path):
+    # every row carries the representation, the size of one output and where it ran
+    out = tmp_path / "bench.csv"
+    args = ["bench", "--dims", "3", "--depth", "4", "--heatmap-size", "8x6", "--batch", "4", "--repeat", "1"]
+    result = CliRunner().invoke(app, [*args, "--decoders", "argmax", "--device", "cpu", "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    assert {"read the tensor once (sum)", "argmax"} <= set(rows["name"])
+    assert (rows["representation"] == "volume").all() and (rows["dims"] == 3).all()
+    assert (rows["size"] == "4x8x6").all() and (rows["device"] == "cpu").all() and (rows["dtype"] == "float32").all()
+    out = tmp_path / "simcc.csv"
+    args = ["bench", "--representation", "simcc", "--batch", "4", "--repeat", "1", "--decoders", "argmax"]
+    assert CliRunner().invoke(app, [*args, "--device", "cpu", "--csv", str(out)]).exit_code == 0
+    rows = pd.read_csv(out)
+    # 64x48 maps at stride 4: a 256x192 input, 384 x bins and 512 y bins at split ratio 2
+    assert (rows["representation"] == "simcc").all() and (rows["size"] == "384+512").all()

@@ -138,7 +138,7 @@ def bench(
     busy machine; compare ratios, not absolute speeds, between runs."""
     import pandas as pd
 
-    from integral_cli.bench import BenchConfig, run_bench
+    from integral_cli.bench import BenchConfig, csv_records, run_bench
     from integral_cli.coords import simcc_size
     from integral_cli.report import check_output_path, write_csv
 
@@ -149,7 +149,7 @@ def bench(
         task = bar.add_task("bench", total=None)
         result = run_bench(config, progress=lambda name: bar.update(task, description=f"bench: {name}"))
     if csv is not None:
-        write_csv(csv, pd.DataFrame(result["rows"]), columns=None)
+        write_csv(csv, pd.DataFrame(csv_records(config, result)), columns=None)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
