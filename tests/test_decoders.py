@@ -398,6 +398,22 @@ def test_debiased_integral_where_exp_overflows_float32(beta):
     assert torch.isfinite(leaf.grad).all() and leaf.grad[1].abs().sum() > 0
 
 
+def test_integral_where_exp_underflows_to_subnormal_numbers():
+    # Maps near -100: float32 exp(h) is subnormal (below 1.2e-38), with a few significant
+    # digits left, which moved unshifted weights' expectation by 1e-4 px; such maps are
+    # weighed again through the softmax, so they match the float64 softmax of the same
+    # values to float32 rounding (sums of 156 weights: 1e-6 px)
+    generator = torch.Generator().manual_seed(3)
+    centers = torch.tensor([[[5.3, 4.6]], [[6.1, 3.2]], [[7.4, 8.0]]])
+    maps = render_heatmaps(centers, (12, 13), 1.5, amplitude=3.0) + 0.05 * torch.rand(3, 1, 12, 13, generator=generator)
+    maps[:2] -= 100.0  # the third stays as it was: weighed unshifted
+    weights = torch.softmax(maps.double().flatten(-2), -1).view_as(maps)
+    ys, xs = torch.meshgrid(torch.arange(12.0).double(), torch.arange(13.0).double(), indexing="ij")
+    expected = torch.stack(((weights * xs).sum((-2, -1)), (weights * ys).sum((-2, -1))), -1)
+    torch.testing.assert_close(decode(maps.float(), "integral").double(), expected, atol=1e-6, rtol=0)
+    assert torch.exp(maps[:2].float()).max() < torch.finfo(torch.float32).tiny  # the case is what it says
+
+
 def test_debiased_integral_gradient_where_exp_overflows_float64():
     # float64 overflows past beta h = 709.8: a peak of 800 takes the fallback
     maps = render_heatmaps(torch.tensor([[[4.3, 5.6]], [[6.2, 3.7]]], dtype=torch.float64), (10, 11), 1.5)
@@ -595,13 +611,12 @@ def test_half_precision_input_is_decoded_in_float32(name):
         torch.testing.assert_close(got, decode(maps.to(dtype).float(), name), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "name", ["argmax", "argmax-quarter", "integral", "integral-marginal", "integral-l1", "soft-argmax-local"]
-)
+@pytest.mark.parametrize("name", ["argmax", "argmax-quarter", "integral-marginal", "integral-l1", "soft-argmax-local"])
 def test_decoders_stay_on_the_device_of_the_maps(name):
     # The meta device (shapes, no data) stands in for an accelerator: any tensor made on
     # the CPU by mistake meets the maps in an operation and raises. (DARK and the
-    # debiased integral branch on values, which the meta device does not have.)
+    # integral and its debiased form branch on values, a map weighed again where its
+    # exp overflowed, which the meta device does not have.)
     out = decode(torch.empty(2, 3, 12, 10, device="meta"), name)
     assert out.device.type == "meta" and out.shape == (2, 3, 2) and out.dtype == torch.float32
 

@@ -220,6 +220,18 @@ def test_a_decoder_of_heatmaps_only_refuses_volumes():
         decode(torch.rand(1, 1, 4, 4, 4), "dark-udp")
 
 
+def test_a_volume_whose_exp_is_subnormal_is_weighed_shifted():
+    # a volume near -100: float32 exp(h) is subnormal, with a few significant digits; it
+    # is weighed again shifted by its maximum and matches the float64 softmax of the same
+    # values to float32 rounding (sums of 210 weights: 1e-6 voxel)
+    generator = torch.Generator().manual_seed(5)
+    volume = torch.from_numpy(gaussian_volume((2.3, 3.6, 4.2), (5, 6, 7), 1.2, 3.0))
+    volume = (volume + 0.05 * torch.rand(volume.shape, generator=generator, dtype=torch.float64) - 100.0).float()
+    assert torch.exp(volume).max() < torch.finfo(torch.float32).tiny  # the case is what it says
+    expected = official_integral_3d(volume.double()[None, None])
+    torch.testing.assert_close(decode(volume[None, None], "integral").double(), expected, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["integral", "integral-debiased"])
 def test_a_volume_whose_exp_overflows_or_underflows_is_weighed_shifted(name):
     # three volumes in one batch: an ordinary one, one whose exp(h) overflows float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -12,6 +13,35 @@ from integral_cli.coords import pixel_coordinates
 def working_dtype(heatmaps: torch.Tensor) -> torch.dtype:
     """float64 stays float64; every other floating dtype is decoded in float32."""
     return torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
+
+
+LOG2_E = math.log2(math.e)
+
+
+def scaled_exp(values: torch.Tensor, beta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``exp(beta values)`` as ``exp2(beta log2(e) values)``, into ``out`` when given (in
+    place, no allocation; ``out`` may be ``values``); a new tensor (which autograd can
+    follow) otherwise.
+
+    ``exp2`` ran at 2-3 times the speed of torch's ``exp`` on the CPU (AMD EPYC, where
+    torch's float ``exp`` goes through a slower library path). The product rounds once,
+    which moves a weight by no more than a change of ``values`` in its last place does
+    (a relative ``2e-6`` at ``beta values = 30`` in float32).
+    """
+    if out is None:
+        return torch.exp2(values * (beta * LOG2_E))
+    return torch.mul(values, beta * LOG2_E, out=out).exp2_()
+
+
+def usable_total(total: torch.Tensor) -> torch.Tensor:
+    """Where the total of unshifted weights ``exp(beta h)`` gives their expectation to
+    rounding: finite (no ``exp`` overflowed) and at least ``tiny / eps`` of its dtype.
+    Below that the weights are subnormal numbers, whose absolute rounding (half the
+    subnormal spacing, ``tiny * eps / 2``) summed over up to ``2^24`` of them would
+    exceed the total's own rounding; such maps are weighed again shifted by their
+    maximum."""
+    info = torch.finfo(total.dtype)
+    return torch.isfinite(total) & (total >= info.tiny / info.eps)
 
 
 def softmax_expectation(logits: torch.Tensor) -> torch.Tensor:

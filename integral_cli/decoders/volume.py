@@ -9,30 +9,24 @@ and its flat index is ``(z H + y) W + x``.
 The expectations (the integral and its variants) weigh every voxel, and a volume is
 large (a 64x64x48 float32 volume is 768 KiB): the weights are built a block of a few
 depth slices of a few volumes at a time, small enough to stay in cache, and each block
-is summed straight into the three marginals. The softmax's weights ``exp(beta h)`` are
-taken as ``exp2(beta log2(e) h)``, which runs at 2-3 times the speed of ``exp`` on the CPU.
-Its product rounds once: a weight moves by as much as a change of ``h`` in its last place
-moves it (a relative ``2e-6`` at ``beta h = 30`` in float32), no more than ``h``'s own
-rounding already does.
+is summed straight into the three marginals. The softmax's weights ``exp(beta h)`` come
+from :func:`~integral_cli.decoders.common.scaled_exp`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from integral_cli.decoders.argmax import flat_argmax
-from integral_cli.decoders.common import softmax_expectation, working_dtype
+from integral_cli.decoders.common import scaled_exp, softmax_expectation, usable_total, working_dtype
 from integral_cli.decoders.integral import BLOCK_BYTES
 from integral_cli.devices import accumulation_dtype
 
 #: ``weigh(block, first, last)``: the weights of ``block``, an ``(n, d, H, W)`` block of
 #: the flat volumes ``first:last`` (whole volumes when ``d = D``).
 Weigh = Callable[[torch.Tensor, int, int, "torch.Tensor | None"], torch.Tensor]
-
-LOG2_E = math.log2(math.e)
 
 
 def stack_xyz(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -276,7 +270,7 @@ def _marginals_or_shifted(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The marginals of ``weigh``'s weights, which take ``exp(beta h)`` unshifted (one
     pass, no maximum to find first); the volumes whose total is not ``valid`` (an
-    ``exp`` that overflowed, or underflowed everywhere) are weighed again by
+    ``exp`` that overflowed, or underflowed to subnormal numbers) are weighed again by
     ``shifted(their volumes)``, which subtracts each volume's maximum first. Under
     autograd every volume is weighed shifted, so the graph stays one path."""
     if work.requires_grad and torch.is_grad_enabled():
@@ -291,20 +285,12 @@ def _marginals_or_shifted(
     return columns, rows, slices
 
 
-def _exp(block: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
-    """``exp(beta block)`` as ``exp2(beta log2(e) block)``, into ``out`` when given (in
-    place, no allocation; ``out`` may be ``block``); a new tensor (which autograd can
-    follow) otherwise."""
-    if out is None:
-        return torch.exp2(block * (beta * LOG2_E))
-    return torch.mul(block, beta * LOG2_E, out=out).exp2_()
-
-
 def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
-    """``exp(beta (block - shift))``, as :func:`_exp` does."""
+    """``exp(beta (block - shift))``, as :func:`~integral_cli.decoders.common.scaled_exp`
+    takes it."""
     if out is None:
-        return _exp(block - shift, beta, None)
-    return _exp(torch.sub(block, shift, out=out), beta, out)
+        return scaled_exp(block - shift, beta)
+    return scaled_exp(torch.sub(block, shift, out=out), beta, out)
 
 
 def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -331,14 +317,14 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
         # exp(beta h): the softmax's weights before their sum divides them (the
         # expectation divides by it once)
-        return _exp(block, beta, out)
+        return scaled_exp(block, beta, out)
 
     def shifted(volumes: torch.Tensor) -> Weigh:
         # exp(beta (h - m)), m the volume's maximum, which cannot overflow
         peaks = _volume_peaks(volumes)
         return lambda block, first, last, out: _shifted_exp(block, peaks[first:last], beta, out)
 
-    marginals = _marginals_or_shifted(work, weigh, shifted, lambda total: torch.isfinite(total) & (total > 0))
+    marginals = _marginals_or_shifted(work, weigh, shifted, usable_total)
     return marginal_expectation_3d(*marginals).to(work.dtype)
 
 
@@ -390,7 +376,7 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
         # exp(beta h) - 1, as the maps' decoder takes it (expm1 runs at a third of the
         # speed of this exp); a background voxel at 0 weighs exactly 0
-        weights = _exp(block, beta, out)
+        weights = scaled_exp(block, beta, out)
         return weights - 1 if out is None else weights.sub_(1)
 
     def shifted(volumes: torch.Tensor) -> Weigh:
@@ -399,7 +385,7 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
 
         def weigh_shifted(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
             shift = peaks[first:last]
-            weights, background = _shifted_exp(block, shift, beta, out), _exp(-shift, beta, None)
+            weights, background = _shifted_exp(block, shift, beta, out), scaled_exp(-shift, beta)
             # in place into the buffer; a new tensor under autograd, which needs the exp kept
             return weights - background if out is None else weights.sub_(background)
 
