@@ -284,8 +284,24 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def temporary_path(path: Path) -> Path:
-    """The name ``path`` is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.partial")
+    """The name ``path`` is written under before it is renamed into place: this
+    process's own, so that two runs writing the same file never write into one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where a directory cannot be
+    opened, as on Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems refuse to sync a directory; the rename itself stands
+    finally:
+        os.close(descriptor)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -306,6 +322,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         finally:
             os.close(descriptor)
         os.replace(temporary, path)
+        _sync_directory(path.parent)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     finally:

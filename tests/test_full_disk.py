@@ -240,7 +240,7 @@ def test_a_failed_sync_is_undone_and_the_cut_synced(tmp_path, monkeypatch):
 # ------------------------------------------------------------------- the sidecar
 def test_a_sidecar_that_cannot_be_written_leaves_nothing(tmp_path, monkeypatch):
     out = tmp_path / "s.csv"
-    monkeypatch.setattr(report.os, "write", FullDisk(tmp_path / ".s.json.partial", part=300))
+    monkeypatch.setattr(report.os, "write", FullDisk(report.temporary_path(tmp_path / "s.json"), part=300))
     result = invoke(*SWEEP, "--out", out)
     assert result.exit_code == 1
     assert result.stderr == f"integral-cli: error: cannot write {tmp_path / 's.json'}: No space left on device\n"
@@ -306,11 +306,11 @@ def parts(tmp_path_factory):
     return [directory / "p1.csv", directory / "p2.csv"]
 
 
-@pytest.mark.parametrize("failing", [".m.csv.partial", ".m.json.partial"])
+@pytest.mark.parametrize("failing", ["m.csv", "m.json"])
 def test_a_merge_onto_a_full_disk_leaves_nothing(tmp_path, monkeypatch, parts, failing):
     # the merged CSV, or its sidecar after it: either way neither is left, since a merged
     # CSV without its sidecar could be neither resumed nor merged again
-    monkeypatch.setattr(report.os, "write", FullDisk(tmp_path / failing, part=500))
+    monkeypatch.setattr(report.os, "write", FullDisk(report.temporary_path(tmp_path / failing), part=500))
     result = invoke("merge", tmp_path / "m.csv", *parts)
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     assert result.stderr.count("\n") == 1
@@ -332,7 +332,7 @@ def test_a_csv_onto_a_full_disk_leaves_nothing(tmp_path, monkeypatch, command):
     pictures.mkdir()
     tables.mkdir()
     extra = ["--out", pictures / "map.png"] if command[0] == "map" else []
-    monkeypatch.setattr(report.os, "write", FullDisk(tables / ".t.csv.partial", part=50))
+    monkeypatch.setattr(report.os, "write", FullDisk(report.temporary_path(tables / "t.csv"), part=50))
     result = invoke(*command, *extra, "--csv", tables / "t.csv")
     assert result.exit_code == 1
     assert result.stderr.endswith(f"integral-cli: error: cannot write {tables / 't.csv'}: No space left on device\n")
@@ -465,3 +465,22 @@ def test_every_row_the_tool_writes_ends_in_a_newline(straight):
     text = straight.read_text()
     assert text.endswith("\n") and "\r" not in text
     assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
+
+
+def test_a_write_syncs_the_file_then_its_directory_under_this_process_s_own_name(tmp_path, monkeypatch):
+    # the file's bytes, then the rename (the directory entry), reach the disk; the
+    # temporary name carries the process id, so two runs writing one file do not collide
+    import stat
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        synced.append("directory" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(report.os, "fsync", fsync)
+    report.write_bytes(tmp_path / "a.bin", b"abc")
+    assert synced == ["file", "directory"]
+    assert (tmp_path / "a.bin").read_bytes() == b"abc" and listing(tmp_path) == ["a.bin"]
+    assert str(os.getpid()) in report.temporary_path(tmp_path / "a.bin").name
