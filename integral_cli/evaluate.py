@@ -508,15 +508,9 @@ def _decoder_names(config: DecodeConfig, source: HeatmapFile | SimCCFile) -> tup
     apply; a decoder of 2D maps only is refused on volumes."""
     if not _holds_volumes(source):
         return config.resolved_decoders
-    volume_decoders = decoders_for("volume")
     if config.decoders == tuple(DECODERS):
-        return volume_decoders
-    for name in config.decoders:
-        if name not in volume_decoders:
-            raise ConfigError(
-                f"{source.path} holds volumes, which {name} does not decode; choose from {', '.join(volume_decoders)}"
-            )
-    return config.decoders
+        return decoders_for("volume")
+    return check_decoder_names(config.decoders, "volume", outputs=f"the volumes of {source.path}")
 
 
 def _decoding(

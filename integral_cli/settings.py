@@ -402,18 +402,14 @@ class ExperimentConfig:
                 convention_scales(convention, self.stride, self.image_size)
         if self.dims == 3 and self.representation != "heatmap":
             raise ConfigError(f"«dims» 3 renders volumes of heatmaps; «representation» {self.representation} is 2D")
-        if self.decoders != tuple(DECODERS) and self.dims == 2:
-            check_decoder_names(self.decoders, self.representation)
+        if self.decoders != tuple(DECODERS):
+            outputs = "volumes («dims» 3)" if self.dims == 3 else None
+            check_decoder_names(self.decoders, self.decoded_representation, outputs=outputs)
         if self.margin is not None and self.position != "interior":
             raise ConfigError(
                 "«margin» applies to «position» interior; border uses a band of ceil(3*sigma_hm), anywhere no margin"
             )
         if self.dims == 3:
-            others = [name for name in self.decoders if name not in decoders_for("volume")]
-            if others and self.decoders != tuple(DECODERS):
-                raise ConfigError(
-                    f"{others[0]} does not decode volumes («dims» 3); choose from {', '.join(decoders_for('volume'))}"
-                )
             if self.distractor > 0:
                 raise ConfigError("«distractor» is not available for volumes («dims» 3)")
             if self.oks_area is not None:

@@ -46,7 +46,7 @@ def test_compare_dims_3_prints_the_volume_table():
 
 def test_compare_dims_3_refuses_what_volumes_do_not_have():
     result = invoke("compare", "--dims", "3", "--decoders", "dark-udp", *SMALL)
-    assert result.exit_code == 2 and "dark-udp does not decode volumes (--dims 3)" in result.stderr
+    assert result.exit_code == 2 and "decoder 'dark-udp' does not apply to volumes (--dims 3)" in result.stderr
     result = invoke("compare", "--dims", "3", "--distractor", "0.5", *SMALL)
     assert result.exit_code == 2 and "--distractor is not available for volumes" in result.stderr
     assert invoke("compare", "--dims", "4").exit_code == 2
@@ -219,7 +219,7 @@ def test_evaluate_refuses_mismatched_volume_files(saved_volumes, tmp_path):
     np.save(tmp_path / "flat.npy", np.zeros((20, 2, 2)))
     with pytest.raises(ConfigError, match=r"\(N, K, 3\) \(x, y, z\) for volumes"):
         evaluate_files(volume_config(folder, tmp_path / "flat.npy", device="cpu"))
-    with pytest.raises(ConfigError, match="holds volumes, which dark-udp does not decode"):
+    with pytest.raises(ConfigError, match="'dark-udp' does not apply to the volumes of .*; its decoders: argmax"):
         evaluate_files(volume_config(folder, folder / "targets.npy", decoders=("dark-udp",)))
 
 
@@ -295,7 +295,7 @@ def test_the_default_bench_batch_follows_dims():
 
     assert BenchConfig().batch == 4096 and BenchConfig(dims=3).batch == 256
     assert BenchConfig(dims=3).size == (64, 64, 48)
-    with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
+    with pytest.raises(ConfigError, match="'dark-udp' does not apply to volumes"):
         BenchConfig(dims=3, decoders=("dark-udp",))
 
 

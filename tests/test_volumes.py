@@ -171,7 +171,7 @@ def test_the_decoders_of_volumes_are_all_by_default():
     config = ExperimentConfig(dims=3)
     assert config.decoders == tuple(DECODERS) and config.resolved_decoders == VOLUME_DECODERS
     assert ExperimentConfig().resolved_decoders == tuple(DECODERS)
-    with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
+    with pytest.raises(ConfigError, match="'dark-udp' does not apply to volumes"):
         ExperimentConfig(dims=3, decoders=("argmax", "dark-udp"))
     with pytest.raises(ConfigError, match="distractor"):
         ExperimentConfig(dims=3, distractor=0.5)
