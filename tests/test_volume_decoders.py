@@ -216,7 +216,7 @@ def test_the_softmax_pull_in_3d(amplitude):
 
 
 def test_a_decoder_of_heatmaps_only_refuses_volumes():
-    with pytest.raises(ConfigError, match="dark-udp does not decode volumes"):
+    with pytest.raises(ConfigError, match="decoder 'dark-udp' does not apply to volumes; its decoders: argmax"):
         decode(torch.rand(1, 1, 4, 4, 4), "dark-udp")
 
 

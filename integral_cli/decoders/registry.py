@@ -96,7 +96,7 @@ class Decoder:
         of heatmaps only."""
         if self.volume_implementation is None or "volume" not in self.representations:
             raise ConfigError(
-                f"{self.name} does not decode volumes; the decoders that do: {', '.join(decoders_for('volume'))}"
+                f"decoder {self.name!r} does not apply to volumes; its decoders: {', '.join(decoders_for('volume'))}"
             )
         return _resolve(self.volume_implementation)
 
