@@ -4,6 +4,7 @@ bug, each of which it must flag."""
 
 import contextlib
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,22 @@ def test_the_notes_example(fake_device):
     on_device = run_example(fake_device.device)
     # MPS sums the integral's moments in float32 instead of float64: a few 1e-6 px apart
     pd.testing.assert_frame_equal(on_device, run_example("cpu"), check_exact=False, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["integral", "integral-debiased"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_loud_map_stays_finite_where_the_moments_are_float32(monkeypatch, name, dims):
+    # MPS sums the moments in float32: unshifted weights totalling near float32's largest
+    # number (exp(87) = 6e37, twice over) would overflow times a coordinate; each
+    # marginal is divided by its total first. The point is (40.38, 30) on the CPU: the
+    # two pixels' weights are e^87 and e^86.5. Float32 moments: 1e-4 px.
+    shape = (1, 1, 64, 48) if dims == 2 else (1, 1, 16, 64, 48)
+    maps = torch.zeros(shape)
+    maps[(0, 0, *(5,) * (dims - 2), 30, 40)] = 87.0
+    maps[(0, 0, *(5,) * (dims - 2), 30, 41)] = 86.5
+    expected = decode(maps, name)
+    assert expected[0, 0, 0].item() == pytest.approx(40 + 1 / (1 + math.exp(0.5)), abs=1e-6)
+    with fake_accelerator("mps", monkeypatch) as mode:
+        got = decode(maps.to("mps"), name).cpu()
+    assert mode.problems == []
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)

@@ -88,14 +88,16 @@ def marginal_expectation(columns: torch.Tensor, rows: torch.Tensor) -> torch.Ten
 
     Moments from the two marginals (two reductions of each map, then these short sums)
     are faster on the CPU than a matrix product with a two-column basis, whose GEMM is
-    inefficient at that width.
+    inefficient at that width. The marginals are divided by their total before they
+    meet the coordinates: unshifted weights may total near float32's largest number,
+    which times a coordinate would overflow on MPS.
     """
     dtype = accumulation_dtype(columns.device)
     columns, rows = columns.to(dtype), rows.to(dtype)
     xs = torch.arange(columns.shape[-1], device=columns.device, dtype=dtype)
     ys = torch.arange(rows.shape[-1], device=rows.device, dtype=dtype)
-    total = rows.sum(-1)
-    return stack_xy((columns @ xs) / total, (rows @ ys) / total)
+    total = rows.sum(-1, keepdim=True)
+    return stack_xy((columns / total) @ xs, (rows / total) @ ys)
 
 
 def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:

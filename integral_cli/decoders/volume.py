@@ -246,13 +246,14 @@ def weight_marginals_3d(weigh: Weigh, volumes: torch.Tensor) -> tuple[torch.Tens
 
 def marginal_expectation_3d(columns: torch.Tensor, rows: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
     """``(B, K, 3)`` expected ``(x, y, z)`` from the three marginals of the weights, in
-    float64 (float32 on MPS, which has no float64)."""
+    float64 (float32 on MPS, which has no float64), each divided by the total before it
+    meets the coordinates (as :func:`~integral_cli.decoders.integral.marginal_expectation`)."""
     dtype = accumulation_dtype(slices.device)
-    total = slices.to(dtype).sum(-1)
+    total = slices.to(dtype).sum(-1, keepdim=True)
     moments = []
     for marginal in (columns, rows, slices):
         positions = torch.arange(marginal.shape[-1], device=marginal.device, dtype=dtype)
-        moments.append((marginal.to(dtype) @ positions) / total)
+        moments.append((marginal.to(dtype) / total) @ positions)
     return stack_xyz(*moments)
 
 
