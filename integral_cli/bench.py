@@ -22,7 +22,7 @@ from integral_cli.decoders.registry import auto_kernel_size, decoders_for
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.errors import ConfigError
-from integral_cli.experiment import DTYPES, run_experiment
+from integral_cli.experiment import DTYPES, check_runnable, run_experiment
 from integral_cli.settings import SETTINGS, Dtype, ExperimentConfig, default_margin
 from integral_cli.simcc import render_simcc
 from integral_cli.synth import FWHM_PER_SIGMA, render_heatmaps
@@ -109,12 +109,13 @@ class BenchConfig:
                 raise ConfigError("«dims» 3 times volumes of heatmaps; «representation» simcc is 2D")
             if self.decoders != tuple(DECODERS):
                 check_decoder_names(self.decoders, self.representation)
-            # the checks of the compare run timed on such vectors
-            self.simcc_experiment(1)
+            # the checks of the compare run timed on such vectors (its margin among them)
+            check_runnable(self.simcc_experiment(self.batch_size))
         else:
             check_decoder_names(self.decoders)
-            # the checks of an experiment on such maps or volumes: the decoders that decode them
-            self.experiment(1)
+            # the checks of the compare run on such maps or volumes: the decoders that
+            # decode them, the margin, the memory
+            check_runnable(self.experiment(self.batch_size))
 
     @property
     def batch_size(self) -> int:
@@ -238,7 +239,7 @@ def time_interleaved(
 
 def csv_records(config: BenchConfig, result: dict[str, Any]) -> list[dict[str, Any]]:
     """``result``'s rows for a CSV, each with what was timed and where: the
-    representation, ``dims``, one output's size (``HxW``, ``DxHxW``, or the ``Ny+Nx``
+    representation, ``dims``, one output's size (``HxW``, ``DxHxW``, or the ``Nx+Ny``
     bins of a SimCC pair), the dtype, the device, torch and the threads."""
     if config.representation == "simcc":
         bins_y, bins_x = simcc_size(config.image_size, config.split_ratio)

@@ -133,10 +133,18 @@ def test_volume_argmax_is_the_first_maximum_of_the_flat_volume():
     volumes[0, 3, 0, 2, 2] = np.inf
     volumes[0, 3, 3, 0, 0] = np.nan
     volumes[1, 0] = -1.0  # all equal: the first voxel
+    volumes[1, 1] = -np.inf  # all -inf: the first voxel
+    volumes[1, 2] = 0.0
+    volumes[1, 2, 1, 2, 3] = -0.0  # -0 and +0 tie: the first voxel
+    volumes[1, 3, 2:] = -np.inf
+    volumes[1, 3, 4, 5, 6] = 7.0  # a maximum after two slices of -inf
     expected = np.argmax(volumes.reshape(3, 4, -1), axis=-1)
-    got = volume_argmax(torch.from_numpy(volumes))
-    np.testing.assert_array_equal(got.numpy(), expected)
     assert expected[0, 0] == (1 * 6 + 4) * 7 + 5  # the case is what it says
+    # float32 and float64 go through numpy's argmax, float16 and bfloat16 through torch's
+    # (every value here is exact in all four)
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        got = volume_argmax(torch.from_numpy(volumes).to(dtype))
+        np.testing.assert_array_equal(got.numpy(), expected, err_msg=str(dtype))
 
 
 def test_large_volumes_are_summed_in_blocks_as_whole_volumes_are():
@@ -218,6 +226,18 @@ def test_the_softmax_pull_in_3d(amplitude):
 def test_a_decoder_of_heatmaps_only_refuses_volumes():
     with pytest.raises(ConfigError, match="decoder 'dark-udp' does not apply to volumes; its decoders: argmax"):
         decode(torch.rand(1, 1, 4, 4, 4), "dark-udp")
+
+
+@pytest.mark.parametrize("amplitude", [1e-3, 1e-2, 1.0, 10.0])
+def test_debiased_integral_is_as_exact_in_float32_at_any_amplitude(amplitude):
+    # as for maps: exp(h) - 1 as exp then a subtraction moved the point by 6e-4 voxel at
+    # amplitude 1e-3; such volumes are weighed again with expm1, so float32 volumes land
+    # within float32 sums' rounding (about 1e-6 voxel) of the float64 decode
+    rng = np.random.default_rng(8)
+    volumes = np.stack([gaussian_volume(rng.uniform(5, 15, 3), (20, 24, 26), 2.0, amplitude) for _ in range(8)])
+    volumes = torch.from_numpy(volumes.reshape(4, 2, 20, 24, 26)).float()
+    expected = decode(volumes.double(), "integral-debiased")
+    torch.testing.assert_close(decode(volumes, "integral-debiased").double(), expected, atol=1e-5, rtol=0)
 
 
 def test_a_volume_whose_exp_is_subnormal_is_weighed_shifted():

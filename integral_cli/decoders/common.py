@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -24,9 +25,10 @@ def scaled_exp(values: torch.Tensor, beta: float, out: torch.Tensor | None = Non
     follow) otherwise.
 
     ``exp2`` ran at 2-3 times the speed of torch's ``exp`` on the CPU (AMD EPYC, where
-    torch's float ``exp`` goes through a slower library path). The product rounds once,
-    which moves a weight by no more than a change of ``values`` in its last place does
-    (a relative ``2e-6`` at ``beta values = 30`` in float32).
+    torch's float ``exp`` goes through a slower library path). The factor
+    ``beta log2(e)`` and the product each round once, which moves a weight by about as
+    much as a change of ``values`` in its last place does (a relative ``2e-6`` at
+    ``beta values = 30`` in float32).
     """
     if out is None:
         return torch.exp2(values * (beta * LOG2_E))
@@ -42,6 +44,53 @@ def usable_total(total: torch.Tensor) -> torch.Tensor:
     maximum."""
     info = torch.finfo(total.dtype)
     return torch.isfinite(total) & (total >= info.tiny / info.eps)
+
+
+def exact_enough(total: torch.Tensor, count: int) -> torch.Tensor:
+    """Where ``count`` weights ``exp(beta h) - 1``, taken as ``exp`` then a subtraction,
+    weigh as exactly as the sums that follow. Each carries up to half a unit in the last
+    place of ``exp(beta h)`` (``2^-24`` near 1 in float32), so together they move an
+    expectation along an axis of length ``L`` by up to ``count 2^-24 L / |total|``: at
+    ``|total| >= count / 16`` at most ``16 L 2^-24``, the order of the float32 sums' own
+    rounding. Small amplitudes fall short, and are weighed again with ``expm1``."""
+    return torch.isfinite(total) & (total.abs() >= count / 16)
+
+
+#: ``(make, accept)``: ``make(outputs)`` is the weighing of those outputs, and
+#: ``accept(totals)`` says which outputs keep its weights (``None``: all).
+Attempt = tuple[Callable[[torch.Tensor], Any], "Callable[[torch.Tensor], torch.Tensor] | None"]
+
+
+def marginals_in_turn(
+    outputs: torch.Tensor,
+    attempts: Sequence[Attempt],
+    marginals_of: Callable[[Any, torch.Tensor], tuple[torch.Tensor, ...]],
+) -> tuple[torch.Tensor, ...]:
+    """The marginals of the weights of ``outputs`` (``(B, K, ...)``), each output
+    weighed by the first of ``attempts`` it passes.
+
+    The first attempt weighs every output; each later one only the outputs refused so
+    far (as ``(n, 1, ...)``). ``marginals_of(weighing, outputs)`` gives the marginals, the
+    sum of the last of which is the total of the weights. Under autograd the last
+    attempt weighs everything, so the graph takes one path.
+    """
+    if outputs.requires_grad and torch.is_grad_enabled():
+        return marginals_of(attempts[-1][0](outputs), outputs)
+    (make, accept), *rest = attempts
+    marginals = marginals_of(make(outputs), outputs)
+    todo = None if accept is None else ~accept(marginals[-1].sum(-1))
+    for make, accept in rest:
+        if todo is None or not bool(todo.any()):
+            break
+        subset = outputs[todo].unsqueeze(1)
+        again = marginals_of(make(subset), subset)
+        for marginal, better in zip(marginals, again, strict=True):
+            marginal[todo] = better[:, 0]
+        if accept is not None:
+            refused = torch.zeros_like(todo)
+            refused[todo] = ~accept(again[-1][:, 0].sum(-1))
+            todo = refused
+    return marginals
 
 
 def softmax_expectation(logits: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Integral (soft-argmax) decoders: expectations of the pixel position under a weighting
 of the heatmap.
 
-The softmax variants take ``exp(beta h)`` unshifted (one pass, no maximum to find
-first), through :func:`~integral_cli.decoders.common.scaled_exp`; a map whose weights
-overflow (or underflow) is weighed again with its maximum subtracted first, so any
-amplitude and any ``beta`` are safe.
+``integral`` and ``integral-debiased`` take ``exp(beta h)`` unshifted (one pass, no
+maximum to find first), through :func:`~integral_cli.decoders.common.scaled_exp`; a map
+whose weights overflow (or, for the integral, total a subnormal number) is weighed
+again with its maximum subtracted first, so any amplitude and any ``beta`` are safe.
+``integral-marginal`` and ``soft-argmax-local`` subtract the maximum first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 
 from integral_cli.decoders.argmax import get_heatmap_maximum
 from integral_cli.decoders.common import (
+    exact_enough,
     gather_patches,
+    marginals_in_turn,
     patch_inside,
     pixel_indices,
     scaled_exp,
@@ -46,8 +49,8 @@ def block_maps(maps: torch.Tensor) -> int:
     blocks (about 157 of them for 10k maps of 64x48) would cost launch overhead, while
     the chunk itself was sized to fit the memory budget with its working buffers.
     """
-    if maps.device.type != "cpu":
-        return maps.shape[0]
+    if maps.device.type != "cpu" or maps[0:1].numel() == 0:
+        return maps.shape[0]  # (and an empty batch, or empty maps, in one call)
     return max(MIN_BLOCK_MAPS, BLOCK_BYTES // (maps[0].numel() * maps.element_size()))
 
 
@@ -124,16 +127,10 @@ def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         logits = block.flatten(-2) if beta == 1 else beta * block.flatten(-2)
         return torch.softmax(logits, dim=-1).view_as(block)
 
-    if maps.requires_grad and torch.is_grad_enabled():
-        return expectation_2d(softmax, maps)  # one path for the graph
     # exp(beta h): the softmax's weights before their sum divides them (the expectation
     # divides by it once), faster than torch's softmax (no maximum, no division)
-    columns, rows = weight_marginals(lambda block: scaled_exp(block, beta), maps)
-    redo = ~usable_total(rows.sum(-1))  # (B, K)
-    if bool(redo.any()):
-        again = weight_marginals(softmax, maps[redo].unsqueeze(1))
-        columns[redo], rows[redo] = again[0][:, 0], again[1][:, 0]
-    return marginal_expectation(columns, rows).to(maps.dtype)
+    attempts = ((lambda maps: lambda block: scaled_exp(block, beta), usable_total), (lambda maps: softmax, None))
+    return marginal_expectation(*marginals_in_turn(maps, attempts, weight_marginals)).to(maps.dtype)
 
 
 def decode_integral_marginal(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -167,8 +164,11 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     ``mu = (C * E - N * c) / (C - N)``: each background pixel at 0 adds ``exp(0) = 1`` to
     ``C`` and pulls ``E`` toward ``c``, and this takes exactly that out. Since
     ``C * E - N * c = sum (exp(beta h) - 1) * x`` and ``C - N = sum (exp(beta h) - 1)``,
-    it is the expectation under the weights ``exp(beta h) - 1``, computed as such. Maps
-    where that overflows (``beta h`` above 88 in float32) are weighed again, scaled by
+    it is the expectation under the weights ``exp(beta h) - 1``, computed as such: as
+    ``exp`` then a subtraction, or with ``expm1`` where the total is small next to the
+    pixel count (small amplitudes, :func:`~integral_cli.decoders.common.exact_enough`:
+    ``exp`` near 1 keeps only the absolute precision of 1). Maps where that overflows
+    (``beta h`` above 88 in float32) are weighed again, scaled by
     ``exp(-beta max h) / sum exp(beta (h - max h))``, as
     ``softmax(beta h) - exp(-beta max h) max softmax(beta h)`` (the largest softmax
     weight is ``1 / sum exp(beta (h - max h))``). Either way the background's 1 comes
@@ -187,11 +187,14 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
     tensor([[[1., 0.]]])
     """
     maps = heatmaps.to(working_dtype(heatmaps))
+    count = maps.shape[-2] * maps.shape[-1]
 
-    def exp_minus_one(block: torch.Tensor) -> torch.Tensor:
-        weights = scaled_exp(block, beta)
-        # in place unless autograd needs the exp's output as it was
-        return weights - 1 if weights.requires_grad else weights.sub_(1)
+    def fast(block: torch.Tensor) -> torch.Tensor:
+        # exp then a subtraction, a background pixel at 0 weighing exactly 0
+        return scaled_exp(block, beta).sub_(1)
+
+    def exact(block: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(block if beta == 1 else beta * block)
 
     def scaled(block: torch.Tensor) -> torch.Tensor:
         flat = block.flatten(-2)
@@ -202,14 +205,18 @@ def decode_integral_debiased(heatmaps: torch.Tensor, beta: float = 1.0) -> torch
         weights = weights - background if weights.requires_grad else weights.sub_(background)
         return weights.view_as(block)
 
-    columns, rows = weight_marginals(exp_minus_one, maps)
-    # (B, K), NaN maps too (they stay NaN); the factor covers the moments, which are at
-    # most the total times the largest coordinate
-    overflowed = ~torch.isfinite(rows.sum(-1) * max(maps.shape[-2:]))
+    if not (maps.requires_grad and torch.is_grad_enabled()):
+        attempts = (
+            (lambda maps: fast, lambda total: exact_enough(total, count)),
+            (lambda maps: exact, torch.isfinite),  # small amplitudes; NaN maps stay NaN
+            (lambda maps: scaled, None),  # exp overflowed
+        )
+        return marginal_expectation(*marginals_in_turn(maps, attempts, weight_marginals)).to(maps.dtype)
+    columns, rows = weight_marginals(exact, maps)
+    overflowed = ~torch.isfinite(rows.sum(-1))  # (B, K), NaN maps too (they stay NaN)
     if bool(overflowed.any()):
-        if columns.requires_grad:
-            # the infinite exp of an overflowing map would turn its zero gradient into NaN
-            columns, rows = weight_marginals(exp_minus_one, maps.masked_fill(overflowed[..., None, None], 0.0))
+        # the infinite exp of an overflowing map would turn its zero gradient into NaN
+        columns, rows = weight_marginals(exact, maps.masked_fill(overflowed[..., None, None], 0.0))
         again = weight_marginals(scaled, maps[overflowed].unsqueeze(1))
         columns, rows = columns.clone(), rows.clone()
         columns[overflowed], rows[overflowed] = again[0].squeeze(1), again[1].squeeze(1)

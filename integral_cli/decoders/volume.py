@@ -20,7 +20,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from integral_cli.decoders.argmax import flat_argmax
-from integral_cli.decoders.common import scaled_exp, softmax_expectation, usable_total, working_dtype
+from integral_cli.decoders.common import (
+    exact_enough,
+    marginals_in_turn,
+    scaled_exp,
+    softmax_expectation,
+    usable_total,
+    working_dtype,
+)
 from integral_cli.decoders.integral import BLOCK_BYTES
 from integral_cli.devices import accumulation_dtype
 
@@ -263,29 +270,6 @@ def _volume_peaks(volumes: torch.Tensor) -> torch.Tensor:
     return volumes.detach().flatten(-3).amax(-1).reshape(-1, 1, 1, 1)
 
 
-def _marginals_or_shifted(
-    work: torch.Tensor,
-    weigh: Weigh,
-    shifted: Callable[[torch.Tensor], Weigh],
-    valid: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The marginals of ``weigh``'s weights, which take ``exp(beta h)`` unshifted (one
-    pass, no maximum to find first); the volumes whose total is not ``valid`` (an
-    ``exp`` that overflowed, or underflowed to subnormal numbers) are weighed again by
-    ``shifted(their volumes)``, which subtracts each volume's maximum first. Under
-    autograd every volume is weighed shifted, so the graph stays one path."""
-    if work.requires_grad and torch.is_grad_enabled():
-        return weight_marginals_3d(shifted(work), work)
-    columns, rows, slices = weight_marginals_3d(weigh, work)
-    redo = ~valid(slices.sum(-1))  # (B, K)
-    if bool(redo.any()):
-        again = work[redo].unsqueeze(1)  # (n, 1, D, H, W)
-        fixed = weight_marginals_3d(shifted(again), again)
-        for marginal, better in zip((columns, rows, slices), fixed, strict=True):
-            marginal[redo] = better[:, 0]
-    return columns, rows, slices
-
-
 def _shifted_exp(block: torch.Tensor, shift: torch.Tensor, beta: float, out: torch.Tensor | None) -> torch.Tensor:
     """``exp(beta (block - shift))``, as :func:`~integral_cli.decoders.common.scaled_exp`
     takes it."""
@@ -299,8 +283,9 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
     over all ``D H W`` voxels, then the three marginals of ``p``, then the expectation
     of the voxel index along each.
 
-    The weights ``exp(beta h)`` are taken unshifted (a volume whose ``exp`` overflows is
-    weighed again shifted by its maximum); the moments come from the marginals.
+    The weights ``exp(beta h)`` are taken unshifted (a volume whose ``exp`` overflows, or
+    totals a subnormal number, is weighed again shifted by its maximum); the moments come
+    from the marginals.
 
     Args:
         volumes: ``(B, K, D, H, W)``.
@@ -325,7 +310,8 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
         peaks = _volume_peaks(volumes)
         return lambda block, first, last, out: _shifted_exp(block, peaks[first:last], beta, out)
 
-    marginals = _marginals_or_shifted(work, weigh, shifted, usable_total)
+    # a volume whose exp overflowed, or is subnormal, weighed again shifted
+    marginals = marginals_in_turn(work, ((lambda volumes: weigh, usable_total), (shifted, None)), weight_marginals_3d)
     return marginal_expectation_3d(*marginals).to(work.dtype)
 
 
@@ -356,10 +342,12 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     With ``N = D H W``, ``C = sum exp(beta h)``, the volume's centre
     ``c = ((W - 1) / 2, (H - 1) / 2, (D - 1) / 2)`` and ``E`` the
     :func:`decode_volume_integral` result, ``mu = (C E - N c) / (C - N)``: the
-    expectation under the weights ``exp(beta h) - 1``. It is computed under those
-    weights times ``exp(-beta m) / sum exp(beta (h - m))``, ``m`` the volume's maximum,
-    which cannot overflow: ``softmax(beta h) - exp(-beta m) max softmax(beta h)``. The
-    background's 1 comes off every voxel before summing, not off the large sums.
+    expectation under the weights ``exp(beta h) - 1``, taken as ``exp`` then a
+    subtraction; where the total is small next to the voxel count (small amplitudes,
+    :func:`~integral_cli.decoders.common.exact_enough`), with ``expm1``; where ``exp``
+    overflows, times ``exp(-beta m) / sum exp(beta (h - m))``, ``m`` the volume's
+    maximum: ``softmax(beta h) - exp(-beta m) max softmax(beta h)`` (as under autograd).
+    The background's 1 comes off every voxel before summing, not off the large sums.
 
     Args:
         volumes: ``(B, K, D, H, W)``, background at 0.
@@ -374,11 +362,17 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
     """
     work = volumes.to(working_dtype(volumes))
 
-    def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
-        # exp(beta h) - 1, as the maps' decoder takes it (expm1 runs at a third of the
-        # speed of this exp); a background voxel at 0 weighs exactly 0
+    count = work.shape[-3] * work.shape[-2] * work.shape[-1]
+
+    def fast(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+        # exp(beta h) - 1 as exp then a subtraction (expm1 runs at a third of the speed
+        # of this exp), a background voxel at 0 weighing exactly 0
         weights = scaled_exp(block, beta, out)
         return weights - 1 if out is None else weights.sub_(1)
+
+    def exact(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
+        logits = block if beta == 1 else beta * block
+        return torch.expm1(logits) if out is None else torch.expm1(logits, out=out)
 
     def shifted(volumes: torch.Tensor) -> Weigh:
         # exp(beta (h - m)) - exp(-beta m): the weights exp(beta h) - 1 times exp(-beta m)
@@ -392,8 +386,12 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
 
         return weigh_shifted
 
-    marginals = _marginals_or_shifted(work, weigh, shifted, torch.isfinite)
-    return marginal_expectation_3d(*marginals).to(work.dtype)
+    attempts = (
+        (lambda volumes: fast, lambda total: exact_enough(total, count)),
+        (lambda volumes: exact, torch.isfinite),  # small amplitudes; NaN volumes stay NaN
+        (shifted, None),  # exp overflowed
+    )
+    return marginal_expectation_3d(*marginals_in_turn(work, attempts, weight_marginals_3d)).to(work.dtype)
 
 
 def decode_volume_integral_l1(volumes: torch.Tensor) -> torch.Tensor:
