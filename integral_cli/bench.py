@@ -17,8 +17,8 @@ from integral_cli import baselines
 from integral_cli.baselines import DSNTNN, KORNIA
 from integral_cli.checks import check_range, check_size
 from integral_cli.coords import simcc_size
-from integral_cli.decoders import DECODERS, check_decoder_names, decode
-from integral_cli.decoders.registry import auto_kernel_size, decoders_for
+from integral_cli.decoders import DECODERS, decode
+from integral_cli.decoders.registry import auto_kernel_size
 from integral_cli.decoders.simcc import decode_simcc
 from integral_cli.devices import check_dtype, limit_allocator_slack, resolve_device, run_on_device, synchronize, timed
 from integral_cli.errors import ConfigError
@@ -104,18 +104,10 @@ class BenchConfig:
         check_range(self.repeat, "repeat", 1, 1000, integer=True)
         for name in ("representation", "split_ratio"):
             SETTINGS[name].check(getattr(self, name))
-        if self.representation == "simcc":
-            if self.dims == 3:
-                raise ConfigError("«dims» 3 times volumes of heatmaps; «representation» simcc is 2D")
-            if self.decoders != tuple(DECODERS):
-                check_decoder_names(self.decoders, self.representation)
-            # the checks of the compare run timed on such vectors (its margin among them)
-            check_runnable(self.simcc_experiment(self.batch_size))
-        else:
-            check_decoder_names(self.decoders)
-            # the checks of the compare run on such maps or volumes: the decoders that
-            # decode them, the margin, the memory
-            check_runnable(self.experiment(self.batch_size))
+        if self.representation == "simcc" and self.dims == 3:
+            raise ConfigError("«dims» 3 times volumes of heatmaps; «representation» simcc is 2D")
+        # the checks of the compare run timed: the decoders that apply, the margin, the memory
+        check_runnable(self.experiment(self.batch_size))
 
     @property
     def batch_size(self) -> int:
@@ -135,14 +127,15 @@ class BenchConfig:
 
     @property
     def resolved_decoders(self) -> tuple[str, ...]:
-        """``decoders``, or when that is every decoder, those that apply (to volumes for
-        ``dims`` 3)."""
-        if self.decoders != tuple(DECODERS):
-            return self.decoders
-        return decoders_for("volume" if self.dims == 3 else self.representation)
+        """``decoders``, or when that is every decoder, those that apply, as the compare
+        run resolves them."""
+        return self.experiment(1).resolved_decoders
 
     def experiment(self, samples: int) -> ExperimentConfig:
-        """The ``compare`` run timed end to end: ``samples`` such maps at stride 4."""
+        """The ``compare`` run timed end to end: ``samples`` such maps (or volumes) at
+        stride 4, or pairs of SimCC vectors."""
+        if self.representation == "simcc":
+            return self._simcc_experiment(samples)
         height, width = self.heatmap_size
         return ExperimentConfig(
             stride=STRIDE,
@@ -159,7 +152,7 @@ class BenchConfig:
             dark_kernel=self.dark_kernel,
         )
 
-    def simcc_experiment(self, samples: int) -> ExperimentConfig:
+    def _simcc_experiment(self, samples: int) -> ExperimentConfig:
         """The ``compare`` run timed end to end on SimCC vectors: ``samples`` pairs of
         RTMPose's vectors for this input, the margin their labels' 3 sigma (less when the
         vectors are short)."""
@@ -432,7 +425,7 @@ def _run_simcc_bench(config: BenchConfig, device: torch.device, step: Callable[[
     rows = [_row(c.name, c.kind, seconds[c.name], c.maps, read) for c in contenders]
 
     step("compare")
-    experiment = config.simcc_experiment(batch)
+    experiment = config.experiment(batch)
     compare_seconds = time_call(lambda: run_experiment(experiment), 1, device)
     rows.insert(len(config.resolved_decoders) + 2, _row(COMPARE, "compare", compare_seconds, batch, read))
     return {
