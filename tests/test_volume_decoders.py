@@ -91,6 +91,15 @@ class TestEveryDecoderOfVolumes:
                     got[b, k].double().numpy(), expected, rtol=tolerance, atol=tolerance, err_msg=f"volume {b},{k}"
                 )
 
+    def test_autograd_does_not_change_the_coordinates(self, name, rng):
+        # with autograd on the expectations weigh every volume shifted by its maximum, in
+        # new tensors instead of one reused buffer: the numbers must not move (float64,
+        # rounding far below 1e-12)
+        volumes = torch.from_numpy(bump_volumes(rng))
+        plain = decode(volumes, name, **PARAMS)
+        tracked = decode(volumes.clone().requires_grad_(), name, **PARAMS)
+        torch.testing.assert_close(tracked.detach(), plain, atol=1e-12, rtol=0)
+
     def test_input_not_modified(self, name):
         volumes = torch.rand(2, 2, 6, 7, 8)
         before = volumes.clone()
@@ -117,6 +126,19 @@ class TestEveryDecoderOfVolumes:
         together = decode(volumes, name)
         alone = torch.cat([decode(volumes[b : b + 1], name) for b in range(volumes.shape[0])])
         torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+@pytest.mark.parametrize("name", [name for name in VOLUME_DECODERS if DECODERS[name].differentiable])
+def test_gradient_of_volumes_matches_finite_differences(name, beta):
+    # a small volume, bump in the interior plus noise: the decoders that declare a
+    # gradient give torch's finite-difference Jacobian (gradcheck, float64); under
+    # autograd the expectations take their shifted path, in new tensors
+    generator = torch.Generator().manual_seed(9)
+    volumes = torch.from_numpy(gaussian_volume((2.3, 2.6, 2.4), (5, 6, 5), 1.2, 2.0))[None, None]
+    volumes = (volumes + 0.01 * torch.rand(volumes.shape, generator=generator, dtype=torch.float64)).requires_grad_()
+    params = {"beta": beta} if "beta" in DECODERS[name].params else {}
+    assert torch.autograd.gradcheck(lambda v: decode(v, name, **params), (volumes,))
 
 
 def test_volume_argmax_is_the_first_maximum_of_the_flat_volume():
