@@ -85,22 +85,25 @@ def expectation_2d(weigh: Callable[[torch.Tensor], torch.Tensor], maps: torch.Te
     return marginal_expectation(*weight_marginals(weigh, maps)).to(maps.dtype)
 
 
-def marginal_expectation(columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``(B, K, 2)`` expected ``(x, y)`` from the column and row sums of the weights, in
-    float64 (float32 on MPS, which has no float64).
+def marginal_expectation(*marginals: torch.Tensor) -> torch.Tensor:
+    """``(B, K, n)`` expected coordinates from the ``n`` marginals of the weights along
+    each axis (``(x, y)`` from the column and row sums of maps, ``(x, y, z)`` from those
+    of volumes and their depth-slice sums), in float64 (float32 on MPS, which has no
+    float64).
 
-    Moments from the two marginals (two reductions of each map, then these short sums)
-    are faster on the CPU than a matrix product with a two-column basis, whose GEMM is
+    Moments from the marginals (two reductions of each map, then these short sums) are
+    faster on the CPU than a matrix product with a two-column basis, whose GEMM is
     inefficient at that width. The marginals are divided by their total before they
     meet the coordinates: unshifted weights may total near float32's largest number,
     which times a coordinate would overflow on MPS.
     """
-    dtype = accumulation_dtype(columns.device)
-    columns, rows = columns.to(dtype), rows.to(dtype)
-    xs = torch.arange(columns.shape[-1], device=columns.device, dtype=dtype)
-    ys = torch.arange(rows.shape[-1], device=rows.device, dtype=dtype)
-    total = rows.sum(-1, keepdim=True)
-    return stack_xy((columns / total) @ xs, (rows / total) @ ys)
+    dtype = accumulation_dtype(marginals[-1].device)
+    total = marginals[-1].to(dtype).sum(-1, keepdim=True)
+    moments = []
+    for marginal in marginals:
+        positions = torch.arange(marginal.shape[-1], device=marginal.device, dtype=dtype)
+        moments.append((marginal.to(dtype) / total) @ positions)
+    return torch.stack(moments, dim=-1)
 
 
 def decode_integral(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:

@@ -28,8 +28,7 @@ from integral_cli.decoders.common import (
     usable_total,
     working_dtype,
 )
-from integral_cli.decoders.integral import BLOCK_BYTES
-from integral_cli.devices import accumulation_dtype
+from integral_cli.decoders.integral import BLOCK_BYTES, marginal_expectation
 
 #: ``weigh(block, first, last)``: the weights of ``block``, an ``(n, d, H, W)`` block of
 #: the flat volumes ``first:last`` (whole volumes when ``d = D``).
@@ -251,19 +250,6 @@ def weight_marginals_3d(weigh: Weigh, volumes: torch.Tensor) -> tuple[torch.Tens
     )
 
 
-def marginal_expectation_3d(columns: torch.Tensor, rows: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
-    """``(B, K, 3)`` expected ``(x, y, z)`` from the three marginals of the weights, in
-    float64 (float32 on MPS, which has no float64), each divided by the total before it
-    meets the coordinates (as :func:`~integral_cli.decoders.integral.marginal_expectation`)."""
-    dtype = accumulation_dtype(slices.device)
-    total = slices.to(dtype).sum(-1, keepdim=True)
-    moments = []
-    for marginal in (columns, rows, slices):
-        positions = torch.arange(marginal.shape[-1], device=marginal.device, dtype=dtype)
-        moments.append((marginal.to(dtype) / total) @ positions)
-    return stack_xyz(*moments)
-
-
 def _volume_peaks(volumes: torch.Tensor) -> torch.Tensor:
     """``(B*K, 1, 1, 1)`` maxima, outside any graph (every expectation below is
     unchanged by the shift, so it carries no gradient)."""
@@ -312,7 +298,7 @@ def decode_volume_integral(volumes: torch.Tensor, beta: float = 1.0) -> torch.Te
 
     # a volume whose exp overflowed, or is subnormal, weighed again shifted
     marginals = marginals_in_turn(work, ((lambda volumes: weigh, usable_total), (shifted, None)), weight_marginals_3d)
-    return marginal_expectation_3d(*marginals).to(work.dtype)
+    return marginal_expectation(*marginals).to(work.dtype)
 
 
 def decode_volume_integral_marginal(volumes: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -391,7 +377,7 @@ def decode_volume_integral_debiased(volumes: torch.Tensor, beta: float = 1.0) ->
         (lambda volumes: exact, torch.isfinite),  # small amplitudes; NaN volumes stay NaN
         (shifted, None),  # exp overflowed
     )
-    return marginal_expectation_3d(*marginals_in_turn(work, attempts, weight_marginals_3d)).to(work.dtype)
+    return marginal_expectation(*marginals_in_turn(work, attempts, weight_marginals_3d)).to(work.dtype)
 
 
 def decode_volume_integral_l1(volumes: torch.Tensor) -> torch.Tensor:
@@ -406,7 +392,7 @@ def decode_volume_integral_l1(volumes: torch.Tensor) -> torch.Tensor:
     def weigh(block: torch.Tensor, first: int, last: int, out: torch.Tensor | None) -> torch.Tensor:
         return block.clamp(min=0) if out is None else torch.clamp(block, min=0, out=out)
 
-    return marginal_expectation_3d(*weight_marginals_3d(weigh, work)).to(work.dtype)
+    return marginal_expectation(*weight_marginals_3d(weigh, work)).to(work.dtype)
 
 
 def decode_volume_soft_argmax_local(volumes: torch.Tensor, beta: float = 1.0, window_radius: int = 2) -> torch.Tensor:
