@@ -126,6 +126,15 @@ class BenchConfig:
         return (self.depth, *self.heatmap_size) if self.dims == 3 else self.heatmap_size
 
     @property
+    def size_text(self) -> str:
+        """One output's size as the table and the CSV say it: ``HxW``, ``DxHxW``, or the
+        ``Nx+Ny`` bins of a SimCC pair."""
+        if self.representation == "simcc":
+            bins_y, bins_x = simcc_size(self.image_size, self.split_ratio)
+            return f"{bins_x}+{bins_y}"
+        return "x".join(map(str, self.size))
+
+    @property
     def resolved_decoders(self) -> tuple[str, ...]:
         """``decoders``, or when that is every decoder, those that apply, as the compare
         run resolves them."""
@@ -234,15 +243,10 @@ def csv_records(config: BenchConfig, result: dict[str, Any]) -> list[dict[str, A
     """``result``'s rows for a CSV, each with what was timed and where: the
     representation, ``dims``, one output's size (``HxW``, ``DxHxW``, or the ``Nx+Ny``
     bins of a SimCC pair), the dtype, the device, torch and the threads."""
-    if config.representation == "simcc":
-        bins_y, bins_x = simcc_size(config.image_size, config.split_ratio)
-        size = f"{bins_x}+{bins_y}"
-    else:
-        size = "x".join(map(str, config.size))
     context = {
         "representation": "volume" if config.dims == 3 else config.representation,
         "dims": config.dims,
-        "size": size,
+        "size": config.size_text,
         "dtype": config.dtype,
         "device": result["device"],
         "torch": result["torch"],

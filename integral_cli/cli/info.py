@@ -139,7 +139,6 @@ def bench(
     import pandas as pd
 
     from integral_cli.bench import BenchConfig, csv_records, run_bench
-    from integral_cli.coords import simcc_size
     from integral_cli.report import check_output_path, write_csv
 
     config = BenchConfig(heatmap_size=heatmap_size, batch=batch, repeat=repeat, baselines=baselines, **settings)
@@ -159,13 +158,12 @@ def bench(
         fraction = "" if row["read_fraction"] is None else f"{row['read_fraction']:.0%}"
         table.add_row(row["name"], f"{row['maps_per_s']:,.0f}", number(row["median_s"] * 1e3), fraction)
     if config.representation == "simcc":
-        bins_y, bins_x = simcc_size(config.image_size, config.split_ratio)
         image = f"image {config.image_size[0]}x{config.image_size[1]}"
-        what = [f"{config.batch} SimCC vector pairs of {bins_x}+{bins_y} bins {config.dtype}", f"{image}"]
+        what = [f"{config.batch} SimCC vector pairs of {config.size_text} bins {config.dtype}", f"{image}"]
         what.append(f"split ratio {config.split_ratio:g}")
     else:
         outputs = "volumes" if config.dims == 3 else "maps"
-        what = [f"{config.batch} {outputs} of {'x'.join(map(str, config.size))} {config.dtype}"]
+        what = [f"{config.batch} {outputs} of {config.size_text} {config.dtype}"]
     title = [
         *what,
         f"device {result['device']}",
